@@ -1,0 +1,72 @@
+// swift-tools-version:6.1
+
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "zddm",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ZDDM", targets: ["ZDDM"]),
+        .library(name: "ZDDMTesting", targets: ["ZDDMTesting"]),
+        .library(name: "ZDDMSQLite", targets: ["ZDDMSQLite"]),
+        .library(name: "ZDDMPostgres", targets: ["ZDDMPostgres"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+    ],
+    targets: [
+        .target(
+            name: "ZDDM",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ZDDMTesting",
+            dependencies: ["ZDDM"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ZDDMSQLite",
+            dependencies: ["ZDDM", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ZDDMPostgres",
+            dependencies: [
+                "ZDDM",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZDDMTests",
+            dependencies: [
+                "ZDDM",
+                "ZDDMTesting",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZDDMStoreTests",
+            dependencies: ["ZDDM", "ZDDMTesting", "ZDDMSQLite", "ZDDMPostgres"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

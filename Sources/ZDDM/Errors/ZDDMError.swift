@@ -1,0 +1,138 @@
+/// The one error type ZDDM throws.
+///
+/// It names what failed: for store failures, the store's role (Old or New) and the operation, and it carries the
+/// underlying error. Its description never contains a key's value, a row's value, an SQL parameter or a password.
+/// "Not found" is never an error: reads return `nil`.
+public struct ZDDMError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: Hashable, Sendable {
+            case storeFailed
+            case invalidRate
+            case unsupported
+            case invalidArgument
+            case connectionFailed
+            case conformance
+        }
+
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// A store operation failed; ``ZDDMError/role`` and ``ZDDMError/operation`` say which.
+        public static let storeFailed = Code(.storeFailed)
+        /// A rate outside `[0, 1]` (or NaN) was given; nothing was changed.
+        public static let invalidRate = Code(.invalidRate)
+        /// A store was asked for something it declares it cannot do.
+        public static let unsupported = Code(.unsupported)
+        /// An argument was invalid (an identifier, a URL, a size, an option); nothing was done.
+        public static let invalidArgument = Code(.invalidArgument)
+        /// A database could not be reached or refused the login.
+        public static let connectionFailed = Code(.connectionFailed)
+        /// A store failed the conformance suite.
+        public static let conformance = Code(.conformance)
+
+        public var description: String {
+            switch base {
+            case .storeFailed: "store failed"
+            case .invalidRate: "invalid rate"
+            case .unsupported: "unsupported"
+            case .invalidArgument: "invalid argument"
+            case .connectionFailed: "connection failed"
+            case .conformance: "conformance failure"
+            }
+        }
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// Which store failed, when a store failed.
+    public var role: StoreRole?
+    /// Which operation failed, when a store operation failed.
+    public var operation: StoreOperation?
+    /// A human-readable explanation; never holds keys' or rows' values, SQL parameters or passwords.
+    public var message: String
+    /// The error that caused this one, if any.
+    public var underlying: (any Error)?
+
+    /// Creates an error.
+    /// - Parameters:
+    ///   - code: What kind of failure this is.
+    ///   - role: Which store failed, if any.
+    ///   - operation: Which operation failed, if any.
+    ///   - message: An explanation without values, parameters or passwords.
+    ///   - underlying: The error that caused this one.
+    public init(
+        _ code: Code,
+        role: StoreRole? = nil,
+        operation: StoreOperation? = nil,
+        message: String,
+        underlying: (any Error)? = nil
+    ) {
+        self.code = code
+        self.role = role
+        self.operation = operation
+        self.message = message
+        self.underlying = underlying
+    }
+
+    /// Wraps a store's error, naming the store and the operation.
+    static func store(_ role: StoreRole, _ operation: StoreOperation, _ error: any Error) -> ZDDMError {
+        if var known = error as? ZDDMError, known.code == .storeFailed {
+            known.role = known.role ?? role
+            known.operation = known.operation ?? operation
+            return known
+        }
+        return ZDDMError(.storeFailed, role: role, operation: operation, message: "", underlying: error)
+    }
+
+    public var description: String {
+        var text = "ZDDM \(code)"
+        if let role {
+            text += ": \(role) store"
+            if let operation { text += ", \(operation)" }
+        } else if let operation {
+            text += ": \(operation)"
+        }
+        if !message.isEmpty { text += ": \(message)" }
+        if let underlying {
+            text += " (\(Self.describe(underlying)))"
+        }
+        return text
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if error is CancellationError { return "cancelled" }
+        return String(describing: error)
+    }
+}
+
+/// The role a store plays in a migration.
+public enum StoreRole: String, Sendable, Hashable, CustomStringConvertible {
+    /// The source of truth until cutover.
+    case old
+    /// The target store.
+    case new
+
+    public var description: String {
+        switch self {
+        case .old: "Old"
+        case .new: "New"
+        }
+    }
+}
+
+/// A store operation, as named in errors, logs and metrics.
+public enum StoreOperation: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case read
+    case write
+    case insertIfAbsent = "insert_if_absent"
+    case delete
+    case writeTombstone = "write_tombstone"
+    case invalidate
+    case listKeys = "list_keys"
+    case readMany = "read_many"
+    case insertManyIfAbsent = "insert_many_if_absent"
+    case prepare
+
+    public var description: String { rawValue }
+}

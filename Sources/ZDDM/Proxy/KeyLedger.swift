@@ -1,0 +1,209 @@
+import Synchronization
+
+/// The proxy's memory of keys whose copy in New cannot be trusted, and of the operations in flight on each key.
+///
+/// New holds a stale value for a key only in these ways, and the ledger closes each of them:
+///
+/// - a New step of a write or delete failed (or the killswitch skipped it, or Old failed ambiguously) while New
+///   may hold an older copy → the key is marked *unsafe*;
+/// - two writes or deletes of the same key overlapped, so New may have applied them in another order than Old →
+///   unsafe;
+/// - a fill (Old read, then insert-if-absent into New) overlapped a write or delete that did not overwrite New
+///   (an invalidation, or a key the gate kept out of New): the fill may insert a value older than Old's → unsafe.
+///
+/// Reads never serve an unsafe key from New and never fill it. Once no operation on it is in flight, a read
+/// repairs it by invalidating it in New; new marks made meanwhile keep it unsafe. The number of unsafe keys is
+/// bounded; past the bound the ledger is *degraded*: New is kept out of every read until ``resetAfterVerify()``.
+final class KeyLedger<Key: Hashable & Sendable>: Sendable {
+    struct State {
+        var mutations = 0
+        var fills = 0
+        var fillStarts: UInt64 = 0
+        var unsafe = false
+        var unsafeEpoch: UInt64 = 0
+        var repairing = false
+
+        var isIdle: Bool { mutations == 0 && fills == 0 && !unsafe && !repairing }
+    }
+
+    final class Shard: Sendable {
+        let states = Mutex<[Key: State]>([:])
+    }
+
+    /// What a read should do with New.
+    enum ReadPlan: Equatable {
+        /// Read New first, as usual.
+        case normal
+        /// Keep New out of this read (unsafe key, repair in progress, or degraded).
+        case bypass
+        /// Invalidate the key in New, then read Old; report with ``finishRepair(_:epoch:succeeded:)``.
+        case repair(epoch: UInt64)
+    }
+
+    /// What a write or delete did to New.
+    enum MutationOutcome {
+        /// New now holds the latest value or tombstone.
+        case overwritten
+        /// New was not overwritten (invalidated, or not touched because New holds no copy).
+        case notOverwritten
+        /// New may hold an older value than Old.
+        case unsafe
+    }
+
+    /// A snapshot taken when a write or delete begins.
+    struct MutationTicket {
+        var fillsInFlight: Bool
+        var fillStarts: UInt64
+    }
+
+    private let shards: [Shard]
+    private let unsafeCount = Atomic<Int>(0)
+    private let degradedFlag = Atomic<Bool>(false)
+    let maxUnsafeKeys: Int
+    private let onDegraded: @Sendable () -> Void
+
+    init(maxUnsafeKeys: Int, shardCount: Int = 16, onDegraded: @escaping @Sendable () -> Void = {}) {
+        self.maxUnsafeKeys = maxUnsafeKeys
+        self.shards = (0..<max(1, shardCount)).map { _ in Shard() }
+        self.onDegraded = onDegraded
+    }
+
+    /// The number of keys currently marked unsafe.
+    var unsafeKeys: Int { unsafeCount.load(ordering: .relaxed) }
+
+    /// Whether the ledger overflowed and keeps New out of every read.
+    var isDegraded: Bool { degradedFlag.load(ordering: .acquiring) }
+
+    private func shard(for key: Key) -> Shard {
+        // Swift's per-process hash is fine here: sharding is local to this process and never decides routing.
+        shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+    }
+
+    private func update<R>(_ key: Key, _ body: (inout State) -> R) -> R {
+        shard(for: key).states.withLock { states in
+            var state = states[key] ?? State()
+            let result = body(&state)
+            if state.isIdle {
+                states.removeValue(forKey: key)
+            } else {
+                states[key] = state
+            }
+            return result
+        }
+    }
+
+    /// Marks the key unsafe (caller holds the shard lock through `update`).
+    private func markUnsafe(_ state: inout State) {
+        state.unsafeEpoch &+= 1
+        guard !state.unsafe else { return }
+        // Reserve a slot; past the bound, degrade instead of growing.
+        let previous = unsafeCount.wrappingAdd(1, ordering: .relaxed).oldValue
+        if previous >= maxUnsafeKeys {
+            unsafeCount.wrappingSubtract(1, ordering: .relaxed)
+            if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { onDegraded() }
+            return
+        }
+        state.unsafe = true
+    }
+
+    private func clearUnsafe(_ state: inout State) {
+        guard state.unsafe else { return }
+        state.unsafe = false
+        unsafeCount.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    // MARK: Reads
+
+    func readPlan(_ key: Key) -> ReadPlan {
+        if isDegraded { return .bypass }
+        // Fast path: nothing is unsafe, so nothing to look up.
+        if unsafeCount.load(ordering: .acquiring) == 0 { return .normal }
+        return update(key) { state in
+            guard state.unsafe else { return .normal }
+            if state.repairing || state.fills > 0 || state.mutations > 0 { return .bypass }
+            state.repairing = true
+            return .repair(epoch: state.unsafeEpoch)
+        }
+    }
+
+    func finishRepair(_ key: Key, epoch: UInt64, succeeded: Bool) {
+        update(key) { state in
+            state.repairing = false
+            if succeeded, state.unsafeEpoch == epoch { clearUnsafe(&state) }
+        }
+    }
+
+    /// Registers a fill before it reads Old. Returns `false` when the key must not be filled.
+    func beginFill(_ key: Key) -> Bool {
+        if isDegraded { return false }
+        return update(key) { state in
+            if state.unsafe || state.repairing { return false }
+            state.fills += 1
+            state.fillStarts &+= 1
+            return true
+        }
+    }
+
+    func endFill(_ key: Key) {
+        update(key) { state in state.fills -= 1 }
+    }
+
+    // MARK: Writes and deletes
+
+    func beginMutation(_ key: Key) -> MutationTicket {
+        update(key) { state in
+            state.mutations += 1
+            // Two writes in flight on one key may reach New in another order than they reached Old.
+            if state.mutations > 1 { markUnsafe(&state) }
+            return MutationTicket(fillsInFlight: state.fills > 0, fillStarts: state.fillStarts)
+        }
+    }
+
+    func endMutation(_ key: Key, _ ticket: MutationTicket, _ outcome: MutationOutcome) {
+        update(key) { state in
+            state.mutations -= 1
+            switch outcome {
+            case .overwritten:
+                break
+            case .notOverwritten:
+                // A fill that overlapped this mutation may have read Old before it and insert afterwards.
+                if ticket.fillsInFlight || state.fills > 0 || state.fillStarts != ticket.fillStarts {
+                    markUnsafe(&state)
+                }
+            case .unsafe:
+                markUnsafe(&state)
+            }
+        }
+    }
+
+    // MARK: Recovery
+
+    /// Keys marked unsafe with no operation in flight, claimed for repair (at most `limit`).
+    func claimRepairs(limit: Int) -> [(key: Key, epoch: UInt64)] {
+        var claimed: [(key: Key, epoch: UInt64)] = []
+        for shard in shards where claimed.count < limit {
+            shard.states.withLock { states in
+                for (key, var state) in states where claimed.count < limit {
+                    guard state.unsafe, !state.repairing, state.fills == 0, state.mutations == 0 else { continue }
+                    state.repairing = true
+                    states[key] = state
+                    claimed.append((key, state.unsafeEpoch))
+                }
+            }
+        }
+        return claimed
+    }
+
+    /// Leaves degraded mode and forgets unsafe keys that have no operation in flight.
+    func resetAfterVerify() {
+        for shard in shards {
+            shard.states.withLock { states in
+                for (key, var state) in states where state.unsafe && state.mutations == 0 && state.fills == 0 {
+                    clearUnsafe(&state)
+                    if state.isIdle { states.removeValue(forKey: key) } else { states[key] = state }
+                }
+            }
+        }
+        degradedFlag.store(false, ordering: .releasing)
+    }
+}

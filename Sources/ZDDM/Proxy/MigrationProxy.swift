@@ -1,0 +1,333 @@
+public import CoreMetrics
+public import Logging
+
+/// Routes every read, write and delete of a migration between an Old store (the source of truth) and a New store.
+///
+/// For keys the ``TrafficGate`` admits (killswitch off):
+///
+/// | call | what happens |
+/// | --- | --- |
+/// | ``read(_:)`` | New first. A value: returned. A tombstone: `nil`, Old is not asked. A miss: Old is read; when it has a value, New is filled with insert-if-absent (never overwriting a concurrent write or delete) and Old's value is returned. |
+/// | ``write(_:_:)`` | Old first; if Old fails the call fails and New is not touched. Then New is upserted. |
+/// | ``delete(_:)`` | Old first; if Old fails the call fails. Then a tombstone is written to New. |
+///
+/// For other keys, or with the killswitch on, calls go to Old only; a write or delete of a key that New may hold
+/// (its hash rate is below the gate's high-water rate) also invalidates it in New, or, with the killswitch on,
+/// is remembered so that New's copy is never served until it has been invalidated.
+///
+/// A failure of New never fails a call: it is counted, logged at `debug`, and the key is marked unsafe: New is
+/// kept out of that key's reads until a later read has invalidated it there. The same protection covers the
+/// races between fills and writes, and between two writes of the same key, that dual writes otherwise lose. If
+/// the caller's task is cancelled after Old's step, the proxy still runs New's step; if the store gives up on it,
+/// the key is marked unsafe like any other New failure. The set of unsafe keys is bounded
+/// (``Options/maxUnsafeKeys``); past it the proxy is *degraded*: every read goes to Old and no read fills New
+/// until ``resetAfterVerify()`` is called after a verify-and-repair pass.
+///
+/// Old's errors are the caller's, wrapped in a ``ZDDMError`` that names Old and the operation. "Not found" is `nil`.
+///
+/// Share one proxy per migration between all tasks of a process: its protection against same-key races covers the
+/// calls that go through it.
+public final class MigrationProxy<Old: KeyValueStore, New: KeyValueStore>: Sendable
+where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
+    public typealias Key = Old.Key
+    public typealias Value = Old.Value
+
+    /// Tuning of the proxy's safety memory.
+    public struct Options: Sendable {
+        /// The largest number of keys remembered as unsafe before the proxy degrades (keeps New out of all reads).
+        public var maxUnsafeKeys: Int
+
+        /// Creates options.
+        /// - Parameter maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
+        public init(maxUnsafeKeys: Int = 100_000) {
+            self.maxUnsafeKeys = maxUnsafeKeys
+        }
+    }
+
+    /// The migration's name, used as the `migration` dimension of metrics and in logs.
+    public let name: String
+    /// The Old store.
+    public let old: Old
+    /// The New store.
+    public let new: New
+    /// The gate deciding which keys take part.
+    public let gate: TrafficGate
+
+    private let ledger: KeyLedger<Key>
+    private let metrics: ProxyMetrics
+    private let logger: Logger
+
+    /// Creates a proxy.
+    /// - Parameters:
+    ///   - name: The migration's name (a metrics dimension; keep it short and stable).
+    ///   - old: The source of truth.
+    ///   - new: The target; must support atomic insert-if-absent and tombstones.
+    ///   - gate: The traffic gate; share it with the other proxies of this migration.
+    ///   - options: Safety-memory tuning.
+    ///   - logger: Where the proxy logs; by default nowhere. The proxy never bootstraps logging.
+    ///   - metricsFactory: Where the proxy's metrics go; by default the application's `MetricsSystem.factory`.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability, or
+    ///   ``ZDDMError/Code/invalidArgument`` for an empty name or a bound below 1.
+    public init(
+        name: String,
+        old: Old,
+        new: New,
+        gate: TrafficGate,
+        options: Options = Options(),
+        logger: Logger = Logger(label: "zddm", factory: { _ in SwiftLogNoOpLogHandler() }),
+        metricsFactory: (any MetricsFactory)? = nil
+    ) throws {
+        guard !name.isEmpty else {
+            throw ZDDMError(.invalidArgument, message: "the migration name must not be empty")
+        }
+        guard options.maxUnsafeKeys >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "maxUnsafeKeys must be at least 1, got \(options.maxUnsafeKeys)")
+        }
+        let missing = StoreCapabilities.newStoreRequirements.subtracting(new.capabilities)
+        if !missing.isEmpty {
+            var names: [String] = []
+            if missing.contains(.atomicInsertIfAbsent) { names.append("atomic insert-if-absent") }
+            if missing.contains(.tombstones) { names.append("tombstones") }
+            throw ZDDMError(
+                .unsupported,
+                role: .new,
+                message: "the New store must support \(names.joined(separator: " and "))"
+            )
+        }
+        self.name = name
+        self.old = old
+        self.new = new
+        self.gate = gate
+        var logger = logger
+        logger[metadataKey: "zddm.migration"] = .string(name)
+        self.logger = logger
+        let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
+        self.metrics = metrics
+        let degradedLogger = logger
+        self.ledger = KeyLedger(maxUnsafeKeys: options.maxUnsafeKeys) {
+            metrics.degraded.record(1)
+            degradedLogger.warning(
+                "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
+                metadata: ["zddm.max_unsafe_keys": "\(options.maxUnsafeKeys)"]
+            )
+        }
+    }
+
+    /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
+    public var isEnabled: Bool { !gate.isKillswitchOn }
+
+    /// Number of keys currently kept out of New until repaired.
+    public var unsafeKeyCount: Int { ledger.unsafeKeys }
+
+    /// Whether the proxy is degraded: too many unsafe keys to track, so every read goes to Old.
+    public var isDegraded: Bool { ledger.isDegraded }
+
+    // MARK: Read
+
+    /// Reads a key.
+    /// - Parameter key: The key.
+    /// - Returns: The value, or `nil` when the key does not exist (or was deleted).
+    /// - Throws: ``ZDDMError`` naming Old when Old's read fails. New's failures never throw.
+    public func read(_ key: Key) async throws -> Value? {
+        let decision = gate.decide(key)
+        guard decision.admitted else {
+            return try await readOld(key, servedBy: .oldOnly)
+        }
+        switch ledger.readPlan(key) {
+        case .normal:
+            break
+        case .bypass:
+            return try await readOld(key, servedBy: .oldFallback)
+        case .repair(let epoch):
+            await repair(key, epoch: epoch)
+            return try await readOld(key, servedBy: .oldFallback)
+        }
+
+        let record: StoreRecord<Value>?
+        do {
+            record = try await new.read(key)
+        } catch {
+            newFailed(.read, error)
+            return try await readOld(key, servedBy: .oldFallback)
+        }
+        switch record {
+        case .value(let value):
+            metrics.read(.new)
+            return value
+        case .tombstone:
+            metrics.read(.new)
+            return nil
+        case nil:
+            return try await readOldAndFill(key)
+        }
+    }
+
+    private func readOldAndFill(_ key: Key) async throws -> Value? {
+        guard ledger.beginFill(key) else {
+            return try await readOld(key, servedBy: .oldFallback)
+        }
+        defer { ledger.endFill(key) }
+        guard let value = try await readOld(key, servedBy: .oldAfterMiss) else { return nil }
+        do {
+            if try await new.insertIfAbsent(key, value) {
+                metrics.fillsInserted.increment()
+            } else {
+                metrics.fillsLost.increment()
+            }
+        } catch {
+            // An insert-if-absent that failed either stored Old's current value or nothing: New stays safe.
+            newFailed(.insertIfAbsent, error)
+        }
+        return value
+    }
+
+    private func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
+        let record: StoreRecord<Value>?
+        do {
+            record = try await old.read(key)
+        } catch {
+            metrics.oldFailure(.read)
+            throw ZDDMError.store(.old, .read, error)
+        }
+        metrics.read(source)
+        return record?.value
+    }
+
+    private func repair(_ key: Key, epoch: UInt64) async {
+        do {
+            try await new.invalidate(key)
+            ledger.finishRepair(key, epoch: epoch, succeeded: true)
+        } catch {
+            ledger.finishRepair(key, epoch: epoch, succeeded: false)
+            newFailed(.invalidate, error)
+        }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+    }
+
+    // MARK: Write and delete
+
+    /// Writes a value: to Old, then (for keys that take part) to New.
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - value: The value.
+    /// - Throws: ``ZDDMError`` naming Old when Old's write fails (New is then not touched). New's failures never
+    ///   throw.
+    public func write(_ key: Key, _ value: Value) async throws {
+        try await mutate(key, oldOperation: .write, newOperation: .write) {
+            try await self.old.write(key, value)
+        } newStep: {
+            try await self.new.write(key, value)
+        }
+    }
+
+    /// Deletes a key: from Old, then (for keys that take part) a tombstone in New.
+    /// - Parameter key: The key.
+    /// - Throws: ``ZDDMError`` naming Old when Old's delete fails (New is then not touched). New's failures never
+    ///   throw.
+    public func delete(_ key: Key) async throws {
+        try await mutate(key, oldOperation: .delete, newOperation: .writeTombstone) {
+            try await self.old.delete(key)
+        } newStep: {
+            try await self.new.writeTombstone(key)
+        }
+    }
+
+    private func mutate(
+        _ key: Key,
+        oldOperation: StoreOperation,
+        newOperation: StoreOperation,
+        oldStep: () async throws -> Void,
+        newStep: () async throws -> Void
+    ) async throws {
+        let ticket = ledger.beginMutation(key)
+        // Until proven otherwise New may be stale for this key: an early exit of any kind leaves it marked.
+        var outcome = KeyLedger<Key>.MutationOutcome.unsafe
+        defer {
+            ledger.endMutation(key, ticket, outcome)
+            metrics.unsafeKeys.record(ledger.unsafeKeys)
+        }
+        let decision = gate.decide(key)
+        do {
+            try await oldStep()
+        } catch {
+            // Old may have applied the change before failing; if New may hold the key, keep New out of it.
+            outcome = decision.mayBeInNew ? .unsafe : .notOverwritten
+            metrics.oldFailure(oldOperation)
+            throw ZDDMError.store(.old, oldOperation, error)
+        }
+        if decision.admitted {
+            do {
+                try await newStep()
+                outcome = .overwritten
+            } catch {
+                newFailed(newOperation, error)
+            }
+        } else if !decision.mayBeInNew {
+            outcome = .notOverwritten
+        } else if decision.killswitch {
+            // New is not touched while the killswitch is on; the key stays unsafe until a read repairs it.
+            outcome = .unsafe
+        } else {
+            do {
+                try await new.invalidate(key)
+                outcome = .notOverwritten
+            } catch {
+                newFailed(.invalidate, error)
+            }
+        }
+    }
+
+    private func newFailed(_ operation: StoreOperation, _ error: any Error) {
+        metrics.newFailure(operation)
+        logger.debug(
+            "New store failed; served from Old",
+            metadata: [
+                "zddm.store": "new",
+                "zddm.operation": "\(operation)",
+                "zddm.error_type": "\(type(of: error))",
+            ]
+        )
+    }
+
+    // MARK: Control
+
+    /// Turns New traffic back on (killswitch off). The original ZDDM's `enable()`.
+    public func enable() {
+        gate.setKillswitch(false)
+    }
+
+    /// Turns all New traffic off (killswitch on): the proxy then behaves like Old alone. The original's `disable()`.
+    public func disable() {
+        gate.setKillswitch(true)
+    }
+
+    /// Invalidates in New the keys marked unsafe that have no operation in flight, so they can be served from New
+    /// again; reads do the same one key at a time.
+    /// - Parameter limit: The largest number of keys to repair in this call.
+    /// - Returns: The number of keys repaired.
+    @discardableResult
+    public func repairUnsafeKeys(limit: Int = .max) async -> Int {
+        var repaired = 0
+        for (key, epoch) in ledger.claimRepairs(limit: limit) {
+            do {
+                try await new.invalidate(key)
+                ledger.finishRepair(key, epoch: epoch, succeeded: true)
+                repaired += 1
+            } catch {
+                ledger.finishRepair(key, epoch: epoch, succeeded: false)
+                newFailed(.invalidate, error)
+            }
+        }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        return repaired
+    }
+
+    /// Leaves degraded mode and forgets unsafe keys. Call it only after a verify-and-repair pass that started after
+    /// the killswitch was last turned off and after the proxy degraded: that pass is what makes New trustworthy.
+    public func resetAfterVerify() {
+        ledger.resetAfterVerify()
+        metrics.degraded.record(0)
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        logger.info("safety memory reset after verify")
+    }
+}

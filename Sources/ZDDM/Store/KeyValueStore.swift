@@ -1,0 +1,155 @@
+/// What a store holds for a key: a value, or a tombstone recording that the key was deleted.
+///
+/// A read that finds nothing returns `nil` rather than a record.
+public enum StoreRecord<Value: Sendable>: Sendable {
+    /// A live value.
+    case value(Value)
+    /// The key was deleted. A fill never overwrites a tombstone; only a write does.
+    case tombstone
+
+    /// The value, or `nil` for a tombstone.
+    public var value: Value? {
+        if case .value(let value) = self { return value }
+        return nil
+    }
+
+    /// Whether this record is a tombstone.
+    public var isTombstone: Bool {
+        if case .tombstone = self { return true }
+        return false
+    }
+}
+
+extension StoreRecord: Equatable where Value: Equatable {}
+extension StoreRecord: Hashable where Value: Hashable {}
+
+/// What a store can do, declared by the store rather than discovered by failing.
+///
+/// The proxy checks these when it is created: New must support ``atomicInsertIfAbsent`` and ``tombstones``.
+/// Backfill and verify need ``orderedKeys``.
+public struct StoreCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// `insertIfAbsent` is one atomic step: a concurrent write or tombstone can never be overwritten by it.
+    public static let atomicInsertIfAbsent = StoreCapabilities(rawValue: 1 << 0)
+    /// The store keeps tombstones (``KeyValueStore/writeTombstone(_:)``).
+    public static let tombstones = StoreCapabilities(rawValue: 1 << 1)
+    /// The store lists its keys in a stable order, in pages (``KeyValueStore/keys(after:limit:)``).
+    public static let orderedKeys = StoreCapabilities(rawValue: 1 << 2)
+    /// `readMany` and `insertManyIfAbsent` are done natively in few round trips, not one call per key.
+    public static let batches = StoreCapabilities(rawValue: 1 << 3)
+
+    /// Everything a New store needs.
+    public static let newStoreRequirements: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones]
+}
+
+/// A key-value store that can play Old or New in a migration.
+///
+/// Every method may be called from many tasks at once. Methods a store cannot perform throw a ``ZDDMError`` with
+/// code ``ZDDMError/Code/unsupported``, and the store leaves the matching flag out of ``capabilities``: a store
+/// that cannot do something atomically says so instead of pretending.
+///
+/// Semantics every implementation follows (the conformance suite in `ZDDMTesting` checks them):
+///
+/// | operation | effect |
+/// | --- | --- |
+/// | ``read(_:)`` | the key's record (value or tombstone), or `nil` when the store holds nothing |
+/// | ``write(_:_:)`` | upsert: the value replaces whatever was there, a tombstone included |
+/// | ``insertIfAbsent(_:_:)`` | stores the value only when the store holds nothing for the key; never replaces a value or a tombstone; returns whether it stored |
+/// | ``delete(_:)`` | removes whatever the store holds for the key (value or tombstone); no error when there is nothing |
+/// | ``writeTombstone(_:)`` | upsert of a tombstone |
+/// | ``invalidate(_:)`` | forgets the key so the next read finds nothing; by default the same as ``delete(_:)`` |
+/// | ``keys(after:limit:)`` | up to `limit` keys that hold a value, strictly after the cursor, in the store's order |
+public protocol KeyValueStore<Key, Value>: Sendable {
+    /// The key type.
+    associatedtype Key: Hashable & Sendable
+    /// The value type.
+    associatedtype Value: Sendable
+
+    /// What this store supports.
+    var capabilities: StoreCapabilities { get }
+
+    /// Reads a key.
+    /// - Parameter key: The key.
+    /// - Returns: The record, or `nil` when the store holds nothing for the key.
+    /// - Throws: When the store fails.
+    func read(_ key: Key) async throws -> StoreRecord<Value>?
+
+    /// Stores a value, replacing any value or tombstone (upsert).
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - value: The value.
+    /// - Throws: When the store fails.
+    func write(_ key: Key, _ value: Value) async throws
+
+    /// Stores a value only if the store holds nothing (no value, no tombstone) for the key.
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - value: The value.
+    /// - Returns: `true` if the value was stored, `false` if something was already there.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` if the store cannot do it.
+    func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool
+
+    /// Removes whatever the store holds for the key. Removing a missing key is not an error.
+    /// - Parameter key: The key.
+    /// - Throws: When the store fails.
+    func delete(_ key: Key) async throws
+
+    /// Records that the key was deleted, replacing any value (an upsert of a tombstone).
+    /// - Parameter key: The key.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` if the store keeps no tombstones.
+    func writeTombstone(_ key: Key) async throws
+
+    /// Forgets the key (value or tombstone) so that the next read finds nothing.
+    /// - Parameter key: The key.
+    /// - Throws: When the store fails.
+    func invalidate(_ key: Key) async throws
+
+    /// Lists keys that hold a value, in the store's stable order, strictly after a cursor.
+    /// - Parameters:
+    ///   - cursor: The last key of the previous page, or `nil` to start at the beginning.
+    ///   - limit: The largest number of keys to return; at least 1.
+    /// - Returns: Up to `limit` keys in order; fewer than `limit` only at the end.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/orderedKeys``.
+    func keys(after cursor: Key?, limit: Int) async throws -> [Key]
+
+    /// Reads many keys at once.
+    /// - Parameter keys: The keys.
+    /// - Returns: The records found; keys the store holds nothing for are left out.
+    /// - Throws: When the store fails.
+    func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>]
+
+    /// Inserts many values, each only if the store holds nothing for its key.
+    /// - Parameter entries: The keys and values; each key at most once.
+    /// - Returns: The keys that were inserted.
+    /// - Throws: When the store fails.
+    func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key>
+}
+
+extension KeyValueStore {
+    public func invalidate(_ key: Key) async throws {
+        try await delete(key)
+    }
+
+    public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
+        throw ZDDMError(.unsupported, operation: .listKeys, message: "this store cannot list its keys in order")
+    }
+
+    public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
+        var found: [Key: StoreRecord<Value>] = [:]
+        found.reserveCapacity(keys.count)
+        for key in keys {
+            if let record = try await read(key) { found[key] = record }
+        }
+        return found
+    }
+
+    public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
+        var inserted: Set<Key> = []
+        for entry in entries where try await insertIfAbsent(entry.key, entry.value) {
+            inserted.insert(entry.key)
+        }
+        return inserted
+    }
+}
