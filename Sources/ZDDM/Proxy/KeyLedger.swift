@@ -120,9 +120,8 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         if unsafeCount.load(ordering: .acquiring) == 0 { return .normal }
         return update(key) { state in
             guard state.unsafe else { return .normal }
-            if state.repairing || state.fills > 0 || state.mutations > 0 { return .bypass }
-            state.repairing = true
-            return .repair(epoch: state.unsafeEpoch)
+            guard let epoch = claimIfIdle(&state) else { return .bypass }
+            return .repair(epoch: epoch)
         }
     }
 
@@ -144,8 +143,19 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         }
     }
 
-    func endFill(_ key: Key) {
-        update(key) { state in state.fills -= 1 }
+    /// Ends a fill. Returns a repair claim when the fill leaves the key unsafe and idle and `mayRepair` is set.
+    func endFill(_ key: Key, mayRepair: Bool) -> UInt64? {
+        update(key) { state in
+            state.fills -= 1
+            return mayRepair ? claimIfIdle(&state) : nil
+        }
+    }
+
+    /// Claims the repair of an unsafe key that has no operation in flight.
+    private func claimIfIdle(_ state: inout State) -> UInt64? {
+        guard state.unsafe, !state.repairing, state.fills == 0, state.mutations == 0 else { return nil }
+        state.repairing = true
+        return state.unsafeEpoch
     }
 
     // MARK: Writes and deletes
@@ -159,7 +169,9 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         }
     }
 
-    func endMutation(_ key: Key, _ ticket: MutationTicket, _ outcome: MutationOutcome) {
+    /// Ends a write or delete. Returns a repair claim when the key is left unsafe and idle and `mayRepair` is set,
+    /// so that the last operation out invalidates New before returning.
+    func endMutation(_ key: Key, _ ticket: MutationTicket, _ outcome: MutationOutcome, mayRepair: Bool) -> UInt64? {
         update(key) { state in
             state.mutations -= 1
             switch outcome {
@@ -173,6 +185,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             case .unsafe:
                 markUnsafe(&state)
             }
+            return mayRepair ? claimIfIdle(&state) : nil
         }
     }
 

@@ -16,8 +16,9 @@ public import Logging
 /// is remembered so that New's copy is never served until it has been invalidated.
 ///
 /// A failure of New never fails a call: it is counted, logged at `debug`, and the key is marked unsafe: New is
-/// kept out of that key's reads until a later read has invalidated it there. The same protection covers the
-/// races between fills and writes, and between two writes of the same key, that dual writes otherwise lose. If
+/// kept out of that key's reads until it has been invalidated there (by the last operation on the key to finish,
+/// by a later read, or by ``repairUnsafeKeys(limit:)``). The same protection covers the races between fills and
+/// writes, and between two writes of the same key, that dual writes otherwise lose. If
 /// the caller's task is cancelled after Old's step, the proxy still runs New's step; if the store gives up on it,
 /// the key is marked unsafe like any other New failure. The set of unsafe keys is bounded
 /// (``Options/maxUnsafeKeys``); past it the proxy is *degraded*: every read goes to Old and no read fills New
@@ -166,8 +167,18 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         guard ledger.beginFill(key) else {
             return try await readOld(key, servedBy: .oldFallback)
         }
-        defer { ledger.endFill(key) }
-        guard let value = try await readOld(key, servedBy: .oldAfterMiss) else { return nil }
+        let value: Value?
+        do {
+            value = try await readOld(key, servedBy: .oldAfterMiss)
+        } catch {
+            await endFill(key, mayRepair: true)
+            throw error
+        }
+        guard let value else {
+            await endFill(key, mayRepair: true)
+            return nil
+        }
+        var newFailed = false
         do {
             if try await new.insertIfAbsent(key, value) {
                 metrics.fillsInserted.increment()
@@ -175,10 +186,18 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 metrics.fillsLost.increment()
             }
         } catch {
-            // An insert-if-absent that failed either stored Old's current value or nothing: New stays safe.
-            newFailed(.insertIfAbsent, error)
+            // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
+            self.newFailed(.insertIfAbsent, error)
+            newFailed = true
         }
+        await endFill(key, mayRepair: !newFailed)
         return value
+    }
+
+    private func endFill(_ key: Key, mayRepair: Bool) async {
+        if let epoch = ledger.endFill(key, mayRepair: mayRepair && !gate.isKillswitchOn) {
+            await repair(key, epoch: epoch)
+        }
     }
 
     private func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
@@ -240,27 +259,26 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         newStep: () async throws -> Void
     ) async throws {
         let ticket = ledger.beginMutation(key)
-        // Until proven otherwise New may be stale for this key: an early exit of any kind leaves it marked.
-        var outcome = KeyLedger<Key>.MutationOutcome.unsafe
-        defer {
-            ledger.endMutation(key, ticket, outcome)
-            metrics.unsafeKeys.record(ledger.unsafeKeys)
-        }
         let decision = gate.decide(key)
         do {
             try await oldStep()
         } catch {
             // Old may have applied the change before failing; if New may hold the key, keep New out of it.
-            outcome = decision.mayBeInNew ? .unsafe : .notOverwritten
+            _ = ledger.endMutation(key, ticket, decision.mayBeInNew ? .unsafe : .notOverwritten, mayRepair: false)
             metrics.oldFailure(oldOperation)
             throw ZDDMError.store(.old, oldOperation, error)
         }
+        // Old has acknowledged: from here on nothing throws, and New's step runs even if the caller was cancelled.
+        let outcome: KeyLedger<Key>.MutationOutcome
+        var newFailed = false
         if decision.admitted {
             do {
                 try await newStep()
                 outcome = .overwritten
             } catch {
-                newFailed(newOperation, error)
+                self.newFailed(newOperation, error)
+                newFailed = true
+                outcome = .unsafe
             }
         } else if !decision.mayBeInNew {
             outcome = .notOverwritten
@@ -272,8 +290,16 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 try await new.invalidate(key)
                 outcome = .notOverwritten
             } catch {
-                newFailed(.invalidate, error)
+                self.newFailed(.invalidate, error)
+                newFailed = true
+                outcome = .unsafe
             }
+        }
+        let mayRepair = !newFailed && !gate.isKillswitchOn
+        if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair) {
+            await repair(key, epoch: epoch)
+        } else {
+            metrics.unsafeKeys.record(ledger.unsafeKeys)
         }
     }
 

@@ -50,6 +50,9 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable {
 /// code ``ZDDMError/Code/unsupported``, and the store leaves the matching flag out of ``capabilities``: a store
 /// that cannot do something atomically says so instead of pretending.
 ///
+/// When a method throws, the operation has either taken effect or not, and it must not take effect later (a
+/// driver that times out must cancel the statement, not leave it running): the proxy's safety relies on it.
+///
 /// Semantics every implementation follows (the conformance suite in `ZDDMTesting` checks them):
 ///
 /// | operation | effect |

@@ -1,0 +1,60 @@
+import CoreMetrics
+import Logging
+import Synchronization
+import ZDDM
+import ZDDMTesting
+
+typealias MemoryStore = InMemoryStore<String, String>
+typealias Faulty = FaultInjectingStore<MemoryStore>
+
+/// Old and New in-memory stores behind fault-injecting wrappers, and a proxy over them.
+struct Harness {
+    let oldBase = MemoryStore()
+    let newBase = MemoryStore()
+    let old: Faulty
+    let new: Faulty
+    let gate: TrafficGate
+    let proxy: MigrationProxy<Faulty, Faulty>
+
+    init(
+        rate: Double = 1,
+        maxUnsafeKeys: Int = 100_000,
+        metrics: (any MetricsFactory)? = nil,
+        logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) throws {
+        old = Faulty(oldBase)
+        new = Faulty(newBase)
+        gate = try TrafficGate(rate: rate)
+        proxy = try MigrationProxy(
+            name: "test",
+            old: old,
+            new: new,
+            gate: gate,
+            options: .init(maxUnsafeKeys: maxUnsafeKeys),
+            logger: logger,
+            metricsFactory: metrics
+        )
+    }
+
+    func newRecord(_ key: String) async throws -> StoreRecord<String>? {
+        try await newBase.read(key)
+    }
+
+    func oldRecord(_ key: String) async throws -> StoreRecord<String>? {
+        try await oldBase.read(key)
+    }
+}
+
+/// Counts the calls of one operation and lets a test hold the n-th call.
+final class CallCounter: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+
+    /// Increments and returns the count for an operation and key.
+    func next(_ operation: StoreOperation, _ key: String?) -> Int {
+        counts.withLock { counts in
+            let name = "\(operation)/\(key ?? "")"
+            counts[name, default: 0] += 1
+            return counts[name, default: 0]
+        }
+    }
+}
