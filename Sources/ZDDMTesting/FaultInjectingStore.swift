@@ -1,5 +1,5 @@
-public import ZDDM
 import Synchronization
+public import ZDDM
 
 /// The error a ``FaultInjectingStore`` throws for an injected failure.
 public struct InjectedFault: Error, Sendable, CustomStringConvertible {
@@ -123,7 +123,13 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
     private func plan(_ operation: StoreOperation) -> Plan {
         state.withLock { state in
             state.calls += 1
-            var plan = Plan(delay: .zero, fail: false, failAfterApplying: false, before: state.before, after: state.after)
+            var plan = Plan(
+                delay: .zero,
+                fail: false,
+                failAfterApplying: false,
+                before: state.before,
+                after: state.after
+            )
             if state.outage {
                 plan.fail = true
                 state.injected += 1
@@ -131,7 +137,8 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
             }
             guard state.faults.operations.contains(operation) else { return plan }
             if state.faults.maxDelay > .zero {
-                let nanos = state.faults.maxDelay.components.seconds * 1_000_000_000
+                let nanos =
+                    state.faults.maxDelay.components.seconds * 1_000_000_000
                     + state.faults.maxDelay.components.attoseconds / 1_000_000_000
                 if nanos > 0 { plan.delay = .nanoseconds(Int64.random(in: 0...nanos, using: &state.random)) }
             }

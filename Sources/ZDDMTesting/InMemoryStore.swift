@@ -1,5 +1,5 @@
-public import ZDDM
 import Synchronization
+public import ZDDM
 
 /// A thread-safe in-memory store with every capability: the reference implementation the conformance suite is
 /// proven on, and a handy Old or New in tests.

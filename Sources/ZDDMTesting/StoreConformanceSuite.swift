@@ -231,7 +231,11 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
                 if page.count < 7 { break }
                 cursor = page.last
             }
-            expect(listed.count == expected.count, "list-complete", "listed \(listed.count) keys, expected \(expected.count)")
+            expect(
+                listed.count == expected.count,
+                "list-complete",
+                "listed \(listed.count) keys, expected \(expected.count)"
+            )
             expect(Set(listed) == expected, "list-complete", "listing must return exactly the keys holding values")
             if let areInIncreasingOrder {
                 let sorted = zip(listed, listed.dropFirst()).allSatisfy { areInIncreasingOrder($0, $1) }

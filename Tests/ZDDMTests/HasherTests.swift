@@ -54,7 +54,9 @@ struct HasherTests {
                 try "\(tenant)/\(id)".withGateBytes(body)
             }
         }
-        #expect(SHA1RateHasher().hashRate(of: TenantKey(tenant: "acme", id: 7)) == SHA1RateHasher().hashRate(of: "acme/7"))
+        #expect(
+            SHA1RateHasher().hashRate(of: TenantKey(tenant: "acme", id: 7)) == SHA1RateHasher().hashRate(of: "acme/7")
+        )
     }
 
     @Test("Salted SHA-1 differs from unsalted and matches the documented definition")

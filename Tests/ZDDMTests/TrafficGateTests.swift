@@ -25,9 +25,12 @@ struct TrafficGateTests {
         }
     }
 
-    @Test("Invalid rates are rejected with the value named, and change nothing", arguments: [
-        Double.nan, -0.1, 1.0000001, 2, .infinity, -.infinity,
-    ])
+    @Test(
+        "Invalid rates are rejected with the value named, and change nothing",
+        arguments: [
+            Double.nan, -0.1, 1.0000001, 2, .infinity, -.infinity,
+        ]
+    )
     func invalidRate(rate: Double) throws {
         let gate = try TrafficGate(rate: 0.3)
         let error = try #require(throws: ZDDMError.self) { try gate.setRate(rate) }
