@@ -168,6 +168,22 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
             }
         }
 
+        if capabilities.contains(.atomicInsertIfAbsent), capabilities.contains(.tombstones) {
+            // A tombstone racing an insert-if-absent: the tombstone always ends up stored.
+            for round in 0..<20 {
+                let store = try await makeStore()
+                let target = key(40 + round)
+                async let inserted = store.insertIfAbsent(target, v1)
+                async let tombstoned: Void = store.writeTombstone(target)
+                _ = try await (inserted, tombstoned)
+                expect(
+                    try await store.read(target) == .tombstone,
+                    "insert-vs-tombstone",
+                    "an insert-if-absent racing a tombstone must never replace the tombstone"
+                )
+            }
+        }
+
         // Batches (native or the protocol's defaults).
         do {
             let store = try await makeStore()
