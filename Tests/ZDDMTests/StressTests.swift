@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import ZDDM
+import ZDDMTesting
+
+/// The seed for this run: `ZDDM_STRESS_SEED` replays a failure, otherwise a fresh random seed.
+func stressSeed() -> UInt64 {
+    if let text = ProcessInfo.processInfo.environment["ZDDM_STRESS_SEED"], let seed = UInt64(text) { return seed }
+    return UInt64.random(in: 0...UInt64.max)
+}
+
+@Suite("Concurrency stress: DESIGN.md §7 invariants")
+struct StressTests {
+    @Test("Random reads, writes and deletes with random delays: invariants 1-4 hold")
+    func delaysOnly() async throws {
+        let seed = stressSeed()
+        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
+            seed: seed
+        )
+        configuration.rate = 1
+        let report = try await MigrationStressTest(
+            old: InMemoryStore<Int, Int>(),
+            new: InMemoryStore<Int, Int>(),
+            configuration: configuration,
+            key: { $0 },
+            value: { $0 }
+        ).run()
+        print(report)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+        #expect(report.operations == 8 * 250)
+        #expect(report.keysInconsistentBeforeRepair == 0)
+    }
+
+    @Test("At a partial rate, with 30% New failures and the rate and killswitch flipping: invariants 1-3 hold")
+    func failuresAndFlips() async throws {
+        let seed = stressSeed()
+        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+        var configuration = MigrationStressTest<InMemoryStore<String, String>, InMemoryStore<String, String>>
+            .Configuration(seed: seed)
+        configuration.newFailureRate = 0.3
+        configuration.flipControls = true
+        let report = try await MigrationStressTest(
+            old: InMemoryStore<String, String>(),
+            new: InMemoryStore<String, String>(),
+            configuration: configuration,
+            key: { "key-\($0)" },
+            value: { "value-\($0)" }
+        ).run()
+        print(report)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+        #expect(report.injectedNewFailures > 100)
+        #expect(report.controlFlips > 10)
+    }
+
+    @Test("The checker itself catches a proxy that loses writes: a store that drops every third write")
+    func checkerCatchesLostWrites() async throws {
+        let base = InMemoryStore<Int, Int>()
+        let counter = CallCounter()
+        let lossy = ClosureStore<Int, Int>(
+            read: { try await base.read($0) },
+            write: { key, value in
+                if counter.next(.write, nil) % 3 != 0 { try await base.write(key, value) }
+            },
+            delete: { try await base.delete($0) }
+        )
+        var configuration = MigrationStressTest<ClosureStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
+            seed: 1
+        )
+        configuration.tasks = 2
+        configuration.operationsPerTask = 100
+        configuration.maxDelay = .zero
+        let report = try await MigrationStressTest(
+            old: lossy,
+            new: InMemoryStore<Int, Int>(),
+            configuration: configuration,
+            key: { $0 },
+            value: { $0 }
+        ).run()
+        #expect(!report.violations.isEmpty)
+    }
+}
