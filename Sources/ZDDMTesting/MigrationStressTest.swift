@@ -1,5 +1,5 @@
-public import ZDDM
 import Synchronization
+public import ZDDM
 
 /// A seeded concurrency stress test of a proxy over two stores, checking DESIGN.md §7's invariants afterwards.
 ///
