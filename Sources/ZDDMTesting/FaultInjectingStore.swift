@@ -9,6 +9,15 @@ public struct InjectedFault: Error, Sendable, CustomStringConvertible {
     /// fires after the database committed).
     public let applied: Bool
 
+    /// Creates an injected failure.
+    /// - Parameters:
+    ///   - operation: The failed operation.
+    ///   - applied: Whether the store had applied it.
+    public init(operation: StoreOperation, applied: Bool) {
+        self.operation = operation
+        self.applied = applied
+    }
+
     public var description: String {
         "injected fault on \(operation) (\(applied ? "after" : "before") the store applied it)"
     }

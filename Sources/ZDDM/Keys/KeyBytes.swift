@@ -38,3 +38,39 @@ public struct KeyBytes: GateKey, Comparable, Sendable, CustomStringConvertible {
         return text
     }
 }
+
+extension KeyBytes: Codable {
+    /// Decodes the key from a lowercase or uppercase hexadecimal string, with or without `0x`.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let bytes = KeyBytes(hex: text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a hexadecimal byte string")
+        }
+        self = bytes
+    }
+
+    /// Encodes the key as its ``description``, a `0x`-prefixed hexadecimal string.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    /// Parses a hexadecimal string, with or without a `0x` prefix.
+    /// - Parameter hex: An even number of hexadecimal digits.
+    public init?(hex: String) {
+        var digits = Substring(hex)
+        if digits.hasPrefix("0x") { digits = digits.dropFirst(2) }
+        guard digits.count.isMultiple(of: 2) else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        var index = digits.startIndex
+        while index < digits.endIndex {
+            let next = digits.index(index, offsetBy: 2)
+            guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        self.bytes = bytes
+    }
+}

@@ -158,6 +158,17 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         return state.unsafeEpoch
     }
 
+    /// Registers fills for a batch (backfill, repair); returns the keys that may be filled, in order.
+    func beginFills(_ keys: [Key]) -> [Key] {
+        if isDegraded { return [] }
+        return keys.filter(beginFill)
+    }
+
+    /// Ends a batch of fills; returns the repair claims of keys left unsafe and idle.
+    func endFills(_ keys: [Key], mayRepair: Bool) -> [(key: Key, epoch: UInt64)] {
+        keys.compactMap { key in endFill(key, mayRepair: mayRepair).map { (key, $0) } }
+    }
+
     // MARK: Writes and deletes
 
     func beginMutation(_ key: Key) -> MutationTicket {

@@ -54,9 +54,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// The gate deciding which keys take part.
     public let gate: TrafficGate
 
-    private let ledger: KeyLedger<Key>
-    private let metrics: ProxyMetrics
-    private let logger: Logger
+    let ledger: KeyLedger<Key>
+    let metrics: ProxyMetrics
+    let logger: Logger
 
     /// Creates a proxy.
     /// - Parameters:
@@ -212,7 +212,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         return record?.value
     }
 
-    private func repair(_ key: Key, epoch: UInt64) async {
+    func repair(_ key: Key, epoch: UInt64) async {
         do {
             try await new.invalidate(key)
             ledger.finishRepair(key, epoch: epoch, succeeded: true)
@@ -303,7 +303,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    private func newFailed(_ operation: StoreOperation, _ error: any Error) {
+    func newFailed(_ operation: StoreOperation, _ error: any Error) {
         metrics.newFailure(operation)
         logger.debug(
             "New store failed; served from Old",

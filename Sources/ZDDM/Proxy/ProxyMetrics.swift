@@ -22,6 +22,8 @@ public enum ReadSource: String, Sendable, CaseIterable {
 /// | `zddm_old_failures_total` | counter | `migration`, `operation` |
 /// | `zddm_unsafe_keys` | gauge | `migration` |
 /// | `zddm_degraded` | gauge (0 or 1) | `migration` |
+/// | `zddm_verify_mismatches_total` | counter | `migration`, `kind` (missing_in_new, extra_in_new, different_value, tombstone_in_new) |
+/// | `zddm_backfill_rows_total` | counter | `migration`, `outcome` (copied, present, skipped) |
 struct ProxyMetrics: Sendable {
     let reads: [ReadSource: Counter]
     let fillsInserted: Counter
@@ -30,6 +32,8 @@ struct ProxyMetrics: Sendable {
     let oldFailures: [StoreOperation: Counter]
     let unsafeKeys: Gauge
     let degraded: Gauge
+    let verifyMismatchCounters: [MismatchKind: Counter]
+    let backfillRows: [String: Counter]
 
     init(migration: String, factory: any MetricsFactory) {
         let name = ("migration", migration)
@@ -48,7 +52,9 @@ struct ProxyMetrics: Sendable {
             factory: factory
         )
         self.fillsLost = Counter(label: "zddm_fills_total", dimensions: [name, ("outcome", "lost")], factory: factory)
-        let newOperations: [StoreOperation] = [.read, .write, .insertIfAbsent, .writeTombstone, .invalidate]
+        let newOperations: [StoreOperation] = [
+            .read, .write, .insertIfAbsent, .writeTombstone, .invalidate, .insertManyIfAbsent,
+        ]
         var newFailures: [StoreOperation: Counter] = [:]
         for operation in newOperations {
             newFailures[operation] = Counter(
@@ -59,7 +65,7 @@ struct ProxyMetrics: Sendable {
         }
         self.newFailures = newFailures
         var oldFailures: [StoreOperation: Counter] = [:]
-        for operation in [StoreOperation.read, .write, .delete] {
+        for operation in [StoreOperation.read, .write, .delete, .readMany] {
             oldFailures[operation] = Counter(
                 label: "zddm_old_failures_total",
                 dimensions: [name, ("operation", operation.rawValue)],
@@ -69,6 +75,24 @@ struct ProxyMetrics: Sendable {
         self.oldFailures = oldFailures
         self.unsafeKeys = Gauge(label: "zddm_unsafe_keys", dimensions: [name], factory: factory)
         self.degraded = Gauge(label: "zddm_degraded", dimensions: [name], factory: factory)
+        var verifyMismatchCounters: [MismatchKind: Counter] = [:]
+        for kind in MismatchKind.allCases {
+            verifyMismatchCounters[kind] = Counter(
+                label: "zddm_verify_mismatches_total",
+                dimensions: [name, ("kind", kind.rawValue)],
+                factory: factory
+            )
+        }
+        self.verifyMismatchCounters = verifyMismatchCounters
+        var backfillRows: [String: Counter] = [:]
+        for outcome in ["copied", "present", "skipped"] {
+            backfillRows[outcome] = Counter(
+                label: "zddm_backfill_rows_total",
+                dimensions: [name, ("outcome", outcome)],
+                factory: factory
+            )
+        }
+        self.backfillRows = backfillRows
     }
 
     func read(_ source: ReadSource) {
@@ -77,6 +101,10 @@ struct ProxyMetrics: Sendable {
 
     func newFailure(_ operation: StoreOperation) {
         newFailures[operation]?.increment()
+    }
+
+    func verifyMismatches(_ counts: [MismatchKind: Int]) {
+        for (kind, count) in counts where count > 0 { verifyMismatchCounters[kind]?.increment(by: count) }
     }
 
     func oldFailure(_ operation: StoreOperation) {

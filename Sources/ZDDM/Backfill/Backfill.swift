@@ -1,0 +1,263 @@
+public import ServiceLifecycle
+
+/// Copies cold keys (never read or written through the proxy) from Old into New, as a long-running `Service`.
+///
+/// It walks Old's keys in the store's order, in batches, and copies each batch with insert-if-absent, so it never
+/// overwrites what live traffic wrote and never resurrects a tombstone. It copies only the keys the proxy's gate
+/// admits when their batch is processed; keys admitted later (after the rate goes up) are copied by read-through,
+/// or by running the backfill again: a checkpoint made at a lower rate is not resumed, the pass starts over (copies
+/// are idempotent). While the killswitch is on it waits, touching nothing.
+///
+/// After every batch (with all batches before it) it saves a checkpoint; a run that crashed or was stopped resumes
+/// from there. On cancellation or graceful shutdown it stops reading new batches, finishes the batches in hand,
+/// saves the checkpoint and returns. Failed batches are retried with backoff; a batch that keeps failing ends the
+/// run with the error (the checkpoint stays at the last complete batch).
+///
+/// Batches go through the proxy's safety memory like read-through fills, so a backfill in the same process as the
+/// service's proxy is safe against every race the proxy handles. A backfill in another process is safe against
+/// writes that go to New; run verify afterwards if the rate went down or the killswitch was used meanwhile.
+public final class Backfill<Old: KeyValueStore, New: KeyValueStore, Checkpoints: BackfillCheckpointStore>: Service
+where
+    Old.Key == New.Key,
+    Old.Value == New.Value,
+    Old.Key: GateKey,
+    Old.Key: Codable,
+    Checkpoints.Key == Old.Key
+{
+    public typealias Key = Old.Key
+
+    /// The checkpoint's name.
+    public let name: String
+    private let proxy: MigrationProxy<Old, New>
+    private let checkpoints: Checkpoints
+    private let options: BackfillOptions
+    private let onProgress: (@Sendable (BackfillProgress) -> Void)?
+
+    /// Creates a backfill.
+    /// - Parameters:
+    ///   - proxy: The migration's proxy: its stores, gate and safety memory.
+    ///   - checkpoints: Where checkpoints are kept.
+    ///   - name: The checkpoint's name; by default the migration's name.
+    ///   - options: Batching, throttling and retries.
+    ///   - onProgress: Called after every batch and at the end.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a batch size, concurrency, rate or
+    ///   attempt count below 1, or ``ZDDMError/Code/unsupported`` when Old cannot list its keys.
+    public init(
+        proxy: MigrationProxy<Old, New>,
+        checkpoints: Checkpoints,
+        name: String? = nil,
+        options: BackfillOptions = BackfillOptions(),
+        onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
+    ) throws {
+        guard options.batchSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(options.batchSize)")
+        }
+        guard options.batchesInFlight >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batches in flight must be at least 1")
+        }
+        if let rate = options.maxRowsPerSecond, !(rate > 0) {
+            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
+        }
+        guard options.maxAttempts >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
+        }
+        guard proxy.old.capabilities.contains(.orderedKeys) else {
+            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
+        }
+        self.proxy = proxy
+        self.checkpoints = checkpoints
+        self.name = name ?? proxy.name
+        self.options = options
+        self.onProgress = onProgress
+    }
+
+    private struct Completed: Sendable {
+        var sequence: Int
+        var lastKey: Key
+        var scanned: Int
+        var result: MigrationProxy<Old, New>.BatchCopyResult
+    }
+
+    /// Runs the backfill to the end of Old's keys, or until cancelled or shut down gracefully.
+    /// - Throws: ``ZDDMError`` when a batch keeps failing or a checkpoint cannot be saved.
+    public func run() async throws {
+        _ = try await runPass()
+    }
+
+    /// Runs the backfill like ``run()`` and returns the final progress.
+    /// - Returns: The progress at the end; ``BackfillProgress/finished`` tells whether the pass completed.
+    /// - Throws: ``ZDDMError`` when a batch keeps failing or a checkpoint cannot be saved.
+    @discardableResult
+    public func runPass() async throws -> BackfillProgress {
+        let gate = proxy.gate
+        let startRate = gate.rate
+        var checkpoint = try await checkpoints.load(name: name)
+        if let previous = checkpoint, previous.rate < startRate {
+            proxy.logger.info(
+                "rate went up since the last backfill pass; starting over",
+                metadata: ["zddm.backfill": "\(name)"]
+            )
+            checkpoint = nil
+        }
+        var state =
+            checkpoint
+            ?? BackfillCheckpoint(cursor: nil, rate: startRate, rowsScanned: 0, rowsCopied: 0, finished: false)
+        var progress = BackfillProgress(
+            rowsScanned: state.rowsScanned,
+            rowsCopied: state.rowsCopied,
+            rowsSkipped: 0,
+            rowsPresent: 0,
+            rowsHeldBack: 0,
+            rowsPerSecond: 0,
+            expectedTotal: options.expectedTotal,
+            elapsed: .zero,
+            finished: state.finished
+        )
+        if state.finished {
+            onProgress?(progress)
+            return progress
+        }
+        proxy.logger.info("backfill starting", metadata: ["zddm.backfill": "\(name)"])
+        let clock = ContinuousClock()
+        let started = clock.now
+        let scannedAtStart = state.rowsScanned
+        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
+        let options = self.options
+        let proxy = self.proxy
+
+        func stopping() -> Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+
+        try await withThrowingTaskGroup(of: Completed.self) { group in
+            var cursor = state.cursor
+            var sequence = 0
+            var committed = 0
+            var inFlight = 0
+            var pending: [Int: Completed] = [:]
+            var endOfKeys = false
+
+            func absorb(_ done: Completed) async throws {
+                inFlight -= 1
+                pending[done.sequence] = done
+                progress.rowsSkipped += done.result.skipped
+                progress.rowsPresent += done.result.present
+                progress.rowsHeldBack += done.result.heldBack
+                progress.rowsCopied += done.result.copied
+                while let next = pending.removeValue(forKey: committed + 1) {
+                    committed += 1
+                    state.cursor = next.lastKey
+                    state.rowsScanned += next.scanned
+                    state.rowsCopied += next.result.copied
+                }
+                state.finished = endOfKeys && inFlight == 0 && pending.isEmpty
+                try await checkpoints.save(state, name: name)
+                progress.rowsScanned = state.rowsScanned
+                progress.elapsed = clock.now - started
+                let seconds =
+                    Double(progress.elapsed.components.seconds)
+                    + Double(progress.elapsed.components.attoseconds) / 1e18
+                progress.rowsPerSecond = seconds > 0 ? Double(state.rowsScanned - scannedAtStart) / seconds : 0
+                progress.finished = state.finished
+                onProgress?(progress)
+            }
+
+            while !endOfKeys, !stopping() {
+                while gate.isKillswitchOn, !stopping() {
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                if stopping() { break }
+                let keys: [Key]
+                do {
+                    keys = try await Self.retrying(options) {
+                        try await proxy.old.keys(after: cursor, limit: options.batchSize)
+                    }
+                } catch {
+                    if stopping() { break }
+                    throw ZDDMError.store(.old, .listKeys, error)
+                }
+                guard let last = keys.last else {
+                    endOfKeys = true
+                    break
+                }
+                if keys.count < options.batchSize { endOfKeys = true }
+                do {
+                    try await limiter?.acquire(keys.count)
+                } catch is CancellationError {
+                    break
+                }
+                if inFlight >= options.batchesInFlight, let done = try await group.next() {
+                    try await absorb(done)
+                }
+                sequence += 1
+                inFlight += 1
+                let batch = sequence
+                group.addTask {
+                    let began = ContinuousClock.now
+                    let result = try await Self.retrying(options) { try await proxy.copyBatch(keys) }
+                    if let threshold = options.maxNewLatency, ContinuousClock.now - began > threshold {
+                        try? await Task.sleep(for: options.latencyPause)
+                    }
+                    return Completed(sequence: batch, lastKey: last, scanned: keys.count, result: result)
+                }
+                cursor = last
+            }
+            while let done = try await group.next() {
+                try await absorb(done)
+            }
+            if endOfKeys, !state.finished {
+                // An empty Old, or a last page that was exactly full: nothing left in flight.
+                state.finished = true
+                try await checkpoints.save(state, name: name)
+            }
+        }
+        progress.finished = state.finished
+        progress.rowsScanned = state.rowsScanned
+        progress.elapsed = clock.now - started
+        onProgress?(progress)
+        proxy.logger.info(
+            state.finished ? "backfill finished" : "backfill stopped; checkpoint saved",
+            metadata: ["zddm.backfill": "\(name)", "zddm.rows_scanned": "\(state.rowsScanned)"]
+        )
+        return progress
+    }
+
+    private static func retrying<R: Sendable>(
+        _ options: BackfillOptions,
+        _ body: () async throws -> R
+    ) async throws -> R {
+        var delay = options.retryDelay
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch {
+                if attempt >= options.maxAttempts || Task.isCancelled { throw error }
+                attempt += 1
+                try await Task.sleep(for: delay)
+                delay *= 2
+            }
+        }
+    }
+}
+
+/// How a ``Backfill`` runs.
+public struct BackfillOptions: Sendable {
+    /// Keys per batch.
+    public var batchSize: Int = 500
+    /// Batches copied at the same time.
+    public var batchesInFlight: Int = 2
+    /// The most rows scanned per second, or `nil` for no limit.
+    public var maxRowsPerSecond: Double?
+    /// When a batch's copy into New takes longer than this, pause for ``latencyPause`` before the next.
+    public var maxNewLatency: Duration?
+    /// The pause after a slow batch.
+    public var latencyPause: Duration = .seconds(1)
+    /// Attempts per batch before the run fails.
+    public var maxAttempts: Int = 5
+    /// The first retry's delay; it doubles with each attempt.
+    public var retryDelay: Duration = .milliseconds(100)
+    /// The expected number of rows, for progress and ETA.
+    public var expectedTotal: Int?
+
+    /// Creates options with the defaults.
+    public init() {}
+}

@@ -1,0 +1,73 @@
+extension MigrationProxy {
+    /// What a batch copy did.
+    struct BatchCopyResult: Sendable {
+        /// Keys the gate did not admit.
+        var skipped = 0
+        /// Keys whose value was copied into New.
+        var copied = 0
+        /// Keys New already held (a value or a tombstone), or that Old no longer had.
+        var present = 0
+        /// Keys held back because the proxy is keeping New out of them until repaired.
+        var heldBack = 0
+    }
+
+    /// Copies the admitted keys of a batch from Old into New with insert-if-absent, protected by the same safety
+    /// memory as read-through fills.
+    func copyBatch(_ keys: [Key]) async throws -> BatchCopyResult {
+        var result = BatchCopyResult()
+        let admitted = keys.filter { gate.admits($0) }
+        result.skipped = keys.count - admitted.count
+        metrics.backfillRows["skipped"]?.increment(by: result.skipped)
+        let registered = ledger.beginFills(admitted)
+        result.heldBack = admitted.count - registered.count
+        guard !registered.isEmpty else { return result }
+        var newFailure = false
+        do {
+            let records: [Key: StoreRecord<Value>]
+            do {
+                records = try await old.readMany(registered)
+            } catch {
+                metrics.oldFailure(.readMany)
+                throw ZDDMError.store(.old, .readMany, error)
+            }
+            let entries = registered.compactMap { key in records[key]?.value.map { (key: key, value: $0) } }
+            do {
+                let inserted = entries.isEmpty ? [] : try await new.insertManyIfAbsent(entries)
+                result.copied = inserted.count
+                result.present = registered.count - inserted.count
+            } catch {
+                newFailure = true
+                newFailed(.insertManyIfAbsent, error)
+                throw ZDDMError.store(.new, .insertManyIfAbsent, error)
+            }
+        } catch {
+            await endFills(registered, mayRepair: false)
+            throw error
+        }
+        await endFills(registered, mayRepair: !newFailure)
+        metrics.backfillRows["copied"]?.increment(by: result.copied)
+        metrics.backfillRows["present"]?.increment(by: result.present)
+        return result
+    }
+
+    private func endFills(_ keys: [Key], mayRepair: Bool) async {
+        for (key, epoch) in ledger.endFills(keys, mayRepair: mayRepair && !gate.isKillswitchOn) {
+            await repair(key, epoch: epoch)
+        }
+    }
+
+    /// Invalidates a key in New for a repair, registered like a write so that a fill in flight cannot undo it.
+    func invalidateForRepair(_ key: Key) async throws {
+        let ticket = ledger.beginMutation(key)
+        do {
+            try await new.invalidate(key)
+        } catch {
+            _ = ledger.endMutation(key, ticket, .unsafe, mayRepair: false)
+            newFailed(.invalidate, error)
+            throw ZDDMError.store(.new, .invalidate, error)
+        }
+        if let epoch = ledger.endMutation(key, ticket, .notOverwritten, mayRepair: !gate.isKillswitchOn) {
+            await repair(key, epoch: epoch)
+        }
+    }
+}

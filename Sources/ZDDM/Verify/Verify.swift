@@ -1,0 +1,198 @@
+public import ServiceLifecycle
+
+/// Compares Old and New key by key, reports mismatches, and can repair them from Old; also a `Service`.
+///
+/// Two streaming passes, so memory does not grow with the number of keys: Old's keys in pages, each page read
+/// from New in one batch (missing in New, different values, tombstones where Old has a value), then New's keys in
+/// pages, each read from Old (extra in New). A key that seems to differ is read again before it is counted, so a
+/// write in flight is not reported. Keys the gate does not admit are not expected in New: their absence is not a
+/// mismatch.
+///
+/// Repair makes New agree with Old without ever writing a value older than Old's: a stale key is invalidated in New
+/// (registered with the proxy's safety memory like a write), then missing and invalidated keys are copied from Old
+/// with insert-if-absent, like a backfill batch.
+public final class Verify<Old: KeyValueStore, New: KeyValueStore>: Service
+where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
+    public typealias Key = Old.Key
+    public typealias Value = Old.Value
+
+    private let proxy: MigrationProxy<Old, New>
+    private let options: VerifyOptions
+    private let equal: @Sendable (Value, Value) -> Bool
+    private let onReport: (@Sendable (VerifyReport<Key>) -> Void)?
+
+    /// Creates a verify pass.
+    /// - Parameters:
+    ///   - proxy: The migration's proxy: its stores, gate and safety memory.
+    ///   - options: Paging, repair and sampling.
+    ///   - equal: How values are compared.
+    ///   - onReport: Called with the report at the end of ``run()``.
+    /// - Throws: ``ZDDMError`` when a store cannot list its keys or an option is out of range.
+    public init(
+        proxy: MigrationProxy<Old, New>,
+        options: VerifyOptions = VerifyOptions(),
+        equal: @escaping @Sendable (Value, Value) -> Bool,
+        onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
+    ) throws {
+        guard options.batchSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(options.batchSize)")
+        }
+        if let rate = options.maxRowsPerSecond, !(rate > 0) {
+            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
+        }
+        guard proxy.old.capabilities.contains(.orderedKeys) else {
+            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "verify needs ordered keys")
+        }
+        guard proxy.new.capabilities.contains(.orderedKeys) else {
+            throw ZDDMError(.unsupported, role: .new, operation: .listKeys, message: "verify needs ordered keys")
+        }
+        self.proxy = proxy
+        self.options = options
+        self.equal = equal
+        self.onReport = onReport
+    }
+
+    /// Runs one pass and hands the report to `onReport`.
+    public func run() async throws {
+        let report = try await verify()
+        onReport?(report)
+    }
+
+    /// Runs one pass.
+    /// - Returns: The report.
+    /// - Throws: ``ZDDMError`` when a store fails.
+    public func verify() async throws -> VerifyReport<Key> {
+        var report = VerifyReport<Key>()
+        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
+        let old = proxy.old
+        let new = proxy.new
+
+        func record(_ key: Key, _ kind: MismatchKind) {
+            report.counts[kind, default: 0] += 1
+            if report.sample.count < options.sampleLimit { report.sample.append(VerifyMismatch(key: key, kind: kind)) }
+        }
+
+        // Pass 1: Old's keys against New.
+        var cursor: Key?
+        while !Task.isCancelled {
+            let keys = try await Self.store(.old, .listKeys) {
+                try await old.keys(after: cursor, limit: options.batchSize)
+            }
+            guard let last = keys.last else { break }
+            try await limiter?.acquire(keys.count)
+            report.keysInOld += keys.count
+            var suspects = try await classify(keys)
+            if !suspects.isEmpty { suspects = try await classify(suspects.map(\.key)) }
+            for suspect in suspects { record(suspect.key, suspect.kind) }
+            if options.repair, !suspects.isEmpty { report.repaired += try await repair(suspects) }
+            if keys.count < options.batchSize { break }
+            cursor = last
+        }
+        // Pass 2: New's keys against Old, for values Old no longer has.
+        cursor = nil
+        while !Task.isCancelled {
+            let keys = try await Self.store(.new, .listKeys) {
+                try await new.keys(after: cursor, limit: options.batchSize)
+            }
+            guard let last = keys.last else { break }
+            try await limiter?.acquire(keys.count)
+            report.keysInNew += keys.count
+            var extra = try await extraInNew(keys)
+            if !extra.isEmpty { extra = try await extraInNew(extra) }
+            for key in extra { record(key, .extraInNew) }
+            if options.repair {
+                for key in extra {
+                    try await proxy.invalidateForRepair(key)
+                    report.repaired += 1
+                }
+            }
+            if keys.count < options.batchSize { break }
+            cursor = last
+        }
+        if report.mismatches > 0 {
+            proxy.metrics.verifyMismatches(report.counts)
+        }
+        proxy.logger.info(
+            "verify finished",
+            metadata: ["zddm.mismatches": "\(report.mismatches)", "zddm.repaired": "\(report.repaired)"]
+        )
+        return report
+    }
+
+    /// Keys of a page of Old's keys that differ in New.
+    private func classify(_ keys: [Key]) async throws -> [VerifyMismatch<Key>] {
+        let oldRecords = try await Self.store(.old, .readMany) { try await proxy.old.readMany(keys) }
+        let newRecords = try await Self.store(.new, .readMany) { try await proxy.new.readMany(keys) }
+        var suspects: [VerifyMismatch<Key>] = []
+        for key in keys {
+            guard let oldValue = oldRecords[key]?.value else { continue }  // deleted meanwhile: pass 2's business
+            switch newRecords[key] {
+            case nil:
+                if proxy.gate.admits(key) { suspects.append(VerifyMismatch(key: key, kind: .missingInNew)) }
+            case .tombstone:
+                suspects.append(VerifyMismatch(key: key, kind: .tombstoneInNew))
+            case .value(let newValue):
+                if !equal(oldValue, newValue) { suspects.append(VerifyMismatch(key: key, kind: .differentValue)) }
+            }
+        }
+        return suspects
+    }
+
+    /// Keys of a page of New's keys that Old has no value for.
+    private func extraInNew(_ keys: [Key]) async throws -> [Key] {
+        let oldRecords = try await Self.store(.old, .readMany) { try await proxy.old.readMany(keys) }
+        let newRecords = try await Self.store(.new, .readMany) { try await proxy.new.readMany(keys) }
+        return keys.filter { oldRecords[$0]?.value == nil && newRecords[$0]?.value != nil }
+    }
+
+    private func repair(_ suspects: [VerifyMismatch<Key>]) async throws -> Int {
+        for suspect in suspects where suspect.kind != .missingInNew {
+            try await proxy.invalidateForRepair(suspect.key)
+        }
+        _ = try await proxy.copyBatch(suspects.map(\.key))
+        return suspects.count
+    }
+
+    private static func store<R>(
+        _ role: StoreRole,
+        _ operation: StoreOperation,
+        _ body: () async throws -> R
+    ) async throws -> R {
+        do {
+            return try await body()
+        } catch {
+            throw ZDDMError.store(role, operation, error)
+        }
+    }
+}
+
+extension Verify where Value: Equatable {
+    /// Creates a verify pass comparing values with `==`.
+    /// - Parameters:
+    ///   - proxy: The migration's proxy.
+    ///   - options: Paging, repair and sampling.
+    ///   - onReport: Called with the report at the end of ``run()``.
+    /// - Throws: ``ZDDMError`` when a store cannot list its keys or an option is out of range.
+    public convenience init(
+        proxy: MigrationProxy<Old, New>,
+        options: VerifyOptions = VerifyOptions(),
+        onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
+    ) throws {
+        try self.init(proxy: proxy, options: options, equal: { $0 == $1 }, onReport: onReport)
+    }
+}
+
+/// How a ``Verify`` pass runs.
+public struct VerifyOptions: Sendable {
+    /// Keys per page.
+    public var batchSize: Int = 500
+    /// Whether to repair mismatches.
+    public var repair = false
+    /// The most mismatched keys kept in the report's sample.
+    public var sampleLimit = 20
+    /// The most rows compared per second, or `nil` for no limit.
+    public var maxRowsPerSecond: Double?
+
+    /// Creates options with the defaults.
+    public init() {}
+}

@@ -1,0 +1,46 @@
+/// How New differs from Old for one key.
+public enum MismatchKind: String, Sendable, CaseIterable, Codable {
+    /// Old has a value, the gate admits the key, New has nothing.
+    case missingInNew = "missing_in_new"
+    /// New has a value, Old has nothing.
+    case extraInNew = "extra_in_new"
+    /// Both have a value and they differ.
+    case differentValue = "different_value"
+    /// Old has a value, New has a tombstone.
+    case tombstoneInNew = "tombstone_in_new"
+}
+
+/// One mismatched key, for the report's sample.
+public struct VerifyMismatch<Key: Sendable>: Sendable {
+    /// The key.
+    public var key: Key
+    /// How it differs.
+    public var kind: MismatchKind
+}
+
+/// What a verify pass found.
+public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
+    /// Keys with a value in Old that were compared.
+    public var keysInOld = 0
+    /// Keys with a value in New that were compared.
+    public var keysInNew = 0
+    /// Mismatches by kind (each key counted once, after a re-check that rules out writes in flight).
+    public var counts: [MismatchKind: Int] = [:]
+    /// Keys repaired from Old.
+    public var repaired = 0
+    /// Up to the sample limit of mismatched keys, in the order found.
+    public var sample: [VerifyMismatch<Key>] = []
+
+    /// All mismatches.
+    public var mismatches: Int { counts.values.reduce(0, +) }
+
+    /// Mismatches where New holds something Old does not (a stale value, an extra key, a wrong tombstone): the
+    /// ones that would serve wrong data. Missing keys are only incomplete.
+    public var staleMismatches: Int { mismatches - (counts[.missingInNew] ?? 0) }
+
+    public var description: String {
+        let kinds = MismatchKind.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ")
+        return
+            "\(keysInOld) keys in Old, \(keysInNew) in New, \(mismatches) mismatches (\(kinds)), \(repaired) repaired"
+    }
+}

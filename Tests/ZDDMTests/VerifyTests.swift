@@ -1,0 +1,113 @@
+import MetricsTestKit
+import Testing
+import ZDDM
+import ZDDMTesting
+
+@Suite("Verify")
+struct VerifyTests {
+    @Test("Finds each kind of mismatch, samples them, counts them in metrics, and repairs them from Old")
+    func findsAndRepairs() async throws {
+        let old = InMemoryStore<String, String>(["missing": "m", "same": "s", "different": "old", "tombstoned": "t"])
+        let new = InMemoryStore<String, String>()
+        try await new.write("same", "s")
+        try await new.write("different", "stale")
+        try await new.writeTombstone("tombstoned")
+        try await new.write("extra", "x")
+        try await new.writeTombstone("deleted-everywhere")
+        let metrics = TestMetrics()
+        let proxy = try MigrationProxy(
+            name: "v",
+            old: old,
+            new: new,
+            gate: TrafficGate(rate: 1),
+            metricsFactory: metrics
+        )
+        let report = try await Verify(proxy: proxy).verify()
+        #expect(report.keysInOld == 4)
+        #expect(report.keysInNew == 3)
+        #expect(report.counts[.missingInNew] == 1)
+        #expect(report.counts[.extraInNew] == 1)
+        #expect(report.counts[.differentValue] == 1)
+        #expect(report.counts[.tombstoneInNew] == 1)
+        #expect(report.mismatches == 4)
+        #expect(report.staleMismatches == 3)
+        #expect(report.repaired == 0)
+        #expect(Set(report.sample.map(\.key)) == ["missing", "different", "tombstoned", "extra"])
+        #expect(
+            metrics.counterTotal(
+                label: "zddm_verify_mismatches_total",
+                dimensions: [("migration", "v"), ("kind", "different_value")]
+            ) == 1
+        )
+        #expect(try await new.read("different") == .value("stale"))  // without repair nothing changes
+
+        var options = VerifyOptions()
+        options.repair = true
+        let repairing = try await Verify(proxy: proxy, options: options).verify()
+        #expect(repairing.repaired == 4)
+        let after = try await Verify(proxy: proxy).verify()
+        #expect(after.mismatches == 0)
+        #expect(try await new.read("different") == .value("old"))
+        #expect(try await new.read("tombstoned") == .value("t"))
+        #expect(try await new.read("missing") == .value("m"))
+        #expect(try await new.read("extra") == nil)
+        #expect(try await new.read("deleted-everywhere") == .tombstone)
+    }
+
+    @Test("Keys the gate does not admit are not expected in New")
+    func gateAware() async throws {
+        let old = InMemoryStore<String, String>(Dictionary(uniqueKeysWithValues: (0..<100).map { ("k\($0)", "v") }))
+        let gate = try TrafficGate(rate: 0)
+        let proxy = try MigrationProxy(name: "v", old: old, new: InMemoryStore(), gate: gate)
+        #expect(try await Verify(proxy: proxy).verify().mismatches == 0)
+        try gate.setRate(1)
+        #expect(try await Verify(proxy: proxy).verify().counts[.missingInNew] == 100)
+    }
+
+    @Test("The sample is bounded; counts are not; pages of any size see every key")
+    func boundedSample() async throws {
+        let old = InMemoryStore<Int64, Int>(Dictionary(uniqueKeysWithValues: (0..<250).map { (Int64($0), $0) }))
+        let new = InMemoryStore<Int64, Int>(Dictionary(uniqueKeysWithValues: (0..<250).map { (Int64($0), -$0 - 1) }))
+        let proxy = try MigrationProxy(name: "v", old: old, new: new, gate: TrafficGate(rate: 1))
+        var options = VerifyOptions()
+        options.sampleLimit = 5
+        options.batchSize = 33
+        let report = try await Verify(proxy: proxy, options: options).verify()
+        #expect(report.counts[.differentValue] == 250)
+        #expect(report.sample.count == 5)
+        #expect(report.keysInOld == 250)
+        #expect(report.keysInNew == 250)
+    }
+
+    @Test("A custom comparison decides what counts as equal")
+    func customComparison() async throws {
+        let old = InMemoryStore<String, String>(["a": "Hello"])
+        let new = InMemoryStore<String, String>(["a": "hello"])
+        let proxy = try MigrationProxy(name: "v", old: old, new: new, gate: TrafficGate(rate: 1))
+        #expect(try await Verify(proxy: proxy).verify().mismatches == 1)
+        let relaxed = try Verify(proxy: proxy, equal: { $0.lowercased() == $1.lowercased() })
+        #expect(try await relaxed.verify().mismatches == 0)
+    }
+
+    @Test("Bad options and stores that cannot list keys are refused")
+    func refusals() throws {
+        let unlisted = ClosureStore<String, String>(readValue: { _ in nil }, write: { _, _ in })
+        let proxy = try MigrationProxy(name: "v", old: unlisted, new: InMemoryStore(), gate: TrafficGate(rate: 1))
+        #expect(throws: ZDDMError.self) { try Verify(proxy: proxy) }
+        #expect(throws: ZDDMError.self) { try Backfill(proxy: proxy, checkpoints: MemoryCheckpointStore<String>()) }
+        let listed = try MigrationProxy(
+            name: "v",
+            old: InMemoryStore<String, String>(),
+            new: InMemoryStore(),
+            gate: TrafficGate(rate: 1)
+        )
+        var options = VerifyOptions()
+        options.batchSize = 0
+        #expect(throws: ZDDMError.self) { try Verify(proxy: listed, options: options) }
+        var backfillOptions = BackfillOptions()
+        backfillOptions.maxRowsPerSecond = 0
+        #expect(throws: ZDDMError.self) {
+            try Backfill(proxy: listed, checkpoints: MemoryCheckpointStore<String>(), options: backfillOptions)
+        }
+    }
+}
