@@ -15,12 +15,14 @@ let package = Package(
         .library(name: "ZDDMTesting", targets: ["ZDDMTesting"]),
         .library(name: "ZDDMSQLite", targets: ["ZDDMSQLite"]),
         .library(name: "ZDDMPostgres", targets: ["ZDDMPostgres"]),
+        .executable(name: "zddm", targets: ["zddm"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
@@ -51,6 +53,20 @@ let package = Package(
                 "ZDDM",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "zddm",
+            dependencies: [
+                "ZDDM",
+                "ZDDMTesting",
+                "ZDDMSQLite",
+                "ZDDMPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,51 @@
+/// A type-erased store, for choosing a store at run time (from a URL, say) where a concrete type is needed.
+///
+/// It forwards every call and the capabilities of the store it wraps.
+public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyValueStore {
+    /// The wrapped store.
+    public let base: any KeyValueStore<Key, Value>
+
+    /// Wraps a store.
+    /// - Parameter base: The store.
+    public init(_ base: any KeyValueStore<Key, Value>) {
+        self.base = base
+    }
+
+    public var capabilities: StoreCapabilities { base.capabilities }
+
+    public func read(_ key: Key) async throws -> StoreRecord<Value>? {
+        try await base.read(key)
+    }
+
+    public func write(_ key: Key, _ value: Value) async throws {
+        try await base.write(key, value)
+    }
+
+    public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
+        try await base.insertIfAbsent(key, value)
+    }
+
+    public func delete(_ key: Key) async throws {
+        try await base.delete(key)
+    }
+
+    public func writeTombstone(_ key: Key) async throws {
+        try await base.writeTombstone(key)
+    }
+
+    public func invalidate(_ key: Key) async throws {
+        try await base.invalidate(key)
+    }
+
+    public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try await base.keys(after: cursor, limit: limit)
+    }
+
+    public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
+        try await base.readMany(keys)
+    }
+
+    public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
+        try await base.insertManyIfAbsent(entries)
+    }
+}

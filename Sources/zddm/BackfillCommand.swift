@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import ZDDM
+
+/// `zddm backfill`: copy cold keys from one table to another, resumable.
+struct BackfillCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backfill",
+        abstract: "Copy keys the gate admits from Old to New with insert-if-absent, resumably.",
+        discussion: """
+            Values are copied as raw bytes, so any key-value table of this library works. Ctrl-C stops after the \
+            batches in hand and saves the checkpoint; run the same command again to resume.
+            """
+    )
+
+    @Option(help: "Old's URL (sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB).")
+    var from: String
+
+    @Option(help: "New's URL.")
+    var to: String
+
+    @Option(help: "The table, in both databases.")
+    var table: String = "zddm_kv"
+
+    @Option(help: "New's table, when its name differs.")
+    var toTable: String?
+
+    @Option(help: "The key column's type: integer, text or bytes.")
+    var keyType: KeyType = .integer
+
+    @Option(help: "The gate's rate: only keys it admits are copied.")
+    var rate: String = "1"
+
+    @Option(help: "Keys per batch.")
+    var batch: Int = 1_000
+
+    @Option(help: "The most rows per second; no limit by default.")
+    var maxRowsPerSecond: Double?
+
+    @Option(help: "Folder for the checkpoint file; by default the folder of New's SQLite file.")
+    var checkpoint: String?
+
+    @Option(help: "The checkpoint's name.")
+    var name: String = "zddm-backfill"
+
+    func validate() throws {
+        _ = try parseRate(rate, option: "--rate")
+        guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
+        if let maxRowsPerSecond, !(maxRowsPerSecond > 0) {
+            throw ValidationError("--max-rows-per-second must be above 0, got \(maxRowsPerSecond)")
+        }
+    }
+
+    func run() async throws {
+        switch keyType {
+        case .integer: try await copy(Int64.self)
+        case .text: try await copy(String.self)
+        case .bytes: try await copy(KeyBytes.self)
+        }
+    }
+
+    private func copy<Key: SQLKey & Codable>(_: Key.Type) async throws {
+        let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
+            from,
+            table: table,
+            codec: RawBytesValueCodec(),
+            create: false
+        )
+        let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
+            to,
+            table: toTable ?? table,
+            codec: RawBytesValueCodec(),
+            create: true
+        )
+        let proxy = try MigrationProxy(
+            name: name,
+            old: old.store,
+            new: new.store,
+            gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
+        )
+        let checkpoints =
+            checkpoint.map { AnyCheckpointStore(base: FileCheckpointStore<Key>(directory: URL(fileURLWithPath: $0))) }
+            ?? new.checkpoints
+        var options = BackfillOptions()
+        options.batchSize = batch
+        options.maxRowsPerSecond = maxRowsPerSecond
+        let display = LiveDisplay()
+        let backfill = try Backfill(proxy: proxy, checkpoints: checkpoints, name: name, options: options) { progress in
+            var text = "\(progress.rowsScanned) rows scanned, \(progress.rowsCopied) copied"
+            text += String(format: ", %.0f rows/s", progress.rowsPerSecond)
+            display.update(text, progress: nil)
+        }
+        var logger = Logger(label: "zddm")
+        logger.logLevel = .warning
+        let result = ResultBox()
+        let service = BackfillRunner(backfill: backfill, result: result)
+        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigint, .sigterm], logger: logger)
+        try await group.run()
+        display.finishLine()
+        await old.close()
+        await new.close()
+        guard let progress = result.progress else { throw ExitCode(1) }
+        print(progress.finished ? "backfill finished: \(progress)" : "backfill stopped, checkpoint saved: \(progress)")
+        if !progress.finished { throw ExitCode(130) }
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import ZDDM
+import ZDDMSQLite
+
+/// A store opened from a URL, its checkpoint storage, and how to close it.
+struct OpenedStore<Key: SQLKey & Codable, Value: Sendable>: Sendable, CustomStringConvertible {
+    let store: AnyKeyValueStore<Key, Value>
+    let checkpoints: AnyCheckpointStore<Key>
+    let description: String
+    let close: @Sendable () async -> Void
+}
+
+/// Type-erased checkpoint storage.
+struct AnyCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointStore {
+    let base: any BackfillCheckpointStore<Key>
+
+    func load(name: String) async throws -> BackfillCheckpoint<Key>? {
+        try await base.load(name: name)
+    }
+
+    func save(_ checkpoint: BackfillCheckpoint<Key>, name: String) async throws {
+        try await base.save(checkpoint, name: name)
+    }
+}
+
+/// Opens key-value tables from `sqlite:` and `postgres://` URLs.
+enum StoreOpener {
+    /// Opens a table.
+    /// - Parameters:
+    ///   - url: The database URL.
+    ///   - table: The table.
+    ///   - codec: How values are stored.
+    ///   - create: Create the table when missing; otherwise a missing table is an error.
+    ///   - fresh: Empty the database first (the demo's own files and tables only).
+    static func open<Key: SQLKey & Codable, Value: Sendable>(
+        _ url: String,
+        table: String,
+        codec: some ValueCodec<Value>,
+        create: Bool,
+        fresh: Bool = false
+    ) async throws -> OpenedStore<Key, Value> {
+        if url.hasPrefix("sqlite:") {
+            if fresh, let path = SQLiteURL.filePath(url) {
+                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            } else if !create, let path = SQLiteURL.filePath(url), !FileManager.default.fileExists(atPath: path) {
+                throw ZDDMError(.invalidArgument, message: "no SQLite database at \(path)")
+            }
+            let database = try SQLiteDatabase.open(url: url)
+            let store = try SQLiteStore<Key, Value>(database: database, table: table, codec: codec)
+            if create { try await store.prepare() } else { try await store.checkSchema() }
+            let folder = URL(fileURLWithPath: SQLiteURL.filePath(url) ?? ".").deletingLastPathComponent()
+            return OpenedStore(
+                store: AnyKeyValueStore(store),
+                checkpoints: AnyCheckpointStore(base: FileCheckpointStore<Key>(directory: folder)),
+                description: "\(database.url)",
+                close: { try? database.close() }
+            )
+        }
+        if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            throw ZDDMError(.invalidArgument, message: "PostgreSQL URLs are not supported by this build yet")
+        }
+        throw ZDDMError(.invalidArgument, message: "unsupported store URL; use sqlite:PATH or postgres://USER@HOST/DB")
+    }
+}
+
+extension SQLiteURL {
+    /// The file path of an `sqlite:` URL, or `nil` for `sqlite::memory:` or a malformed URL.
+    static func filePath(_ url: String) -> String? {
+        guard let parsed = try? SQLiteURL(url), case .file(let path) = parsed.location else { return nil }
+        return path
+    }
+}
