@@ -84,7 +84,14 @@ let package = Package(
         ),
         .testTarget(
             name: "ZDDMStoreTests",
-            dependencies: ["ZDDM", "ZDDMTesting", "ZDDMSQLite", "ZDDMPostgres"],
+            dependencies: [
+                "ZDDM",
+                "ZDDMTesting",
+                "ZDDMSQLite",
+                "ZDDMPostgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
     ],

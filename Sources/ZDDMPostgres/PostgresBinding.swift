@@ -1,0 +1,158 @@
+import Foundation
+import PostgresNIO
+import ZDDM
+
+/// Conversions between ZDDM's driver-independent values and PostgresNIO's.
+enum PostgresBinding {
+    static func append(_ key: SQLKeyValue, to bindings: inout PostgresBindings) {
+        switch key {
+        case .text(let text): bindings.append(text)
+        case .integer(let integer): bindings.append(integer)
+        case .bytes(let bytes): bindings.append(ByteBuffer(bytes: bytes))
+        }
+    }
+
+    static func append(_ value: SQLValue, to bindings: inout PostgresBindings) {
+        switch value {
+        case .null: bindings.appendNull()
+        case .bool(let bool): bindings.append(bool)
+        case .integer(let integer): bindings.append(integer)
+        case .real(let real): bindings.append(real)
+        case .text(let text): bindings.append(text)
+        case .bytes(let bytes): bindings.append(ByteBuffer(bytes: bytes))
+        }
+    }
+
+    static func key(_ cell: PostgresCell) throws -> SQLKeyValue {
+        switch cell.dataType {
+        case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
+        case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
+        case .text, .varchar, .bpchar, .name: return .text(try cell.decode(String.self))
+        default:
+            throw ZDDMError(
+                .storeFailed,
+                message: "the key column \(String(reflecting: cell.columnName)) has type \(cell.dataType), "
+                    + "which holds no text, integer or bytes keys"
+            )
+        }
+    }
+
+    static func value(_ cell: PostgresCell) throws -> SQLValue {
+        guard cell.bytes != nil else { return .null }
+        switch cell.dataType {
+        case .bool: return .bool(try cell.decode(Bool.self))
+        case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
+        case .float4, .float8: return .real(try cell.decode(Double.self))
+        case .text, .varchar, .bpchar, .name: return .text(try cell.decode(String.self))
+        case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
+        default:
+            throw ZDDMError(
+                .storeFailed,
+                message: "column \(String(reflecting: cell.columnName)) has type \(cell.dataType), which a row "
+                    + "mapping cannot read (use boolean, integer, real, text or bytea columns, or a view)"
+            )
+        }
+    }
+
+    static func bytes(_ cell: PostgresCell) throws -> [UInt8] {
+        switch cell.dataType {
+        case .bytea: return Array(buffer: try cell.decode(ByteBuffer.self))
+        case .text, .varchar, .json, .jsonb:
+            return Array(try cell.decode(String.self).utf8)
+        default:
+            throw ZDDMError(.storeFailed, message: "the value column has type \(cell.dataType), not bytea")
+        }
+    }
+
+    /// The column type used when creating a table for a key kind.
+    static func columnType(_ kind: SQLKeyKind) -> String {
+        switch kind {
+        case .text: "text COLLATE \"C\""
+        case .integer: "bigint"
+        case .bytes: "bytea"
+        }
+    }
+
+    /// Whether a column type (as `format_type` spells it) holds keys of a kind.
+    static func typeMatches(_ type: String, kind: SQLKeyKind) -> Bool {
+        switch kind {
+        case .integer: ["bigint", "integer", "smallint"].contains(type)
+        case .text: type == "text" || type.hasPrefix("character varying") || type.hasPrefix("character(")
+        case .bytes: type == "bytea"
+        }
+    }
+
+    /// `$first, $first+1, …` with `count` placeholders.
+    static func placeholders(from first: Int, count: Int) -> String {
+        (first..<(first + count)).map { "$\($0)" }.joined(separator: ", ")
+    }
+
+    /// A lock id for `pg_advisory_xact_lock`, the same in every process: FNV-1a 64 over the table name and the
+    /// key's kind and bytes.
+    static func lockID(table: SQLIdentifier, key: SQLKeyValue) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ bytes: some Sequence<UInt8>) {
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash &*= 0x0000_0100_0000_01b3
+            }
+        }
+        mix(table.name.utf8)
+        mix([0])
+        switch key {
+        case .text(let text):
+            mix([1])
+            mix(text.utf8)
+        case .integer(let integer):
+            mix([2])
+            mix(withUnsafeBytes(of: integer.bigEndian) { Array($0) })
+        case .bytes(let bytes):
+            mix([3])
+            mix(bytes)
+        }
+        return Int64(bitPattern: hash)
+    }
+
+    /// Checks a table's columns: that it exists, has the given columns, and that the key column can hold the key
+    /// kind.
+    static func checkTable(
+        _ database: PostgresDatabase,
+        table: SQLIdentifier,
+        keyColumn: SQLIdentifier,
+        keyKind: SQLKeyKind,
+        otherColumns: [SQLIdentifier]
+    ) async throws {
+        var bindings = PostgresBindings()
+        bindings.append(table.quoted)
+        let rows = try await database.client.query(
+            PostgresQuery(
+                unsafeSQL: """
+                    SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                    WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                    """,
+                binds: bindings
+            ),
+            logger: database.logger
+        ).collect()
+        guard !rows.isEmpty else {
+            throw ZDDMError(.invalidArgument, operation: .prepare, message: "table \(table) does not exist")
+        }
+        var types: [String: String] = [:]
+        for row in rows {
+            let (name, type) = try row.decode((String, String).self)
+            types[name] = type
+        }
+        for column in [keyColumn] + otherColumns where types[column.name] == nil {
+            throw ZDDMError(.invalidArgument, operation: .prepare, message: "table \(table) has no column \(column)")
+        }
+        let keyType = types[keyColumn.name] ?? ""
+        guard typeMatches(keyType, kind: keyKind) else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: .prepare,
+                message: "column \(keyColumn) of table \(table) has type \(keyType), which does not hold \(keyKind) "
+                    + "keys (expected \(columnType(keyKind)))"
+            )
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import PostgresNIO
+import ZDDM
+
+/// Turns PostgresNIO's errors into errors whose descriptions hold no SQL parameters, row values or passwords.
+///
+/// PostgreSQL's message is kept (it names tables, columns and constraints) except for SQLSTATE class 22 (data
+/// exceptions), whose messages may quote the offending input; details, hints and the query are always left out.
+enum PostgresErrors {
+    static func sanitized(_ error: any Error) -> any Error {
+        switch error {
+        case is ZDDMError, is CancellationError, is SQLDatabaseError:
+            return error
+        case let error as PostgresTransactionError:
+            let inner = error.closureError ?? error.beginError ?? error.commitError ?? error.rollbackError
+            return inner.map(sanitized)
+                ?? SQLDatabaseError(
+                    system: "PostgreSQL",
+                    code: nil,
+                    message: "transaction failed",
+                    driverError: error
+                )
+        case let error as PSQLError:
+            return SQLDatabaseError(
+                system: "PostgreSQL",
+                code: error.serverInfo?[.sqlState],
+                message: message(of: error),
+                driverError: error
+            )
+        case let error as PostgresDecodingError:
+            return SQLDatabaseError(
+                system: "PostgreSQL",
+                code: nil,
+                message: "could not decode column \(String(reflecting: error.columnName)) of type "
+                    + "\(error.postgresType) as \(error.targetType)",
+                driverError: error
+            )
+        default:
+            return SQLDatabaseError(system: "PostgreSQL", code: nil, message: "\(type(of: error))", driverError: error)
+        }
+    }
+
+    /// The server's or the client's explanation, without values.
+    static func message(of error: PSQLError) -> String {
+        if let info = error.serverInfo {
+            let state = info[.sqlState] ?? ""
+            if state.hasPrefix("22") {
+                return "data exception (the server's message is left out because it may quote a value)"
+            }
+            return info[.message] ?? "server error"
+        }
+        var text = "\(error.code)"
+        if let underlying = error.underlying {
+            text += ": \(underlying)"
+        }
+        return text
+    }
+
+    /// The SQLSTATE of a PostgreSQL error, if it is one.
+    static func sqlState(_ error: any Error) -> String? {
+        switch error {
+        case let error as PSQLError: error.serverInfo?[.sqlState]
+        case let error as PostgresTransactionError:
+            (error.closureError ?? error.beginError ?? error.commitError).flatMap(sqlState)
+        default: nil
+        }
+    }
+
+    /// Wraps an error of a store operation, naming the table and the server, with a hint for a missing table.
+    static func wrap(_ error: any Error, operation: StoreOperation, table: SQLIdentifier, server: String) -> any Error {
+        if error is CancellationError { return error }
+        if var known = error as? ZDDMError {
+            known.operation = known.operation ?? operation
+            return known
+        }
+        var message = "table \(table) on \(server)"
+        switch sqlState(error) {
+        case "42P01": message += ": a table does not exist (prepare() creates it)"
+        case "25006": message += ": the database is read-only"
+        default: break
+        }
+        return ZDDMError(.storeFailed, operation: operation, message: message, underlying: sanitized(error))
+    }
+}

@@ -1,0 +1,341 @@
+import Foundation
+import PostgresNIO
+public import ZDDM
+
+/// A store over your own PostgreSQL table, through a ``RowMapping``: no key-value table, no fork of the library.
+///
+/// The table's rows hold live values only. Tombstones live in a side table (``RowMapping/tombstoneTable``, by
+/// default `<table>_zddm_tombstones(key PRIMARY KEY)`), which ``prepare()`` creates. A key is never in both.
+///
+/// Atomicity: ``write(_:_:)``, ``insertIfAbsent(_:_:)``, ``writeTombstone(_:)``, ``delete(_:)`` and
+/// ``insertManyIfAbsent(_:)`` each run in one transaction that first takes `pg_advisory_xact_lock` on a 64-bit
+/// hash of the table name and the key (FNV-1a, the same in every process; a batch takes its locks in ascending
+/// order, so batches cannot deadlock). Two of them on the same key therefore run one after the other, and each
+/// statement after the lock sees the other's committed effect: an insert-if-absent can never slip a value in
+/// next to a tombstone or over a concurrent write. Reads are one statement over both tables, so they see one
+/// snapshot. Writers that bypass ZDDM do not take the lock; write to the table through the store during a
+/// migration. The key column must be the table's primary key (or unique).
+public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
+    /// The database holding the table.
+    public let database: PostgresDatabase
+    /// How values map to rows.
+    public let mapping: RowMapping<Value>
+    /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
+    public let maxValueSize: Int
+    private let sql: Statements
+
+    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+
+    /// Creates a store over a table.
+    /// - Parameters:
+    ///   - database: The database.
+    ///   - mapping: The table, its columns and how values map to them.
+    ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
+    public init(database: PostgresDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
+        guard maxValueSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
+        }
+        self.database = database
+        self.mapping = mapping
+        self.maxValueSize = maxValueSize
+        self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
+    }
+
+    /// Checks the user's table and creates the tombstone side table if it does not exist.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
+    ///   mapped column, or its key column cannot hold this store's keys.
+    public func prepare() async throws {
+        try await run(.prepare) {
+            try await checkUserTable()
+            try await database.client.query(PostgresQuery(unsafeSQL: sql.createTombstones), logger: database.logger)
+        }
+    }
+
+    /// Checks, without changing anything, the user's table and the tombstone side table.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
+    public func checkSchema() async throws {
+        try await run(.prepare) {
+            try await checkUserTable()
+            try await PostgresBinding.checkTable(
+                database,
+                table: mapping.tombstoneTable,
+                keyColumn: mapping.tombstoneKeyColumn,
+                keyKind: Key.sqlKeyKind,
+                otherColumns: []
+            )
+        }
+    }
+
+    private func checkUserTable() async throws {
+        try await PostgresBinding.checkTable(
+            database,
+            table: mapping.table,
+            keyColumn: mapping.keyColumn,
+            keyKind: Key.sqlKeyKind,
+            otherColumns: mapping.valueColumns
+        )
+    }
+
+    public func read(_ key: Key) async throws -> StoreRecord<Value>? {
+        var binds = PostgresBindings()
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        return try await run(.read) {
+            let rows = try await database.client.query(
+                PostgresQuery(unsafeSQL: sql.read, binds: binds),
+                logger: database.logger
+            ).collect()
+            var result: StoreRecord<Value>?
+            for row in rows {
+                let (_, record) = try decodeRecord(row, withKey: false, operation: .read)
+                if result == nil || !record.isTombstone { result = record }
+            }
+            return result
+        }
+    }
+
+    public func write(_ key: Key, _ value: Value) async throws {
+        let row = try rowBindings(key, value, operation: .write)
+        try await locked(.write, keys: [key]) { connection in
+            try await connection.query(
+                PostgresQuery(unsafeSQL: sql.deleteTombstone, binds: keyBinds(key)),
+                logger: database.logger
+            )
+            try await connection.query(PostgresQuery(unsafeSQL: sql.upsert, binds: row), logger: database.logger)
+        }
+    }
+
+    public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
+        let row = try rowBindings(key, value, operation: .insertIfAbsent)
+        return try await locked(.insertIfAbsent, keys: [key]) { connection in
+            let rows = try await connection.query(
+                PostgresQuery(unsafeSQL: sql.insertIfAbsent, binds: row),
+                logger: database.logger
+            ).collect()
+            return !rows.isEmpty
+        }
+    }
+
+    public func delete(_ key: Key) async throws {
+        try await locked(.delete, keys: [key]) { connection in
+            try await connection.query(
+                PostgresQuery(unsafeSQL: sql.deleteRow, binds: keyBinds(key)),
+                logger: database.logger
+            )
+            try await connection.query(
+                PostgresQuery(unsafeSQL: sql.deleteTombstone, binds: keyBinds(key)),
+                logger: database.logger
+            )
+        }
+    }
+
+    public func writeTombstone(_ key: Key) async throws {
+        try await locked(.writeTombstone, keys: [key]) { connection in
+            try await connection.query(
+                PostgresQuery(unsafeSQL: sql.deleteRow, binds: keyBinds(key)),
+                logger: database.logger
+            )
+            try await connection.query(
+                PostgresQuery(unsafeSQL: sql.insertTombstone, binds: keyBinds(key)),
+                logger: database.logger
+            )
+        }
+    }
+
+    public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
+        guard limit >= 1 else {
+            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
+        }
+        var binds = PostgresBindings()
+        if let cursor { PostgresBinding.append(cursor.sqlKeyValue, to: &binds) }
+        binds.append(Int64(limit))
+        let statement = cursor == nil ? sql.keysFirst : sql.keysAfter
+        return try await run(.listKeys) {
+            try await database.client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: database.logger)
+                .collect()
+                .map { try Key(sqlKeyValue: PostgresBinding.key($0.makeRandomAccess()[0])) }
+        }
+    }
+
+    public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
+        guard !keys.isEmpty else { return [:] }
+        return try await run(.readMany) {
+            var found: [Key: StoreRecord<Value>] = [:]
+            for start in stride(from: 0, to: keys.count, by: Statements.batchSize) {
+                let chunk = keys[start..<min(keys.count, start + Statements.batchSize)]
+                var binds = PostgresBindings(capacity: chunk.count)
+                for key in chunk { PostgresBinding.append(key.sqlKeyValue, to: &binds) }
+                let rows = try await database.client.query(
+                    PostgresQuery(unsafeSQL: sql.readMany(chunk.count), binds: binds),
+                    logger: database.logger
+                ).collect()
+                for row in rows {
+                    let (key, record) = try decodeRecord(row, withKey: true, operation: .readMany)
+                    guard let key else { continue }
+                    if found[key] == nil || !record.isTombstone { found[key] = record }
+                }
+            }
+            return found
+        }
+    }
+
+    public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
+        guard !entries.isEmpty else { return [] }
+        let rows = try entries.map {
+            (key: $0.key, binds: try rowBindings($0.key, $0.value, operation: .insertManyIfAbsent))
+        }
+        return try await locked(.insertManyIfAbsent, keys: entries.map(\.key)) { connection in
+            var inserted: Set<Key> = []
+            for row in rows {
+                let result = try await connection.query(
+                    PostgresQuery(unsafeSQL: sql.insertIfAbsent, binds: row.binds),
+                    logger: database.logger
+                ).collect()
+                if !result.isEmpty { inserted.insert(row.key) }
+            }
+            return inserted
+        }
+    }
+
+    public var description: String {
+        "PostgresTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), on \(database.url))"
+    }
+
+    // MARK: Helpers
+
+    /// Runs `body` in a transaction holding the advisory locks of `keys`, taken in ascending order.
+    private func locked<T: Sendable>(
+        _ operation: StoreOperation,
+        keys: [Key],
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        let lockIDs = Set(keys.map { PostgresBinding.lockID(table: mapping.table, key: $0.sqlKeyValue) }).sorted()
+        let logger = database.logger
+        return try await run(operation) {
+            try await database.client.withTransaction(logger: logger) { connection in
+                for lockID in lockIDs {
+                    try await connection.query("SELECT pg_advisory_xact_lock(\(lockID))", logger: logger)
+                }
+                return try await body(connection)
+            }
+        }
+    }
+
+    private func keyBinds(_ key: Key) -> PostgresBindings {
+        var binds = PostgresBindings()
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        return binds
+    }
+
+    private func rowBindings(_ key: Key, _ value: Value, operation: StoreOperation) throws -> PostgresBindings {
+        let columns: [SQLValue]
+        do {
+            columns = try mapping.encode(value)
+        } catch var error as ZDDMError {
+            error.operation = error.operation ?? operation
+            throw error
+        }
+        let size = columns.reduce(0) { $0 + $1.byteCount }
+        guard size <= maxValueSize else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: operation,
+                message: "the value is \(size) bytes, more than the \(maxValueSize) bytes table \(mapping.table) "
+                    + "accepts; nothing was written"
+            )
+        }
+        var binds = PostgresBindings(capacity: columns.count + 1)
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        for column in columns { PostgresBinding.append(column, to: &binds) }
+        return binds
+    }
+
+    /// Decodes a row of the read statements: `tombstone, [key,] columns…`.
+    private func decodeRecord(
+        _ row: PostgresRow,
+        withKey: Bool,
+        operation: StoreOperation
+    ) throws -> (Key?, StoreRecord<Value>) {
+        let cells = row.makeRandomAccess()
+        let tombstone = try cells[0].decode(Bool.self)
+        let key = withKey ? try Key(sqlKeyValue: PostgresBinding.key(cells[1])) : nil
+        if tombstone { return (key, .tombstone) }
+        let first = withKey ? 2 : 1
+        let values = try (first..<(first + mapping.valueColumns.count)).map { try PostgresBinding.value(cells[$0]) }
+        do {
+            return (key, .value(try mapping.decode(values)))
+        } catch var error as ZDDMError {
+            error.operation = error.operation ?? operation
+            error.message = "table \(mapping.table): " + error.message
+            throw error
+        }
+    }
+
+    private func run<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw PostgresErrors.wrap(error, operation: operation, table: mapping.table, server: database.server)
+        }
+    }
+}
+
+extension PostgresTableStore {
+    /// The SQL text of a store, built once from validated, quoted names.
+    struct Statements: Sendable {
+        static var batchSize: Int { 1000 }
+
+        let createTombstones: String
+        let read: String
+        let upsert: String
+        let insertIfAbsent: String
+        let deleteRow: String
+        let deleteTombstone: String
+        let insertTombstone: String
+        let keysFirst: String
+        let keysAfter: String
+        private let readManyValues: String
+        private let readManyTombstones: String
+        private let key: String
+        private let tombstoneKey: String
+
+        init(_ mapping: RowMapping<Value>, keyKind: SQLKeyKind) {
+            let t = mapping.table.quoted
+            let k = mapping.keyColumn.quoted
+            let s = mapping.tombstoneTable.quoted
+            let sk = mapping.tombstoneKeyColumn.quoted
+            let columns = mapping.valueColumns.map(\.quoted)
+            let list = columns.joined(separator: ", ")
+            let nulls = columns.map { _ in "NULL" }.joined(separator: ", ")
+            let ordered = keyKind == .text ? "\(k) COLLATE \"C\"" : k
+            key = k
+            tombstoneKey = sk
+            createTombstones = """
+                CREATE TABLE IF NOT EXISTS \(s) (\(sk) \(PostgresBinding.columnType(keyKind)) PRIMARY KEY)
+                """
+            read = """
+                SELECT false, \(list) FROM \(t) WHERE \(k) = $1 \
+                UNION ALL SELECT true, \(nulls) FROM \(s) WHERE \(sk) = $1
+                """
+            let values = PostgresBinding.placeholders(from: 1, count: columns.count + 1)
+            let updates = columns.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
+            upsert = "INSERT INTO \(t) (\(k), \(list)) VALUES (\(values)) ON CONFLICT (\(k)) DO UPDATE SET \(updates)"
+            insertIfAbsent = """
+                INSERT INTO \(t) (\(k), \(list)) SELECT \(values) \
+                WHERE NOT EXISTS (SELECT 1 FROM \(s) WHERE \(sk) = $1) ON CONFLICT (\(k)) DO NOTHING RETURNING true
+                """
+            deleteRow = "DELETE FROM \(t) WHERE \(k) = $1"
+            deleteTombstone = "DELETE FROM \(s) WHERE \(sk) = $1"
+            insertTombstone = "INSERT INTO \(s) (\(sk)) VALUES ($1) ON CONFLICT (\(sk)) DO NOTHING"
+            keysFirst = "SELECT \(k) FROM \(t) ORDER BY \(ordered) LIMIT $1"
+            keysAfter = "SELECT \(k) FROM \(t) WHERE \(ordered) > $1 ORDER BY \(ordered) LIMIT $2"
+            readManyValues = "SELECT false, \(k), \(list) FROM \(t) WHERE \(k) IN "
+            readManyTombstones = " UNION ALL SELECT true, \(sk), \(nulls) FROM \(s) WHERE \(sk) IN "
+        }
+
+        func readMany(_ count: Int) -> String {
+            let inList = "(" + PostgresBinding.placeholders(from: 1, count: count) + ")"
+            return readManyValues + inList + readManyTombstones + inList
+        }
+    }
+}

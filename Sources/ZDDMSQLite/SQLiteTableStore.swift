@@ -1,0 +1,311 @@
+import Foundation
+import GRDB
+public import ZDDM
+
+/// A store over your own SQLite table, through a ``RowMapping``: no key-value table, no fork of the library.
+///
+/// The table's rows hold live values only. Tombstones live in a side table (``RowMapping/tombstoneTable``, by
+/// default `<table>_zddm_tombstones(key PRIMARY KEY)`), which ``prepare()`` creates. A key is never in both:
+/// ``write(_:_:)`` removes the tombstone and upserts the row, ``writeTombstone(_:)`` removes the row and
+/// records the tombstone, and ``insertIfAbsent(_:_:)`` inserts only when neither holds the key. Each of these
+/// runs as one SQLite write transaction, and SQLite runs write transactions one at a time, so they are atomic
+/// with respect to each other. The key column must be the table's primary key (or unique).
+public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
+    /// The database holding the table.
+    public let database: SQLiteDatabase
+    /// How values map to rows.
+    public let mapping: RowMapping<Value>
+    /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
+    public let maxValueSize: Int
+    private let sql: Statements
+
+    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+
+    /// Creates a store over a table.
+    /// - Parameters:
+    ///   - database: The database.
+    ///   - mapping: The table, its columns and how values map to them.
+    ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
+    public init(database: SQLiteDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
+        guard maxValueSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
+        }
+        self.database = database
+        self.mapping = mapping
+        self.maxValueSize = maxValueSize
+        self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
+    }
+
+    /// Checks the user's table and creates the tombstone side table if it does not exist.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
+    ///   mapped column, or its key column cannot hold this store's keys.
+    public func prepare() async throws {
+        try await run(.prepare) { db in
+            try check(db)
+            try db.execute(sql: sql.createTombstones)
+        }
+    }
+
+    /// Checks, without changing anything, the user's table and the tombstone side table.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
+    public func checkSchema() async throws {
+        try await run(.prepare) { db in
+            try check(db)
+            try SQLiteBinding.checkTable(
+                db,
+                table: mapping.tombstoneTable,
+                keyColumn: mapping.tombstoneKeyColumn,
+                keyKind: Key.sqlKeyKind,
+                otherColumns: []
+            )
+        }
+    }
+
+    private func check(_ db: Database) throws {
+        try SQLiteBinding.checkTable(
+            db,
+            table: mapping.table,
+            keyColumn: mapping.keyColumn,
+            keyKind: Key.sqlKeyKind,
+            otherColumns: mapping.valueColumns
+        )
+    }
+
+    public func read(_ key: Key) async throws -> StoreRecord<Value>? {
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        let found = try await run(.read, writing: false) { db -> [SQLValue]?? in
+            if let row = try Row.fetchOne(db, sql: sql.read, arguments: [bound]) {
+                return .some(row.databaseValues.map(SQLiteBinding.sqlValue))
+            }
+            return try Bool.fetchOne(db, sql: sql.readTombstone, arguments: [bound]) == nil ? nil : .some(nil)
+        }
+        switch found {
+        case nil: return nil
+        case .some(nil): return .tombstone
+        case .some(.some(let columns)): return .value(try decode(columns, operation: .read))
+        }
+    }
+
+    public func write(_ key: Key, _ value: Value) async throws {
+        let arguments = try rowArguments(key, value, operation: .write)
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        try await run(.write) { db in
+            try db.inSavepoint {
+                try db.execute(sql: sql.deleteTombstone, arguments: [bound])
+                try db.execute(sql: sql.upsert, arguments: arguments)
+                return .commit
+            }
+        }
+    }
+
+    public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
+        let arguments = try rowArguments(key, value, operation: .insertIfAbsent)
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        return try await run(.insertIfAbsent) { db in
+            try insertIfAbsent(db, bound: bound, arguments: arguments)
+        }
+    }
+
+    private func insertIfAbsent(_ db: Database, bound: DatabaseValue, arguments: StatementArguments) throws -> Bool {
+        if try Bool.fetchOne(db, sql: sql.readTombstone, arguments: [bound]) != nil { return false }
+        try db.execute(sql: sql.insertIfAbsent, arguments: arguments)
+        return db.changesCount > 0
+    }
+
+    public func delete(_ key: Key) async throws {
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        try await run(.delete) { db in
+            try db.inSavepoint {
+                try db.execute(sql: sql.deleteRow, arguments: [bound])
+                try db.execute(sql: sql.deleteTombstone, arguments: [bound])
+                return .commit
+            }
+        }
+    }
+
+    public func writeTombstone(_ key: Key) async throws {
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        try await run(.writeTombstone) { db in
+            try db.inSavepoint {
+                try db.execute(sql: sql.deleteRow, arguments: [bound])
+                try db.execute(sql: sql.insertTombstone, arguments: [bound])
+                return .commit
+            }
+        }
+    }
+
+    public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
+        guard limit >= 1 else {
+            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
+        }
+        let statement = cursor == nil ? sql.keysFirst : sql.keysAfter
+        var arguments: [DatabaseValue] = []
+        if let cursor { arguments.append(SQLiteBinding.databaseValue(cursor.sqlKeyValue)) }
+        arguments.append(Int64(limit).databaseValue)
+        let bound = StatementArguments(arguments)
+        let values = try await run(.listKeys, writing: false) { db in
+            try DatabaseValue.fetchAll(db, sql: statement, arguments: bound)
+        }
+        return try values.map { try Key(sqlKeyValue: SQLiteBinding.keyValue($0)) }
+    }
+
+    public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
+        guard !keys.isEmpty else { return [:] }
+        let size = Statements.batchSize
+        let chunks = stride(from: 0, to: keys.count, by: size).map {
+            keys[$0..<min(keys.count, $0 + size)].map { SQLiteBinding.databaseValue($0.sqlKeyValue) }
+        }
+        let columns = mapping.valueColumns.count
+        let (rows, tombstones) = try await run(.readMany, writing: false) { db in
+            var rows: [(DatabaseValue, [SQLValue])] = []
+            var tombstones: [DatabaseValue] = []
+            for chunk in chunks {
+                let arguments = StatementArguments(chunk)
+                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: arguments) {
+                    let values = Array(row.databaseValues)
+                    rows.append((values[0], values.dropFirst().prefix(columns).map(SQLiteBinding.sqlValue)))
+                }
+                tombstones += try DatabaseValue.fetchAll(
+                    db,
+                    sql: sql.readManyTombstones(chunk.count),
+                    arguments: arguments
+                )
+            }
+            return (rows, tombstones)
+        }
+        var found: [Key: StoreRecord<Value>] = [:]
+        for key in tombstones { found[try Key(sqlKeyValue: SQLiteBinding.keyValue(key))] = .tombstone }
+        for (key, values) in rows {
+            found[try Key(sqlKeyValue: SQLiteBinding.keyValue(key))] = .value(try decode(values, operation: .readMany))
+        }
+        return found
+    }
+
+    public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
+        guard !entries.isEmpty else { return [] }
+        let prepared = try entries.map { entry in
+            (
+                bound: SQLiteBinding.databaseValue(entry.key.sqlKeyValue),
+                arguments: try rowArguments(entry.key, entry.value, operation: .insertManyIfAbsent)
+            )
+        }
+        let indexes = try await run(.insertManyIfAbsent) { db in
+            var inserted: [Int] = []
+            for (index, entry) in prepared.enumerated()
+            where try insertIfAbsent(db, bound: entry.bound, arguments: entry.arguments) {
+                inserted.append(index)
+            }
+            return inserted
+        }
+        return Set(indexes.map { entries[$0].key })
+    }
+
+    public var description: String {
+        "SQLiteTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), in \(database.url))"
+    }
+
+    // MARK: Helpers
+
+    private func rowArguments(_ key: Key, _ value: Value, operation: StoreOperation) throws -> StatementArguments {
+        let columns: [SQLValue]
+        do {
+            columns = try mapping.encode(value)
+        } catch var error as ZDDMError {
+            error.operation = error.operation ?? operation
+            throw error
+        }
+        let size = columns.reduce(0) { $0 + $1.byteCount }
+        guard size <= maxValueSize else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: operation,
+                message: "the value is \(size) bytes, more than the \(maxValueSize) bytes table \(mapping.table) "
+                    + "accepts; nothing was written"
+            )
+        }
+        return StatementArguments(
+            [SQLiteBinding.databaseValue(key.sqlKeyValue)] + columns.map(SQLiteBinding.databaseValue)
+        )
+    }
+
+    private func decode(_ columns: [SQLValue], operation: StoreOperation) throws -> Value {
+        do {
+            return try mapping.decode(columns)
+        } catch var error as ZDDMError {
+            error.operation = error.operation ?? operation
+            error.message = "table \(mapping.table): " + error.message
+            throw error
+        }
+    }
+
+    private func run<T: Sendable>(
+        _ operation: StoreOperation,
+        writing: Bool = true,
+        _ body: @escaping @Sendable (Database) throws -> T
+    ) async throws -> T {
+        do {
+            if writing {
+                return try await database.writer.write(body)
+            } else {
+                return try await database.writer.read(body)
+            }
+        } catch {
+            throw SQLiteErrors.wrap(error, operation: operation, table: mapping.table, database: database.url)
+        }
+    }
+}
+
+extension SQLiteTableStore {
+    /// The SQL text of a store, built once from validated, quoted names.
+    struct Statements: Sendable {
+        static var batchSize: Int { 500 }
+
+        let createTombstones: String
+        let read: String
+        let readTombstone: String
+        let upsert: String
+        let insertIfAbsent: String
+        let deleteRow: String
+        let deleteTombstone: String
+        let insertTombstone: String
+        let keysFirst: String
+        let keysAfter: String
+        private let readManyPrefix: String
+        private let readManyTombstonesPrefix: String
+
+        init(_ mapping: RowMapping<Value>, keyKind: SQLKeyKind) {
+            let t = mapping.table.quoted
+            let k = mapping.keyColumn.quoted
+            let s = mapping.tombstoneTable.quoted
+            let sk = mapping.tombstoneKeyColumn.quoted
+            let columns = mapping.valueColumns.map(\.quoted)
+            let list = columns.joined(separator: ", ")
+            let ordered = keyKind == .text ? "\(k) COLLATE BINARY" : k
+            createTombstones = """
+                CREATE TABLE IF NOT EXISTS \(s) (\(sk) \(SQLiteBinding.columnType(keyKind)) NOT NULL PRIMARY KEY)
+                """
+            read = "SELECT \(list) FROM \(t) WHERE \(k) = ?"
+            readTombstone = "SELECT 1 FROM \(s) WHERE \(sk) = ?"
+            let insert = "INSERT INTO \(t) (\(k), \(list)) VALUES (\(SQLiteBinding.placeholders(columns.count + 1)))"
+            let updates = columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
+            upsert = insert + " ON CONFLICT (\(k)) DO UPDATE SET \(updates)"
+            insertIfAbsent = insert + " ON CONFLICT (\(k)) DO NOTHING"
+            deleteRow = "DELETE FROM \(t) WHERE \(k) = ?"
+            deleteTombstone = "DELETE FROM \(s) WHERE \(sk) = ?"
+            insertTombstone = "INSERT INTO \(s) (\(sk)) VALUES (?) ON CONFLICT (\(sk)) DO NOTHING"
+            keysFirst = "SELECT \(k) FROM \(t) ORDER BY \(ordered) LIMIT ?"
+            keysAfter = "SELECT \(k) FROM \(t) WHERE \(ordered) > ? ORDER BY \(ordered) LIMIT ?"
+            readManyPrefix = "SELECT \(k), \(list) FROM \(t) WHERE \(k) IN ("
+            readManyTombstonesPrefix = "SELECT \(sk) FROM \(s) WHERE \(sk) IN ("
+        }
+
+        func readMany(_ count: Int) -> String {
+            readManyPrefix + SQLiteBinding.placeholders(count) + ")"
+        }
+
+        func readManyTombstones(_ count: Int) -> String {
+            readManyTombstonesPrefix + SQLiteBinding.placeholders(count) + ")"
+        }
+    }
+}
