@@ -83,6 +83,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "ZDDMCLITests",
+            dependencies: ["ZDDM", "ZDDMSQLite"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "ZDDMStoreTests",
             dependencies: [
                 "ZDDM",

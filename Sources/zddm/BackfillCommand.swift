@@ -39,7 +39,7 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "The most rows per second; no limit by default.")
     var maxRowsPerSecond: Double?
 
-    @Option(help: "Folder for the checkpoint file; by default the folder of New's SQLite file.")
+    @Option(help: "Folder for a checkpoint file; by default the checkpoint is kept in New's database.")
     var checkpoint: String?
 
     @Option(help: "The checkpoint's name.")
@@ -80,9 +80,15 @@ struct BackfillCommand: AsyncParsableCommand {
             new: new.store,
             gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
         )
-        let checkpoints =
-            checkpoint.map { AnyCheckpointStore(base: FileCheckpointStore<Key>(directory: URL(fileURLWithPath: $0))) }
-            ?? new.checkpoints
+        let checkpoints: AnyCheckpointStore<Key>
+        if let checkpoint {
+            checkpoints = AnyCheckpointStore(
+                base: FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint))
+            )
+        } else {
+            try await new.prepareCheckpoints()
+            checkpoints = new.checkpoints
+        }
         var options = BackfillOptions()
         options.batchSize = batch
         options.maxRowsPerSecond = maxRowsPerSecond
@@ -96,7 +102,14 @@ struct BackfillCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let result = ResultBox()
         let service = BackfillRunner(backfill: backfill, result: result)
-        let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigint, .sigterm], logger: logger)
+        // Ctrl-C (SIGINT) or SIGTERM: finish the batches in hand, save the checkpoint, return.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigint, .sigterm],
+                logger: logger
+            )
+        )
         try await group.run()
         display.finishLine()
         await old.close()

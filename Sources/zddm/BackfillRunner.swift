@@ -12,7 +12,10 @@ final class ResultBox: Sendable {
 /// Runs a backfill as a service and keeps its final progress.
 struct BackfillRunner<Old: KeyValueStore, New: KeyValueStore, Checkpoints: BackfillCheckpointStore>: Service
 where
-    Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Key: Codable,
+    Old.Key == New.Key,
+    Old.Value == New.Value,
+    Old.Key: GateKey,
+    Old.Key: Codable,
     Checkpoints.Key == Old.Key
 {
     let backfill: Backfill<Old, New, Checkpoints>

@@ -54,8 +54,6 @@ struct DemoCommand: AsyncParsableCommand {
             throw ValidationError("cannot create the output folder \(out): \(error.localizedDescription)")
         }
         let display = LiveDisplay()
-        // A fresh run starts a fresh backfill.
-        try? FileManager.default.removeItem(at: folder.appendingPathComponent("demo.checkpoint.json"))
         let oldURL = old ?? "sqlite:" + folder.appendingPathComponent("old.sqlite").path
         let newURL = new ?? "sqlite:" + folder.appendingPathComponent("new.sqlite").path
         let codec = JSONValueCodec<Account>()
@@ -73,7 +71,10 @@ struct DemoCommand: AsyncParsableCommand {
             create: true,
             fresh: true
         )
-        display.log("ZDDM demo: \(rows) rows, \(clients) clients, Old \(oldStore.description), New \(newStore.description)")
+        try await newStore.prepareCheckpoints()
+        display.log(
+            "ZDDM demo: \(rows) rows, \(clients) clients, Old \(oldStore.description), New \(newStore.description)"
+        )
         let settings = DemoSettings(
             rows: rows,
             clients: clients,

@@ -1,11 +1,15 @@
 import Foundation
 import ZDDM
+import ZDDMPostgres
 import ZDDMSQLite
 
 /// A store opened from a URL, its checkpoint storage, and how to close it.
 struct OpenedStore<Key: SQLKey & Codable, Value: Sendable>: Sendable, CustomStringConvertible {
     let store: AnyKeyValueStore<Key, Value>
+    /// Checkpoints live in New's database, in the `zddm_checkpoints` table.
     let checkpoints: AnyCheckpointStore<Key>
+    /// Creates the checkpoint table when missing.
+    let prepareCheckpoints: @Sendable () async throws -> Void
     let description: String
     let close: @Sendable () async -> Void
 }
@@ -48,16 +52,42 @@ enum StoreOpener {
             let database = try SQLiteDatabase.open(url: url)
             let store = try SQLiteStore<Key, Value>(database: database, table: table, codec: codec)
             if create { try await store.prepare() } else { try await store.checkSchema() }
-            let folder = URL(fileURLWithPath: SQLiteURL.filePath(url) ?? ".").deletingLastPathComponent()
+            let checkpoints = try SQLiteStore<String, BackfillCheckpoint<Key>>(
+                database: database,
+                table: "zddm_checkpoints",
+                codec: JSONValueCodec<BackfillCheckpoint<Key>>()
+            )
             return OpenedStore(
                 store: AnyKeyValueStore(store),
-                checkpoints: AnyCheckpointStore(base: FileCheckpointStore<Key>(directory: folder)),
+                checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                prepareCheckpoints: { try await checkpoints.prepare() },
                 description: "\(database.url)",
                 close: { try? database.close() }
             )
         }
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            throw ZDDMError(.invalidArgument, message: "PostgreSQL URLs are not supported by this build yet")
+            let database = try await PostgresDatabase.connect(url: url)
+            do {
+                let store = try PostgresStore<Key, Value>(database: database, table: table, codec: codec)
+                if fresh { try await database.execute("DROP TABLE IF EXISTS \"\(store.schema.table)\"") }
+                if create { try await store.prepare() } else { try await store.checkSchema() }
+                let checkpoints = try PostgresStore<String, BackfillCheckpoint<Key>>(
+                    database: database,
+                    table: "zddm_checkpoints",
+                    codec: JSONValueCodec<BackfillCheckpoint<Key>>()
+                )
+                if fresh { try await database.execute("DROP TABLE IF EXISTS zddm_checkpoints") }
+                return OpenedStore(
+                    store: AnyKeyValueStore(store),
+                    checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                    prepareCheckpoints: { try await checkpoints.prepare() },
+                    description: "\(database.url)",
+                    close: { await database.shutdown() }
+                )
+            } catch {
+                await database.shutdown()
+                throw error
+            }
         }
         throw ZDDMError(.invalidArgument, message: "unsupported store URL; use sqlite:PATH or postgres://USER@HOST/DB")
     }

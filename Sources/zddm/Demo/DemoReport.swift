@@ -96,7 +96,8 @@ struct DemoReport: Codable, Sendable {
             svg += "stroke=\"#ccc\"/>\n"
             svg += "<text x=\"\(f(left - 6))\" y=\"\(f(y(tick) + 4))\" text-anchor=\"end\">\(Int(tick * 100))%</text>\n"
         }
-        svg += "<line x1=\"\(f(left))\" x2=\"\(f(left))\" y1=\"\(f(top))\" y2=\"\(f(top + plotHeight))\" stroke=\"#333\"/>\n"
+        svg +=
+            "<line x1=\"\(f(left))\" x2=\"\(f(left))\" y1=\"\(f(top))\" y2=\"\(f(top + plotHeight))\" stroke=\"#333\"/>\n"
         svg += "<text x=\"\(f(width - right))\" y=\"\(f(height - bottom + 14))\" text-anchor=\"end\">"
         svg += "\(f(end)) s</text>\n"
         svg += "<text x=\"\(f(left))\" y=\"\(f(height - bottom + 14))\">0 s</text>\n"
@@ -131,8 +132,10 @@ struct DemoReport: Codable, Sendable {
             let share = String(format: "%5.1f%%", phase.shareOfReadsServedByNew * 100)
             let rate = String(format: "%g%%", phase.rate * 100)
             let name = phase.name.padding(toLength: 22, withPad: " ", startingAt: 0)
-            lines.append("    \(name) rate \(rate.padding(toLength: 5, withPad: " ", startingAt: 0))  \(share)"
-                + "  (\(phase.reads.total) reads, \(phase.failedRequests) failed)")
+            lines.append(
+                "    \(name) rate \(rate.padding(toLength: 5, withPad: " ", startingAt: 0))  \(share)"
+                    + "  (\(phase.reads.total) reads, \(phase.failedRequests) failed)"
+            )
         }
         if let verify {
             lines.append(

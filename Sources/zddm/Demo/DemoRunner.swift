@@ -21,7 +21,10 @@ struct DemoSettings: Sendable {
 /// outage are repaired and caught up, and a verify pass compares the stores.
 struct DemoRunner<Old: KeyValueStore, New: KeyValueStore, Checkpoints: BackfillCheckpointStore>: Sendable
 where
-    Old.Key == Int64, New.Key == Int64, Old.Value == Account, New.Value == Account,
+    Old.Key == Int64,
+    New.Key == Int64,
+    Old.Value == Account,
+    New.Value == Account,
     Checkpoints.Key == Int64
 {
     let old: Old
@@ -198,7 +201,8 @@ where
             [("migration", "demo"), ("outcome", "lost")]
         )
         report.newFailuresAbsorbed = StoreOperation.allCases.reduce(0) { total, operation in
-            total + metrics.value("zddm_new_failures_total", [("migration", "demo"), ("operation", operation.rawValue)])
+            total
+                + metrics.value("zddm_new_failures_total", [("migration", "demo"), ("operation", operation.rawValue)])
         }
         report.samples = shared.samples.withLock { $0 }
         report.wallTimeSeconds = (clock.now - started).seconds
