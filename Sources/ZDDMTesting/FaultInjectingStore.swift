@@ -2,7 +2,7 @@ import Synchronization
 public import ZDDM
 
 /// The error a ``FaultInjectingStore`` throws for an injected failure.
-public struct InjectedFault: Error, Sendable, CustomStringConvertible {
+public struct InjectedFault: Error, Sendable, ValueFreeDescription {
     /// The operation that was made to fail.
     public let operation: StoreOperation
     /// Whether the wrapped store had applied the operation before the failure was reported (like a timeout that

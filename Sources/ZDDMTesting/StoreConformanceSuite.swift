@@ -33,7 +33,7 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
     /// Creates the suite.
     /// - Parameters:
     ///   - makeStore: Returns a new, empty store.
-    ///   - key: Distinct keys for distinct integers (0 to 99 are used, negative ones too if you allow them).
+    ///   - key: Distinct keys for distinct integers from 0 to 1 202 (negative ones too if you allow them).
     ///   - value: Distinct values for distinct integers.
     ///   - areInIncreasingOrder: The store's key order, to check that listings are sorted; `nil` checks only
     ///     that pages are disjoint, complete and stable.
@@ -207,6 +207,36 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
                 }
                 expect(try await store.read(key(3)) == .value(value(53)), "insert-many", "inserted values must be read")
                 expect(try await store.insertManyIfAbsent([]).isEmpty, "insert-many", "an empty batch inserts nothing")
+            }
+        }
+
+        // Batches larger than one SQL statement's chunk, and a batch insert racing a tombstone.
+        if capabilities.contains(.atomicInsertIfAbsent) {
+            let store = try await makeStore()
+            let count = 1_203
+            try await store.write(key(7), v0)
+            let entries = (0..<count).map { (key: key($0), value: value(10_000 + $0)) }
+            let inserted = try await store.insertManyIfAbsent(entries)
+            expect(inserted.count == count - 1, "large-batch", "\(inserted.count) of \(count - 1) absent keys inserted")
+            expect(!inserted.contains(key(7)), "large-batch", "a present key must not be reported inserted")
+            let found = try await store.readMany((0..<count).map(key))
+            expect(found.count == count, "large-batch", "readMany found \(found.count) of \(count) keys")
+            expect(found[key(1_202)] == .value(value(11_202)), "large-batch", "the last key's value must be read back")
+            expect(found[key(7)] == .value(v0), "large-batch", "the present key keeps its value")
+            if capabilities.contains(.tombstones) {
+                for round in 0..<10 {
+                    let store = try await makeStore()
+                    let target = key(60 + round)
+                    let batch = [(key: target, value: v1), (key: key(90 + round), value: v2)]
+                    async let inserted = store.insertManyIfAbsent(batch)
+                    async let tombstoned: Void = store.writeTombstone(target)
+                    _ = try await (inserted, tombstoned)
+                    expect(
+                        try await store.read(target) == .tombstone,
+                        "batch-vs-tombstone",
+                        "a batch insert racing a tombstone must never replace the tombstone"
+                    )
+                }
             }
         }
 

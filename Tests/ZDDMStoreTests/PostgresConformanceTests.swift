@@ -53,7 +53,7 @@ struct PostgresConformanceTests {
                     try await store.prepare()
                     return store
                 },
-                key: { KeyBytes([UInt8(truncatingIfNeeded: $0), 0xff]) },
+                key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0xff]) },
                 value: { $0 },
                 areInIncreasingOrder: { $0 < $1 }
             ).run()
@@ -74,7 +74,7 @@ struct PostgresConformanceTests {
     func tableBytes() async throws {
         try await runTableConformance(
             keyType: "bytea",
-            key: { KeyBytes([UInt8(truncatingIfNeeded: $0), 0x01]) },
+            key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0x01]) },
             areInIncreasingOrder: { $0 < $1 }
         )
     }

@@ -56,7 +56,7 @@ struct SQLiteConformanceTests {
                 try await store.prepare()
                 return store
             },
-            key: { KeyBytes([UInt8(truncatingIfNeeded: $0), 0xff]) },
+            key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0xff]) },
             value: { $0 },
             areInIncreasingOrder: { $0 < $1 }
         ).run()
@@ -76,7 +76,7 @@ struct SQLiteConformanceTests {
     func tableBytes() async throws {
         try await runTableConformance(
             keyType: "BLOB",
-            key: { KeyBytes([UInt8(truncatingIfNeeded: $0), 0x01]) },
+            key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0x01]) },
             areInIncreasingOrder: { $0 < $1 }
         )
     }

@@ -20,7 +20,7 @@ struct StoreTests {
         ).run()
         try await StoreConformanceSuite(
             makeStore: { InMemoryStore<KeyBytes, Int>() },
-            key: { KeyBytes([UInt8(truncatingIfNeeded: $0), 0xff]) },
+            key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0xff]) },
             value: { $0 },
             areInIncreasingOrder: { $0 < $1 }
         ).run()

@@ -100,11 +100,21 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
         return text
     }
 
+    /// Describes an underlying error without risking values: in full only when its type promises that its
+    /// description holds none (``ValueFreeDescription``), otherwise by its type's name.
     private static func describe(_ error: any Error) -> String {
         if error is CancellationError { return "cancelled" }
-        return String(describing: error)
+        if let safe = error as? any ValueFreeDescription { return String(describing: safe) }
+        return "\(type(of: error))"
     }
 }
+
+/// An error whose `description` never contains a key's or row's value, an SQL parameter or a password, so
+/// ``ZDDMError`` may include it in its own description. Other underlying errors are named by their type only;
+/// the error itself stays available in ``ZDDMError/underlying``.
+public protocol ValueFreeDescription: Error, CustomStringConvertible {}
+
+extension ZDDMError: ValueFreeDescription {}
 
 /// The role a store plays in a migration.
 public enum StoreRole: String, Sendable, Hashable, CustomStringConvertible {

@@ -4,7 +4,7 @@
 /// The SQL stores wrap every driver error in one of these before putting it in ``ZDDMError/underlying``, so a
 /// ``ZDDMError``'s description stays clean. The driver's own error is kept in ``driverError`` for debugging;
 /// it is not part of the description, and inspecting it may show values.
-public struct SQLDatabaseError: Error, Sendable, CustomStringConvertible {
+public struct SQLDatabaseError: Error, Sendable, ValueFreeDescription {
     /// The database system, for example `"SQLite"` or `"PostgreSQL"`.
     public var system: String
     /// The system's error code (an SQLite result code or a PostgreSQL SQLSTATE), when there is one.
