@@ -38,7 +38,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         public var newFailureRate: Double = 0
         /// Largest random delay added to every store call.
         public var maxDelay: Duration = .milliseconds(1)
-        /// Whether a controller task flips the rate and the killswitch while clients run.
+        /// Whether a controller task flips the rate, the killswitch and the stage (`off`, `dualwrite`, `shadow`,
+        /// `live`) while clients run.
         public var flipControls: Bool = false
 
         /// Creates a configuration.
@@ -149,10 +150,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
             guard config.flipControls else { return 0 }
             while shared.running.load(ordering: .acquiring) {
                 try? await Task.sleep(for: .milliseconds(2))
-                if Bool.random(using: &random) {
-                    try? gate.setRate([0, 0.25, 0.5, 1].randomElement(using: &random) ?? 1)
-                } else {
-                    gate.setKillswitch(Int.random(in: 0..<3, using: &random) == 0)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: try? gate.setRate([0, 0.25, 0.5, 1].randomElement(using: &random) ?? 1)
+                case 1: gate.setKillswitch(Int.random(in: 0..<3, using: &random) == 0)
+                default:
+                    let stages: [MigrationStage] = [.off, .dualwrite, .shadow, .live, .live]
+                    try? gate.setStage(stages.randomElement(using: &random) ?? .live)
                 }
                 flips += 1
             }
@@ -194,9 +197,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         shared.running.store(false, ordering: .releasing)
         let controlFlips = await flips.value
 
-        // Quiescence: New healthy, killswitch off, rate fixed.
+        // Quiescence: background comparisons done, New healthy, killswitch off, stage live, rate fixed.
+        while proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
         newStore.setFaults(.init())
         gate.setKillswitch(false)
+        try gate.setStage(.live)
         var violations: [String] = []
         let failedCalls = records.filter(\.failed).count
         if failedCalls > 0 { violations.append("invariant 2: \(failedCalls) calls failed") }

@@ -161,7 +161,7 @@ where
             }
 
             while !endOfKeys, !stopping() {
-                while gate.isKillswitchOn, !stopping() {
+                while !gate.allowsNewTraffic, !stopping() {
                     try? await Task.sleep(for: .milliseconds(100))
                 }
                 if stopping() { break }

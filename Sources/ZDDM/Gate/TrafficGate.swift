@@ -21,6 +21,13 @@ public final class TrafficGate: Sendable {
     private let rateBits: Atomic<UInt64>
     private let highWaterBits: Atomic<UInt64>
     private let killswitchFlag: Atomic<Bool>
+    private let stageCode: Atomic<UInt8>
+    /// Bumped by every event that can leave New behind Old (a key marked unsafe, the killswitch, a lower rate).
+    private let newBehindEpoch = Atomic<UInt64>(1)
+    /// The `newBehindEpoch` a clean verify pass saw from start to end; rampdown needs it to be current.
+    private let verifiedEpoch = Atomic<UInt64>(0)
+    /// Writes to Old that failed during rampdown: Old is behind New by that many keys.
+    private let oldBehind = Atomic<Int>(0)
 
     /// Creates a gate.
     /// - Parameters:
@@ -28,12 +35,23 @@ public final class TrafficGate: Sendable {
     ///   - hasher: The hasher; by default the original ZDDM's unsalted SHA-1 rate hasher.
     ///   - killswitch: Whether New traffic starts switched off.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `rate` is NaN or outside `[0, 1]`.
-    public init(rate: Double = 0, hasher: any GateHasher = SHA1RateHasher(), killswitch: Bool = false) throws {
+    ///   - stage: The initial stage; `live` (the original ZDDM behaviour) by default. Only `off` to `live` can be
+    ///     given here; `rampdown` and `complete` are reached through ``setStage(_:)``.
+    public init(
+        rate: Double = 0,
+        hasher: any GateHasher = SHA1RateHasher(),
+        killswitch: Bool = false,
+        stage: MigrationStage = .live
+    ) throws {
         try Self.validate(rate)
+        guard stage.oldIsAuthoritative else {
+            throw ZDDMError(.invalidArgument, message: "a gate cannot start in stage \(stage); reach it with setStage")
+        }
         self.hasher = hasher
         self.rateBits = Atomic(rate.bitPattern)
         self.highWaterBits = Atomic(rate.bitPattern)
         self.killswitchFlag = Atomic(killswitch)
+        self.stageCode = Atomic(stage.code)
     }
 
     /// Checks that a rate is a number in `[0, 1]`.
@@ -66,6 +84,10 @@ public final class TrafficGate: Sendable {
     ///   the rate is then unchanged.
     public func setRate(_ newRate: Double) throws {
         try Self.validate(newRate)
+        if newRate < 1, !stage.oldIsAuthoritative {
+            throw ZDDMError(.invalidRate, message: "the rate stays 1 in stage \(stage), got \(newRate)")
+        }
+        if newRate < rate { markNewBehind() }
         // The high-water mark goes up before the rate does, so that whoever sees the new rate also sees a
         // high-water rate at least as large.
         raiseHighWater(newRate)
@@ -83,7 +105,92 @@ public final class TrafficGate: Sendable {
     /// Turns the killswitch on or off. While it is on, the proxy never touches New.
     /// - Parameter on: `true` to stop all New traffic.
     public func setKillswitch(_ on: Bool) {
+        if on { markNewBehind() }
         killswitchFlag.store(on, ordering: .releasing)
+    }
+
+    /// Whether New may be touched at all: the killswitch is off and the stage is not `off`.
+    public var allowsNewTraffic: Bool {
+        !isKillswitchOn && stage != .off
+    }
+
+    // MARK: Stages
+
+    /// The current stage.
+    public var stage: MigrationStage {
+        MigrationStage(code: stageCode.load(ordering: .acquiring))
+    }
+
+    /// Whether `live` → `rampdown` is allowed now: rate 1, killswitch off, and a clean verify pass that nothing
+    /// has invalidated since.
+    public var isRampdownPermitted: Bool {
+        rate >= 1 && !isKillswitchOn
+            && verifiedEpoch.load(ordering: .acquiring) == newBehindEpoch.load(ordering: .acquiring)
+    }
+
+    /// How many writes to Old failed during `rampdown` (Old is behind New for those keys).
+    public var oldWritesMissed: Int { oldBehind.load(ordering: .acquiring) }
+
+    /// Moves to another stage.
+    /// - Parameter newStage: The stage to move to.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming the transition and what it needs
+    ///   when it is not allowed (see ``MigrationStage``); the stage is then unchanged.
+    public func setStage(_ newStage: MigrationStage) throws {
+        let current = stage
+        if current == newStage { return }
+        switch (current, newStage) {
+        case (.off, _), (.dualwrite, _), (.shadow, _), (.live, _):
+            if newStage == .complete {
+                throw stageError(current, newStage, "go through rampdown first")
+            }
+            if newStage == .rampdown {
+                guard current == .live else { throw stageError(current, newStage, "only live can move to rampdown") }
+                guard isRampdownPermitted else {
+                    throw stageError(
+                        current,
+                        newStage,
+                        "it needs rate 1, the killswitch off and a clean verify pass since New last fell behind"
+                    )
+                }
+                oldBehind.store(0, ordering: .releasing)
+            }
+        case (.rampdown, .complete):
+            break
+        case (.rampdown, _):
+            let missed = oldWritesMissed
+            guard missed == 0 else {
+                throw stageError(
+                    current,
+                    newStage,
+                    "\(missed) writes to Old failed during rampdown; repair Old from New before rolling back"
+                )
+            }
+        case (.complete, _):
+            throw stageError(current, newStage, "Old is no longer written; going back needs a migration the other way")
+        }
+        stageCode.store(newStage.code, ordering: .releasing)
+    }
+
+    private func stageError(_ from: MigrationStage, _ to: MigrationStage, _ reason: String) -> ZDDMError {
+        ZDDMError(.invalidArgument, message: "cannot move from stage \(from) to \(to): \(reason)")
+    }
+
+    /// Records that New may have fallen behind Old (a clean verify from before no longer counts).
+    func markNewBehind() {
+        newBehindEpoch.wrappingAdd(1, ordering: .acquiringAndReleasing)
+    }
+
+    /// The epoch a verify pass should read when it starts.
+    var newBehindMark: UInt64 { newBehindEpoch.load(ordering: .acquiring) }
+
+    /// Records a clean verify pass that started at `mark`; it permits rampdown if nothing happened since.
+    func recordCleanVerify(startedAt mark: UInt64) {
+        verifiedEpoch.store(mark, ordering: .releasing)
+    }
+
+    /// Records a write to Old that failed during rampdown.
+    func recordOldWriteMissed() {
+        oldBehind.wrappingAdd(1, ordering: .acquiringAndReleasing)
     }
 
     /// Whether the gate admits a key now (killswitch off and the key's hash rate below the rate).
@@ -111,12 +218,18 @@ public final class TrafficGate: Sendable {
         var admitted: Bool
         /// New may hold a copy of the key (its hash rate is below the high-water rate).
         var mayBeInNew: Bool
-        /// The killswitch was on.
+        /// The killswitch was on, or the stage was `off`: New must not be touched.
         var killswitch: Bool
+        /// The stage.
+        var stage: MigrationStage
     }
 
     func decide(_ key: some GateKey) -> Decision {
-        let killswitch = isKillswitchOn
+        let stage = self.stage
+        if !stage.oldIsAuthoritative {
+            return Decision(admitted: true, mayBeInNew: true, killswitch: false, stage: stage)
+        }
+        let killswitch = isKillswitchOn || stage == .off
         let rate = self.rate
         let highWater = self.highWaterRate
         var hashRate: Double?
@@ -128,7 +241,12 @@ public final class TrafficGate: Sendable {
         }
         let mayBeInNew = highWater >= 1 || (highWater > 0 && hash() < highWater)
         let open = rate >= 1 || (rate > 0 && hash() < rate)
-        return Decision(admitted: open && !killswitch, mayBeInNew: mayBeInNew || open, killswitch: killswitch)
+        return Decision(
+            admitted: open && !killswitch,
+            mayBeInNew: mayBeInNew || open,
+            killswitch: killswitch,
+            stage: stage
+        )
     }
 
     private func raiseHighWater(_ rate: Double) {

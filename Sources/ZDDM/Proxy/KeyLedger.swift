@@ -61,10 +61,17 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     private let degradedFlag = Atomic<Bool>(false)
     let maxUnsafeKeys: Int
     private let onDegraded: @Sendable () -> Void
+    private let onUnsafe: @Sendable () -> Void
 
-    init(maxUnsafeKeys: Int, shardCount: Int = 16, onDegraded: @escaping @Sendable () -> Void = {}) {
+    init(
+        maxUnsafeKeys: Int,
+        shardCount: Int = 16,
+        onUnsafe: @escaping @Sendable () -> Void = {},
+        onDegraded: @escaping @Sendable () -> Void = {}
+    ) {
         self.maxUnsafeKeys = maxUnsafeKeys
         self.shards = (0..<max(1, shardCount)).map { _ in Shard() }
+        self.onUnsafe = onUnsafe
         self.onDegraded = onDegraded
     }
 
@@ -95,6 +102,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     /// Marks the key unsafe (caller holds the shard lock through `update`).
     private func markUnsafe(_ state: inout State) {
         state.unsafeEpoch &+= 1
+        onUnsafe()
         guard !state.unsafe else { return }
         // Reserve a slot; past the bound, degrade instead of growing.
         let previous = unsafeCount.wrappingAdd(1, ordering: .relaxed).oldValue

@@ -57,6 +57,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     let ledger: KeyLedger<Key>
     let metrics: ProxyMetrics
     let logger: Logger
+    let shadowComparison: ShadowComparison<Value>?
+    let shadowSampler = FastRateHasher(salt: "zddm-shadow")
+    let shadowInFlight = InFlightLimit()
 
     /// Creates a proxy.
     /// - Parameters:
@@ -67,6 +70,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     ///   - options: Safety-memory tuning.
     ///   - logger: Where the proxy logs; by default nowhere. The proxy never bootstraps logging.
     ///   - metricsFactory: Where the proxy's metrics go; by default the application's `MetricsSystem.factory`.
+    ///   - shadow: How the `shadow` stage compares New with Old; by default every admitted key, with `==` for
+    ///     `Equatable` values, nothing published.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability, or
     ///   ``ZDDMError/Code/invalidArgument`` for an empty name or a bound below 1.
     public init(
@@ -76,7 +81,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         gate: TrafficGate,
         options: Options = Options(),
         logger: Logger = Logger(label: "zddm", factory: { _ in SwiftLogNoOpLogHandler() }),
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil,
+        shadow: ShadowComparison<Value> = ShadowComparison()
     ) throws {
         guard !name.isEmpty else {
             throw ZDDMError(.invalidArgument, message: "the migration name must not be empty")
@@ -95,6 +101,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 message: "the New store must support \(names.joined(separator: " and "))"
             )
         }
+        guard shadow.sampleRatio >= 0, shadow.sampleRatio <= 1, shadow.maxInFlight >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "the shadow sample ratio must be in [0, 1] and maxInFlight ≥ 1")
+        }
+        self.shadowComparison = shadow
         self.name = name
         self.old = old
         self.new = new
@@ -105,7 +115,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
         let degradedLogger = logger
-        self.ledger = KeyLedger(maxUnsafeKeys: options.maxUnsafeKeys) {
+        self.ledger = KeyLedger(maxUnsafeKeys: options.maxUnsafeKeys, onUnsafe: { gate.markNewBehind() }) {
             metrics.degraded.record(1)
             degradedLogger.warning(
                 "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
@@ -116,6 +126,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
     public var isEnabled: Bool { !gate.isKillswitchOn }
+
+    /// Number of `shadow` comparisons still running in the background.
+    public var shadowComparisonsInFlight: Int { shadowInFlight.current }
 
     /// Number of keys currently kept out of New until repaired.
     public var unsafeKeyCount: Int { ledger.unsafeKeys }
@@ -131,8 +144,16 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's read fails. New's failures never throw.
     public func read(_ key: Key) async throws -> Value? {
         let decision = gate.decide(key)
-        guard decision.admitted else {
+        switch decision.stage {
+        case .rampdown, .complete:
+            return try await readAuthoritativeNew(key, fillFromOld: decision.stage == .rampdown)
+        case .off, .dualwrite:
             return try await readOld(key, servedBy: .oldOnly)
+        case .shadow:
+            guard decision.admitted else { return try await readOld(key, servedBy: .oldOnly) }
+            return try await shadowRead(key)
+        case .live:
+            guard decision.admitted else { return try await readOld(key, servedBy: .oldOnly) }
         }
         switch ledger.readPlan(key) {
         case .normal:
@@ -160,6 +181,28 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return nil
         case nil:
             return try await readOldAndFill(key)
+        }
+    }
+
+    /// Reads in `rampdown` and `complete`, where New is the source of truth: its failures are the caller's.
+    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool) async throws -> Value? {
+        let record: StoreRecord<Value>?
+        do {
+            record = try await new.read(key)
+        } catch {
+            metrics.newFailure(.read)
+            throw ZDDMError.store(.new, .read, error)
+        }
+        switch record {
+        case .value(let value):
+            metrics.read(.new)
+            return value
+        case .tombstone:
+            metrics.read(.new)
+            return nil
+        case nil:
+            // Old is still written in rampdown, so a key New never received (cold, or invalidated) is there.
+            return fillFromOld ? try await readOldAndFill(key) : nil
         }
     }
 
@@ -195,12 +238,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     private func endFill(_ key: Key, mayRepair: Bool) async {
-        if let epoch = ledger.endFill(key, mayRepair: mayRepair && !gate.isKillswitchOn) {
+        if let epoch = ledger.endFill(key, mayRepair: mayRepair && gate.allowsNewTraffic) {
             await repair(key, epoch: epoch)
         }
     }
 
-    private func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
+    func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
             record = try await old.read(key)
@@ -258,6 +301,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         oldStep: () async throws -> Void,
         newStep: () async throws -> Void
     ) async throws {
+        switch gate.stage {
+        case .rampdown:
+            try await mutateNewFirst(oldOperation: oldOperation, newOperation: newOperation, oldStep, newStep)
+            return
+        case .complete:
+            do {
+                try await newStep()
+            } catch {
+                metrics.newFailure(newOperation)
+                throw ZDDMError.store(.new, newOperation, error)
+            }
+            return
+        case .off, .dualwrite, .shadow, .live:
+            break
+        }
         let ticket = ledger.beginMutation(key)
         let decision = gate.decide(key)
         do {
@@ -295,11 +353,39 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 outcome = .unsafe
             }
         }
-        let mayRepair = !newFailed && !gate.isKillswitchOn
+        let mayRepair = !newFailed && gate.allowsNewTraffic
         if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair) {
             await repair(key, epoch: epoch)
         } else {
             metrics.unsafeKeys.record(ledger.unsafeKeys)
+        }
+    }
+
+    /// Writes in `rampdown`: New (the source of truth) first, then Old so that a rollback stays possible.
+    private func mutateNewFirst(
+        oldOperation: StoreOperation,
+        newOperation: StoreOperation,
+        _ oldStep: () async throws -> Void,
+        _ newStep: () async throws -> Void
+    ) async throws {
+        do {
+            try await newStep()
+        } catch {
+            metrics.newFailure(newOperation)
+            throw ZDDMError.store(.new, newOperation, error)
+        }
+        do {
+            try await oldStep()
+        } catch {
+            // New has the change; Old is behind for this key, which blocks a rollback until Old is repaired.
+            metrics.oldFailure(oldOperation)
+            gate.recordOldWriteMissed()
+            logger.debug(
+                "Old store failed during rampdown; New has the change",
+                metadata: [
+                    "zddm.store": "old", "zddm.operation": "\(oldOperation)", "zddm.error_type": "\(type(of: error))",
+                ]
+            )
         }
     }
 

@@ -23,6 +23,8 @@ public enum ReadSource: String, Sendable, CaseIterable {
 /// | `zddm_unsafe_keys` | gauge | `migration` |
 /// | `zddm_degraded` | gauge (0 or 1) | `migration` |
 /// | `zddm_verify_mismatches_total` | counter | `migration`, `kind` (missing_in_new, extra_in_new, different_value, tombstone_in_new) |
+/// | `zddm_shadow_comparisons_total` | counter | `migration`, `result` (match, mismatch, new_missing, skipped) |
+/// | `zddm_shadow_read_duration` | timer | `migration`, `store` (old, new) |
 /// | `zddm_backfill_rows_total` | counter | `migration`, `outcome` (copied, present, skipped) |
 struct ProxyMetrics: Sendable {
     let reads: [ReadSource: Counter]
@@ -33,6 +35,9 @@ struct ProxyMetrics: Sendable {
     let unsafeKeys: Gauge
     let degraded: Gauge
     let verifyMismatchCounters: [MismatchKind: Counter]
+    let shadowResults: [String: Counter]
+    let shadowOldLatency: Timer
+    let shadowNewLatency: Timer
     let backfillRows: [String: Counter]
 
     init(migration: String, factory: any MetricsFactory) {
@@ -84,6 +89,25 @@ struct ProxyMetrics: Sendable {
             )
         }
         self.verifyMismatchCounters = verifyMismatchCounters
+        var shadowResults: [String: Counter] = [:]
+        for result in ["match", "mismatch", "new_missing", "skipped"] {
+            shadowResults[result] = Counter(
+                label: "zddm_shadow_comparisons_total",
+                dimensions: [name, ("result", result)],
+                factory: factory
+            )
+        }
+        self.shadowResults = shadowResults
+        self.shadowOldLatency = Timer(
+            label: "zddm_shadow_read_duration",
+            dimensions: [name, ("store", "old")],
+            factory: factory
+        )
+        self.shadowNewLatency = Timer(
+            label: "zddm_shadow_read_duration",
+            dimensions: [name, ("store", "new")],
+            factory: factory
+        )
         var backfillRows: [String: Counter] = [:]
         for outcome in ["copied", "present", "skipped"] {
             backfillRows[outcome] = Counter(
@@ -103,11 +127,23 @@ struct ProxyMetrics: Sendable {
         newFailures[operation]?.increment()
     }
 
+    func shadowResult(_ result: String) {
+        shadowResults[result]?.increment()
+    }
+
     func verifyMismatches(_ counts: [MismatchKind: Int]) {
         for (kind, count) in counts where count > 0 { verifyMismatchCounters[kind]?.increment(by: count) }
     }
 
     func oldFailure(_ operation: StoreOperation) {
         oldFailures[operation]?.increment()
+    }
+}
+
+extension Timer {
+    /// Records the time since `start`.
+    func recordInterval(since start: ContinuousClock.Instant, clock: ContinuousClock) {
+        let elapsed = clock.now - start
+        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
     }
 }

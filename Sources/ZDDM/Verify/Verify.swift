@@ -63,6 +63,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` when a store fails.
     public func verify() async throws -> VerifyReport<Key> {
         var report = VerifyReport<Key>()
+        let mark = proxy.gate.newBehindMark
+        let rateAtStart = proxy.gate.rate
         let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
         let old = proxy.old
         let new = proxy.new
@@ -111,6 +113,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
         if report.mismatches > 0 {
             proxy.metrics.verifyMismatches(report.counts)
+        } else if !Task.isCancelled, rateAtStart >= 1, proxy.unsafeKeyCount == 0, !proxy.isDegraded {
+            // A complete, clean pass at rate 1: New holds what Old holds, unless something happened meanwhile.
+            proxy.gate.recordCleanVerify(startedAt: mark)
         }
         proxy.logger.info(
             "verify finished",
