@@ -115,13 +115,17 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
         let degradedLogger = logger
-        self.ledger = KeyLedger(maxUnsafeKeys: options.maxUnsafeKeys, onUnsafe: { gate.markNewBehind() }) {
-            metrics.degraded.record(1)
-            degradedLogger.warning(
-                "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
-                metadata: ["zddm.max_unsafe_keys": "\(options.maxUnsafeKeys)"]
-            )
-        }
+        self.ledger = KeyLedger(
+            maxUnsafeKeys: options.maxUnsafeKeys,
+            onUnsafe: { gate.markNewBehind() },
+            onDegraded: {
+                metrics.degraded.record(1)
+                degradedLogger.warning(
+                    "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
+                    metadata: ["zddm.max_unsafe_keys": "\(options.maxUnsafeKeys)"]
+                )
+            }
+        )
     }
 
     /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
