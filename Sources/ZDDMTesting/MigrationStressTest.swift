@@ -41,6 +41,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         /// Whether a controller task flips the rate, the killswitch and the stage (`off`, `dualwrite`, `shadow`,
         /// `live`) while clients run.
         public var flipControls: Bool = false
+        /// The proxy's budget for New calls; with delays above it, many New calls are abandoned mid-flight.
+        public var newCallTimeout: Duration?
+        /// The proxy's circuit breaker.
+        public var circuitBreaker: CircuitBreakerConfiguration?
 
         /// Creates a configuration.
         /// - Parameter seed: The seed.
@@ -140,7 +144,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
             old: oldStore,
             new: newStore,
             gate: gate,
-            options: .init(maxUnsafeKeys: 10_000)
+            options: .init(
+                maxUnsafeKeys: 10_000,
+                newCallTimeout: config.newCallTimeout,
+                circuitBreaker: config.circuitBreaker
+            )
         )
         let shared = Shared()
 
@@ -197,8 +205,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         shared.running.store(false, ordering: .releasing)
         let controlFlips = await flips.value
 
-        // Quiescence: background comparisons done, New healthy, killswitch off, stage live, rate fixed.
+        // Quiescence: background comparisons and abandoned New calls done, New healthy, killswitch off, stage
+        // live, rate fixed.
         while proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
+        if config.newCallTimeout != nil { try await Task.sleep(for: config.maxDelay * 4 + .milliseconds(50)) }
         newStore.setFaults(.init())
         gate.setKillswitch(false)
         try gate.setStage(.live)

@@ -79,4 +79,32 @@ struct StressTests {
         ).run()
         #expect(!report.violations.isEmpty)
     }
+
+    @Test("With a New-call budget below New's delays and a circuit breaker: invariants 1-3 hold")
+    func budgetAndBreaker() async throws {
+        let seed = stressSeed()
+        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
+            seed: seed
+        )
+        configuration.maxDelay = .milliseconds(2)
+        configuration.newCallTimeout = .milliseconds(1)
+        configuration.newFailureRate = 0.2
+        configuration.flipControls = true
+        configuration.circuitBreaker = CircuitBreakerConfiguration(
+            minimumCalls: 20,
+            failureRatio: 0.6,
+            openDuration: .milliseconds(20),
+            probeCalls: 2
+        )
+        let report = try await MigrationStressTest(
+            old: InMemoryStore<Int, Int>(),
+            new: InMemoryStore<Int, Int>(),
+            configuration: configuration,
+            key: { $0 },
+            value: { $0 }
+        ).run()
+        print(report)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+    }
 }

@@ -161,7 +161,7 @@ where
             }
 
             while !endOfKeys, !stopping() {
-                while !gate.allowsNewTraffic, !stopping() {
+                while !proxy.isNewTrafficAllowed, !stopping() {
                     try? await Task.sleep(for: .milliseconds(100))
                 }
                 if stopping() { break }

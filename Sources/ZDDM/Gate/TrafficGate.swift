@@ -213,7 +213,7 @@ public final class TrafficGate: Sendable {
     }
 
     /// The gate's verdict on one key, computed with at most one hash.
-    struct Decision {
+    struct Decision: Sendable {
         /// The key takes part: read New first, write both.
         var admitted: Bool
         /// New may hold a copy of the key (its hash rate is below the high-water rate).

@@ -51,7 +51,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     /// A snapshot taken when a write or delete begins.
-    struct MutationTicket {
+    struct MutationTicket: Sendable {
         var fillsInFlight: Bool
         var fillStarts: UInt64
     }
@@ -206,6 +206,11 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             }
             return mayRepair ? claimIfIdle(&state) : nil
         }
+    }
+
+    /// Marks a key unsafe now, whatever is in flight on it (a New call that ran out of budget).
+    func markUnsafe(_ key: Key) {
+        update(key) { state in markUnsafe(&state) }
     }
 
     // MARK: Recovery

@@ -51,7 +51,7 @@ extension MigrationProxy {
     }
 
     private func endFills(_ keys: [Key], mayRepair: Bool) async {
-        for (key, epoch) in ledger.endFills(keys, mayRepair: mayRepair && gate.allowsNewTraffic) {
+        for (key, epoch) in ledger.endFills(keys, mayRepair: mayRepair && isNewTrafficAllowed) {
             await repair(key, epoch: epoch)
         }
     }
@@ -66,7 +66,7 @@ extension MigrationProxy {
             newFailed(.invalidate, error)
             throw ZDDMError.store(.new, .invalidate, error)
         }
-        if let epoch = ledger.endMutation(key, ticket, .notOverwritten, mayRepair: gate.allowsNewTraffic) {
+        if let epoch = ledger.endMutation(key, ticket, .notOverwritten, mayRepair: isNewTrafficAllowed) {
             await repair(key, epoch: epoch)
         }
     }

@@ -87,7 +87,7 @@ extension MigrationProxy {
                 )
             )
         }
-        if shadow.repairMismatches, gate.allowsNewTraffic {
+        if shadow.repairMismatches, isNewTrafficAllowed {
             try? await invalidateForRepair(key)
         }
     }

@@ -38,10 +38,26 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         /// The largest number of keys remembered as unsafe before the proxy degrades (keeps New out of all reads).
         public var maxUnsafeKeys: Int
 
+        /// The longest a request waits for New (a read, a fill, a write's New step, a repair); `nil` waits as long as
+        /// New takes. A call that runs out of budget goes on in the background; the request continues as if New
+        /// had failed (the key is kept out of New until the background call has finished and the key is repaired).
+        public var newCallTimeout: Duration?
+        /// Turns New traffic off when it fails or slows down too much, and probes it back on; `nil` for none.
+        public var circuitBreaker: CircuitBreakerConfiguration?
+
         /// Creates options.
-        /// - Parameter maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
-        public init(maxUnsafeKeys: Int = 100_000) {
+        /// - Parameters:
+        ///   - maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
+        ///   - newCallTimeout: The budget for each New call on a request's path; none by default.
+        ///   - circuitBreaker: The automatic killswitch; none by default.
+        public init(
+            maxUnsafeKeys: Int = 100_000,
+            newCallTimeout: Duration? = nil,
+            circuitBreaker: CircuitBreakerConfiguration? = nil
+        ) {
             self.maxUnsafeKeys = maxUnsafeKeys
+            self.newCallTimeout = newCallTimeout
+            self.circuitBreaker = circuitBreaker
         }
     }
 
@@ -60,6 +76,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     let shadowComparison: ShadowComparison<Value>?
     let shadowSampler = FastRateHasher(salt: "zddm-shadow")
     let shadowInFlight = InFlightLimit()
+    let newCallTimeout: Duration?
+    let breaker: CircuitBreaker?
 
     /// Creates a proxy.
     /// - Parameters:
@@ -104,6 +122,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         guard shadow.sampleRatio >= 0, shadow.sampleRatio <= 1, shadow.maxInFlight >= 1 else {
             throw ZDDMError(.invalidArgument, message: "the shadow sample ratio must be in [0, 1] and maxInFlight ≥ 1")
         }
+        if let timeout = options.newCallTimeout, timeout <= .zero {
+            throw ZDDMError(.invalidArgument, message: "newCallTimeout must be above zero, got \(timeout)")
+        }
+        try options.circuitBreaker?.validate()
+        self.newCallTimeout = options.newCallTimeout
         self.shadowComparison = shadow
         self.name = name
         self.old = old
@@ -115,6 +138,24 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
         let degradedLogger = logger
+        self.breaker = options.circuitBreaker.map { configuration in
+            CircuitBreaker(configuration: configuration) { event in
+                switch event {
+                case .opened:
+                    metrics.breakerTrips.increment()
+                    metrics.breakerState.record(2)
+                    degradedLogger.warning("New is failing or slow: circuit breaker open, New traffic off")
+                case .halfOpened:
+                    metrics.breakerState.record(1)
+                    degradedLogger.info("circuit breaker half-open: probing New")
+                case .closed:
+                    metrics.breakerState.record(0)
+                    degradedLogger.info("circuit breaker closed: New traffic back on")
+                case .none:
+                    break
+                }
+            }
+        }
         self.ledger = KeyLedger(
             maxUnsafeKeys: options.maxUnsafeKeys,
             onUnsafe: { gate.markNewBehind() },
@@ -157,7 +198,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             guard decision.admitted else { return try await readOld(key, servedBy: .oldOnly) }
             return try await shadowRead(key)
         case .live:
-            guard decision.admitted else { return try await readOld(key, servedBy: .oldOnly) }
+            guard decision.admitted, breakerAllows() else { return try await readOld(key, servedBy: .oldOnly) }
         }
         switch ledger.readPlan(key) {
         case .normal:
@@ -165,13 +206,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .bypass:
             return try await readOld(key, servedBy: .oldFallback)
         case .repair(let epoch):
-            await repair(key, epoch: epoch)
+            _ = await withinBudget(.invalidate) { await self.repair(key, epoch: epoch) }
             return try await readOld(key, servedBy: .oldFallback)
         }
 
         let record: StoreRecord<Value>?
         do {
-            record = try await new.read(key)
+            record = try await newReadWithinBudget(key)
         } catch {
             newFailed(.read, error)
             return try await readOld(key, servedBy: .oldFallback)
@@ -225,24 +266,27 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             await endFill(key, mayRepair: true)
             return nil
         }
-        var newFailed = false
-        do {
-            if try await new.insertIfAbsent(key, value) {
-                metrics.fillsInserted.increment()
-            } else {
-                metrics.fillsLost.increment()
+        // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
+        _ = await withinBudget(.insertIfAbsent) {
+            var newFailed = false
+            do {
+                if try await self.newCall({ try await self.new.insertIfAbsent(key, value) }) {
+                    self.metrics.fillsInserted.increment()
+                } else {
+                    self.metrics.fillsLost.increment()
+                }
+            } catch {
+                // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
+                self.newFailed(.insertIfAbsent, error)
+                newFailed = true
             }
-        } catch {
-            // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
-            self.newFailed(.insertIfAbsent, error)
-            newFailed = true
+            await self.endFill(key, mayRepair: !newFailed)
         }
-        await endFill(key, mayRepair: !newFailed)
         return value
     }
 
     private func endFill(_ key: Key, mayRepair: Bool) async {
-        if let epoch = ledger.endFill(key, mayRepair: mayRepair && gate.allowsNewTraffic) {
+        if let epoch = ledger.endFill(key, mayRepair: mayRepair && isNewTrafficAllowed) {
             await repair(key, epoch: epoch)
         }
     }
@@ -261,7 +305,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     func repair(_ key: Key, epoch: UInt64) async {
         do {
-            try await new.invalidate(key)
+            try await newCall { try await self.new.invalidate(key) }
             ledger.finishRepair(key, epoch: epoch, succeeded: true)
         } catch {
             ledger.finishRepair(key, epoch: epoch, succeeded: false)
@@ -303,7 +347,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         oldOperation: StoreOperation,
         newOperation: StoreOperation,
         oldStep: () async throws -> Void,
-        newStep: () async throws -> Void
+        newStep: @escaping @Sendable () async throws -> Void
     ) async throws {
         switch gate.stage {
         case .rampdown:
@@ -321,7 +365,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             break
         }
         let ticket = ledger.beginMutation(key)
-        let decision = gate.decide(key)
+        var decision = gate.decide(key)
+        let touchesNew = decision.admitted || (decision.mayBeInNew && !decision.killswitch)
+        if touchesNew, !breakerAllows() {
+            // The circuit breaker is open: New is off for this call, exactly as with the killswitch.
+            decision.admitted = false
+            decision.killswitch = true
+        }
         do {
             try await oldStep()
         } catch {
@@ -331,11 +381,28 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             throw ZDDMError.store(.old, oldOperation, error)
         }
         // Old has acknowledged: from here on nothing throws, and New's step runs even if the caller was cancelled.
+        // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
+        let finished = await withinBudget(newOperation) { [decision] in
+            await self.finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
+        }
+        if !finished {
+            ledger.markUnsafe(key)
+            metrics.unsafeKeys.record(ledger.unsafeKeys)
+        }
+    }
+
+    private func finishMutation(
+        _ key: Key,
+        _ ticket: KeyLedger<Key>.MutationTicket,
+        _ decision: TrafficGate.Decision,
+        newOperation: StoreOperation,
+        newStep: @Sendable () async throws -> Void
+    ) async {
         let outcome: KeyLedger<Key>.MutationOutcome
         var newFailed = false
         if decision.admitted {
             do {
-                try await newStep()
+                try await newCall(newStep)
                 outcome = .overwritten
             } catch {
                 self.newFailed(newOperation, error)
@@ -349,7 +416,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             outcome = .unsafe
         } else {
             do {
-                try await new.invalidate(key)
+                try await newCall { try await self.new.invalidate(key) }
                 outcome = .notOverwritten
             } catch {
                 self.newFailed(.invalidate, error)
@@ -357,7 +424,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 outcome = .unsafe
             }
         }
-        let mayRepair = !newFailed && gate.allowsNewTraffic
+        let mayRepair = !newFailed && isNewTrafficAllowed
         if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair) {
             await repair(key, epoch: epoch)
         } else {

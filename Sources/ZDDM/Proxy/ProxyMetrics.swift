@@ -25,6 +25,9 @@ public enum ReadSource: String, Sendable, CaseIterable {
 /// | `zddm_verify_mismatches_total` | counter | `migration`, `kind` (missing_in_new, extra_in_new, different_value, tombstone_in_new) |
 /// | `zddm_shadow_comparisons_total` | counter | `migration`, `result` (match, mismatch, new_missing, skipped) |
 /// | `zddm_shadow_read_duration` | timer | `migration`, `store` (old, new) |
+/// | `zddm_new_timeouts_total` | counter | `migration` (New calls that ran out of budget) |
+/// | `zddm_breaker_trips_total` | counter | `migration` |
+/// | `zddm_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `migration` |
 /// | `zddm_backfill_rows_total` | counter | `migration`, `outcome` (copied, present, skipped) |
 struct ProxyMetrics: Sendable {
     let reads: [ReadSource: Counter]
@@ -36,6 +39,9 @@ struct ProxyMetrics: Sendable {
     let degraded: Gauge
     let verifyMismatchCounters: [MismatchKind: Counter]
     let shadowResults: [String: Counter]
+    let newTimeouts: Counter
+    let breakerTrips: Counter
+    let breakerState: Gauge
     let shadowOldLatency: Timer
     let shadowNewLatency: Timer
     let backfillRows: [String: Counter]
@@ -98,6 +104,9 @@ struct ProxyMetrics: Sendable {
             )
         }
         self.shadowResults = shadowResults
+        self.newTimeouts = Counter(label: "zddm_new_timeouts_total", dimensions: [name], factory: factory)
+        self.breakerTrips = Counter(label: "zddm_breaker_trips_total", dimensions: [name], factory: factory)
+        self.breakerState = Gauge(label: "zddm_breaker_state", dimensions: [name], factory: factory)
         self.shadowOldLatency = Timer(
             label: "zddm_shadow_read_duration",
             dimensions: [name, ("store", "old")],

@@ -1,0 +1,54 @@
+import Synchronization
+
+/// The circuit breaker around New: a ``CircuitBreakerStateMachine`` behind a lock, with the clock.
+final class CircuitBreaker: Sendable {
+    private let machine: Mutex<CircuitBreakerStateMachine>
+    private let clock = ContinuousClock()
+    private let onEvent: @Sendable (CircuitBreakerStateMachine.Event) -> Void
+    let slowCallDuration: Duration?
+
+    init(
+        configuration: CircuitBreakerConfiguration,
+        onEvent: @escaping @Sendable (CircuitBreakerStateMachine.Event) -> Void
+    ) {
+        self.machine = Mutex(CircuitBreakerStateMachine(configuration: configuration, now: ContinuousClock.now))
+        self.slowCallDuration = configuration.slowCallDuration
+        self.onEvent = onEvent
+    }
+
+    /// Whether a New call may go ahead now.
+    func allowCall() -> Bool {
+        let now = clock.now
+        let (allowed, event) = machine.withLock { $0.allowCall(now: now) }
+        if event != .none { onEvent(event) }
+        return allowed
+    }
+
+    /// Records a New call that took `duration` and failed or not.
+    func record(failed: Bool, duration: Duration) {
+        let slow = slowCallDuration.map { duration > $0 } ?? false
+        let now = clock.now
+        let event = machine.withLock { $0.record(failed: failed || slow, now: now) }
+        if event != .none { onEvent(event) }
+    }
+
+    /// Whether New traffic is off now (open, and not yet due for a probe).
+    var isOpen: Bool {
+        let now = clock.now
+        return machine.withLock { machine in
+            if case .open(let until) = machine.state { return now < until }
+            return false
+        }
+    }
+
+    /// The state as a gauge value: 0 closed, 1 half-open, 2 open.
+    var gaugeValue: Int {
+        machine.withLock { machine in
+            switch machine.state {
+            case .closed: 0
+            case .halfOpen: 1
+            case .open: 2
+            }
+        }
+    }
+}
