@@ -1,0 +1,29 @@
+// swift-tools-version:6.1
+
+import PackageDescription
+
+// Benchmarks live in their own package so the main package's tests never build them.
+// Run: swift package benchmark --target ProxyBenchmarks --no-progress   (from this folder)
+let package = Package(
+    name: "zddm-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "zddm", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "ProxyBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMTesting", package: "zddm"),
+                .product(name: "ZDDMSQLite", package: "zddm"),
+                .product(name: "ZDDMPostgres", package: "zddm"),
+            ],
+            path: "Benchmarks/ProxyBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    ],
+    swiftLanguageModes: [.v6]
+)
