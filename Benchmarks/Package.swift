@@ -3,7 +3,9 @@
 import PackageDescription
 
 // Benchmarks live in their own package so the main package's tests never build them.
-// Run: swift package benchmark --target ProxyBenchmarks --no-progress   (from this folder)
+// Run (from this folder):
+//   ../.ci/with-postgres swift package benchmark --target ProxyBenchmarks --no-progress
+//   ../.ci/with-postgres ./run-backfill-bench.sh          (backfill vs COPY vs row by row, peak memory)
 let package = Package(
     name: "zddm-benchmarks",
     platforms: [.macOS(.v15)],
@@ -23,7 +25,16 @@ let package = Package(
             ],
             path: "Benchmarks/ProxyBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "BackfillBench",
+            dependencies: [
+                .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQLite", package: "zddm"),
+                .product(name: "ZDDMPostgres", package: "zddm"),
+            ],
+            path: "Sources/BackfillBench"
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -12,6 +12,23 @@ enum PostgresBinding {
         }
     }
 
+    /// Binds keys of one kind as a single array parameter (`text[]`, `int8[]` or `bytea[]`), so a batch of any
+    /// size is one statement with the same text (parsed once, no per-row placeholders).
+    static func appendArray(_ keys: [SQLKeyValue], kind: SQLKeyKind, to bindings: inout PostgresBindings) {
+        switch kind {
+        case .text:
+            bindings.append(keys.map { key -> String in if case .text(let text) = key { return text } else { return "" } })
+        case .integer:
+            bindings.append(keys.map { key -> Int64 in if case .integer(let value) = key { return value } else { return 0 } })
+        case .bytes:
+            bindings.append(
+                keys.map { key -> ByteBuffer in
+                    if case .bytes(let bytes) = key { return ByteBuffer(bytes: bytes) } else { return ByteBuffer() }
+                }
+            )
+        }
+    }
+
     static func append(_ value: SQLValue, to bindings: inout PostgresBindings) {
         switch value {
         case .null: bindings.appendNull()

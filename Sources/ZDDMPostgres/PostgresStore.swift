@@ -153,9 +153,9 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
             var found: [Key: StoreRecord<Value>] = [:]
             for start in stride(from: 0, to: keys.count, by: Statements.batchSize) {
                 let chunk = keys[start..<min(keys.count, start + Statements.batchSize)]
-                var binds = PostgresBindings(capacity: chunk.count)
-                for key in chunk { PostgresBinding.append(key.sqlKeyValue, to: &binds) }
-                for row in try await query(sql.readMany(chunk.count), binds) {
+                var binds = PostgresBindings(capacity: 1)
+                PostgresBinding.appendArray(chunk.map(\.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+                for row in try await query(sql.readMany, binds) {
                     let cells = row.makeRandomAccess()
                     let key = try Key(sqlKeyValue: PostgresBinding.key(cells[0]))
                     found[key] = try record(
@@ -176,12 +176,10 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
             var inserted: Set<Key> = []
             for start in stride(from: 0, to: encoded.count, by: Statements.batchSize) {
                 let chunk = encoded[start..<min(encoded.count, start + Statements.batchSize)]
-                var binds = PostgresBindings(capacity: chunk.count * 2)
-                for entry in chunk {
-                    PostgresBinding.append(entry.key.sqlKeyValue, to: &binds)
-                    binds.append(entry.bytes)
-                }
-                for row in try await query(sql.insertMany(chunk.count), binds) {
+                var binds = PostgresBindings(capacity: 2)
+                PostgresBinding.appendArray(chunk.map(\.key.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+                binds.append(chunk.map(\.bytes))
+                for row in try await query(sql.insertMany, binds) {
                     inserted.insert(try Key(sqlKeyValue: PostgresBinding.key(row.makeRandomAccess()[0])))
                 }
             }
@@ -270,7 +268,8 @@ extension PostgresStore where Value: Codable {
 extension PostgresStore {
     /// The SQL text of a store, built once from validated, quoted names.
     struct Statements: Sendable {
-        static var batchSize: Int { 1000 }
+        /// Rows per batch statement (keys and values travel as two array parameters).
+        static var batchSize: Int { 5_000 }
 
         let create: String
         let read: String
@@ -280,6 +279,8 @@ extension PostgresStore {
         let tombstone: String
         let keysFirst: String
         let keysAfter: String
+        let readMany: String
+        let insertMany: String
         private let table: String
         private let key: String
         private let value: String
@@ -314,16 +315,19 @@ extension PostgresStore {
                 """
             keysFirst = "SELECT \(k) FROM \(t) WHERE NOT \(d) ORDER BY \(ordered) LIMIT $1"
             keysAfter = "SELECT \(k) FROM \(t) WHERE NOT \(d) AND \(ordered) > $1 ORDER BY \(ordered) LIMIT $2"
+            let keyType =
+                switch keyKind {
+                case .text: "text"
+                case .integer: "bigint"
+                case .bytes: "bytea"
+                }
+            readMany = "SELECT \(k), \(v), \(d) FROM \(t) WHERE \(k) = ANY($1::\(keyType)[])"
+            insertMany = """
+                INSERT INTO \(t) (\(k), \(v), \(d)) SELECT batch.key, batch.value, false \
+                FROM unnest($1::\(keyType)[], $2::bytea[]) AS batch(key, value) \
+                ON CONFLICT (\(k)) DO NOTHING RETURNING \(k)
+                """
         }
 
-        func readMany(_ count: Int) -> String {
-            "SELECT \(key), \(value), \(flag) FROM \(table) WHERE \(key) IN (\(PostgresBinding.placeholders(from: 1, count: count)))"
-        }
-
-        func insertMany(_ count: Int) -> String {
-            let rows = (0..<count).map { "($\(2 * $0 + 1), $\(2 * $0 + 2), false)" }.joined(separator: ", ")
-            return "INSERT INTO \(table) (\(key), \(value), \(flag)) VALUES \(rows) ON CONFLICT (\(key)) DO NOTHING "
-                + "RETURNING \(key)"
-        }
     }
 }

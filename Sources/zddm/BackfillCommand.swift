@@ -15,23 +15,7 @@ struct BackfillCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Old's URL (sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB).")
-    var from: String
-
-    @Option(help: "New's URL.")
-    var to: String
-
-    @Option(help: "The table, in both databases.")
-    var table: String = "zddm_kv"
-
-    @Option(help: "New's table, when its name differs.")
-    var toTable: String?
-
-    @Option(help: "The key column's type: integer, text or bytes.")
-    var keyType: KeyType = .integer
-
-    @Option(help: "The gate's rate: only keys it admits are copied.")
-    var rate: String = "1"
+    @OptionGroup var stores: StorePairOptions
 
     @Option(help: "Keys per batch.")
     var batch: Int = 1_000
@@ -46,7 +30,6 @@ struct BackfillCommand: AsyncParsableCommand {
     var name: String = "zddm-backfill"
 
     func validate() throws {
-        _ = try parseRate(rate, option: "--rate")
         guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
         if let maxRowsPerSecond, !(maxRowsPerSecond > 0) {
             throw ValidationError("--max-rows-per-second must be above 0, got \(maxRowsPerSecond)")
@@ -54,7 +37,7 @@ struct BackfillCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        switch keyType {
+        switch stores.keyType {
         case .integer: try await copy(Int64.self)
         case .text: try await copy(String.self)
         case .bytes: try await copy(KeyBytes.self)
@@ -63,14 +46,14 @@ struct BackfillCommand: AsyncParsableCommand {
 
     private func copy<Key: SQLKey & Codable>(_: Key.Type) async throws {
         let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            from,
-            table: table,
+            stores.from,
+            table: stores.table,
             codec: RawBytesValueCodec(),
             create: false
         )
         let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            to,
-            table: toTable ?? table,
+            stores.to,
+            table: stores.toTable ?? stores.table,
             codec: RawBytesValueCodec(),
             create: true
         )
@@ -78,7 +61,7 @@ struct BackfillCommand: AsyncParsableCommand {
             name: name,
             old: old.store,
             new: new.store,
-            gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
+            gate: TrafficGate(rate: stores.gateRate())
         )
         let checkpoints: AnyCheckpointStore<Key>
         if let checkpoint {

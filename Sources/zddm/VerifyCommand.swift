@@ -10,23 +10,7 @@ struct VerifyCommand: AsyncParsableCommand {
         discussion: "Values are compared as stored bytes. --repair fixes New from Old (never writing older data)."
     )
 
-    @Option(help: "Old's URL (sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB).")
-    var from: String
-
-    @Option(help: "New's URL.")
-    var to: String
-
-    @Option(help: "The table, in both databases.")
-    var table: String = "zddm_kv"
-
-    @Option(help: "New's table, when its name differs.")
-    var toTable: String?
-
-    @Option(help: "The key column's type: integer, text or bytes.")
-    var keyType: KeyType = .integer
-
-    @Option(help: "The gate's rate: keys it does not admit may be missing from New.")
-    var rate: String = "1"
+    @OptionGroup var stores: StorePairOptions
 
     @Option(help: "The most mismatched keys to list.")
     var sample: Int = 20
@@ -35,12 +19,11 @@ struct VerifyCommand: AsyncParsableCommand {
     var repair = false
 
     func validate() throws {
-        _ = try parseRate(rate, option: "--rate")
         guard sample >= 0 else { throw ValidationError("--sample must be at least 0, got \(sample)") }
     }
 
     func run() async throws {
-        switch keyType {
+        switch stores.keyType {
         case .integer: try await compare(Int64.self)
         case .text: try await compare(String.self)
         case .bytes: try await compare(KeyBytes.self)
@@ -49,14 +32,14 @@ struct VerifyCommand: AsyncParsableCommand {
 
     private func compare<Key: SQLKey & Codable>(_: Key.Type) async throws {
         let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            from,
-            table: table,
+            stores.from,
+            table: stores.table,
             codec: RawBytesValueCodec(),
             create: false
         )
         let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            to,
-            table: toTable ?? table,
+            stores.to,
+            table: stores.toTable ?? stores.table,
             codec: RawBytesValueCodec(),
             create: false
         )
@@ -64,7 +47,7 @@ struct VerifyCommand: AsyncParsableCommand {
             name: "verify",
             old: old.store,
             new: new.store,
-            gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
+            gate: TrafficGate(rate: stores.gateRate())
         )
         var options = VerifyOptions()
         options.repair = repair
