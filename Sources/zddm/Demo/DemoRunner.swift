@@ -82,6 +82,7 @@ where
         ]
         let plannedSeconds = settings.phaseSeconds * Double(plans.count - 1) + Double(settings.rows) / 20_000
 
+        let trafficStarted = clock.now  // the chart's time axis starts with the traffic, after Old is filled
         let clients = Task { await runClients(proxy: proxy, shared: shared) }
         let sampler = Task {
             var previous = metrics.reads(migration: "demo")
@@ -94,7 +95,7 @@ where
                 let delta = now - previous
                 previous = now
                 if delta.total > 0 { lastShare = delta.shareServedByNew }
-                let elapsed = (clock.now - started).seconds
+                let elapsed = (clock.now - trafficStarted).seconds
                 let phase = shared.phase.withLock { $0.name }
                 let sample = DemoReport.Sample(
                     seconds: elapsed,
