@@ -69,7 +69,7 @@ enum StoreOpener {
             let database = try await PostgresDatabase.connect(url: url)
             do {
                 let store = try PostgresStore<Key, Value>(database: database, table: table, codec: codec)
-                if fresh { try await database.execute("DROP TABLE IF EXISTS \"\(store.schema.table)\"") }
+                if fresh { try await database.execute("DROP TABLE IF EXISTS \(store.schema.table.quoted)") }
                 if create { try await store.prepare() } else { try await store.checkSchema() }
                 let checkpoints = try PostgresStore<String, BackfillCheckpoint<Key>>(
                     database: database,
