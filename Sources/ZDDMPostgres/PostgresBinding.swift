@@ -17,9 +17,17 @@ enum PostgresBinding {
     static func appendArray(_ keys: [SQLKeyValue], kind: SQLKeyKind, to bindings: inout PostgresBindings) {
         switch kind {
         case .text:
-            bindings.append(keys.map { key -> String in if case .text(let text) = key { return text } else { return "" } })
+            bindings.append(
+                keys.map { key -> String in
+                    if case .text(let text) = key { return text } else { return "" }
+                }
+            )
         case .integer:
-            bindings.append(keys.map { key -> Int64 in if case .integer(let value) = key { return value } else { return 0 } })
+            bindings.append(
+                keys.map { key -> Int64 in
+                    if case .integer(let value) = key { return value } else { return 0 }
+                }
+            )
         case .bytes:
             bindings.append(
                 keys.map { key -> ByteBuffer in
