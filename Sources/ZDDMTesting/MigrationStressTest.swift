@@ -45,6 +45,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         public var newCallTimeout: Duration?
         /// The proxy's circuit breaker.
         public var circuitBreaker: CircuitBreakerConfiguration?
+        /// Whether writes go through write-back (acknowledged once Old has them; New follows in the background).
+        public var writeBack = false
 
         /// Creates a configuration.
         /// - Parameter seed: The seed.
@@ -151,6 +153,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
             )
         )
         let shared = Shared()
+        let marker = MemoryWriteBackMarker()
+        if config.writeBack { try await proxy.startWriteBack(maxPending: 8, marker: marker) }
 
         let flips = Task {
             var random = SplitMix64(seed: config.seed &+ 2)
@@ -208,6 +212,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         // Quiescence: background comparisons and abandoned New calls done, New healthy, killswitch off, stage
         // live, rate fixed.
         while proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
+        if config.writeBack { try await proxy.stopWriteBack(marker: marker) }
         if config.newCallTimeout != nil { try await Task.sleep(for: config.maxDelay * 4 + .milliseconds(50)) }
         newStore.setFaults(.init())
         gate.setKillswitch(false)
@@ -304,4 +309,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         }
         return inconsistent
     }
+}
+
+/// A write-back marker in memory, for tests.
+final class MemoryWriteBackMarker: WriteBackMarker {
+    private let flag = Atomic<Bool>(false)
+
+    func isSet() async throws -> Bool { flag.load(ordering: .acquiring) }
+    func set() async throws { flag.store(true, ordering: .releasing) }
+    func clear() async throws { flag.store(false, ordering: .releasing) }
 }

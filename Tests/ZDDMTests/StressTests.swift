@@ -107,4 +107,44 @@ struct StressTests {
         print(report)
         #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
     }
+
+    @Test("With write-back (New written in the background through a bounded queue), delays only: invariants 1-4")
+    func writeBack() async throws {
+        let seed = stressSeed()
+        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
+            seed: seed
+        )
+        configuration.writeBack = true
+        let report = try await MigrationStressTest(
+            old: InMemoryStore<Int, Int>(),
+            new: InMemoryStore<Int, Int>(),
+            configuration: configuration,
+            key: { $0 },
+            value: { $0 }
+        ).run()
+        print(report)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+    }
+
+    @Test("With write-back, New failures and control flips: invariants 1-3")
+    func writeBackWithFailures() async throws {
+        let seed = stressSeed()
+        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
+            seed: seed
+        )
+        configuration.writeBack = true
+        configuration.newFailureRate = 0.3
+        configuration.flipControls = true
+        let report = try await MigrationStressTest(
+            old: InMemoryStore<Int, Int>(),
+            new: InMemoryStore<Int, Int>(),
+            configuration: configuration,
+            key: { $0 },
+            value: { $0 }
+        ).run()
+        print(report)
+        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+    }
 }

@@ -92,6 +92,7 @@ where
         let gate = proxy.gate
         let startRate = gate.rate
         var checkpoint = try await checkpoints.load(name: name)
+        if options.restart { checkpoint = nil }
         if let previous = checkpoint, previous.rate < startRate {
             proxy.logger.info(
                 "rate went up since the last backfill pass; starting over",
@@ -257,6 +258,8 @@ public struct BackfillOptions: Sendable {
     public var retryDelay: Duration = .milliseconds(100)
     /// The expected number of rows, for progress and ETA.
     public var expectedTotal: Int?
+    /// Start a new pass from the first key even when the checkpoint says the last one finished (or stopped).
+    public var restart = false
 
     /// Creates options with the defaults.
     public init() {}

@@ -77,7 +77,8 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
 
     /// Wraps a store's error, naming the store and the operation.
     static func store(_ role: StoreRole, _ operation: StoreOperation, _ error: any Error) -> ZDDMError {
-        if var known = error as? ZDDMError, known.code == .storeFailed {
+        // A store's own ZDDMError keeps its code (an invalid argument stays one), and gains the role.
+        if var known = error as? ZDDMError {
             known.role = known.role ?? role
             known.operation = known.operation ?? operation
             return known

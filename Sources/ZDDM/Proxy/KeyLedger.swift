@@ -22,8 +22,12 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         var unsafe = false
         var unsafeEpoch: UInt64 = 0
         var repairing = false
+        /// Write-back mutations acknowledged to the caller whose New step has not finished.
+        var acknowledged = 0
+        /// The ledger's sequence number when the key was last marked unsafe.
+        var markedAt: UInt64 = 0
 
-        var isIdle: Bool { mutations == 0 && fills == 0 && !unsafe && !repairing }
+        var isIdle: Bool { mutations == 0 && fills == 0 && !unsafe && !repairing && acknowledged == 0 }
     }
 
     final class Shard: Sendable {
@@ -58,6 +62,9 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     private let shards: [Shard]
     private let unsafeCount = Atomic<Int>(0)
+    private let acknowledgedCount = Atomic<Int>(0)
+    private let sequence = Atomic<UInt64>(1)
+    private let degradedAt = Atomic<UInt64>(0)
     private let degradedFlag = Atomic<Bool>(false)
     let maxUnsafeKeys: Int
     private let onDegraded: @Sendable () -> Void
@@ -100,14 +107,22 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Marks the key unsafe (caller holds the shard lock through `update`).
+    /// A fresh sequence number for a verify pass to take when it starts: every mark made before it is smaller,
+    /// every mark made after it larger.
+    func takeMark() -> UInt64 {
+        sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+    }
+
     private func markUnsafe(_ state: inout State) {
         state.unsafeEpoch &+= 1
+        state.markedAt = sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
         onUnsafe()
         guard !state.unsafe else { return }
         // Reserve a slot; past the bound, degrade instead of growing.
         let previous = unsafeCount.wrappingAdd(1, ordering: .relaxed).oldValue
         if previous >= maxUnsafeKeys {
             unsafeCount.wrappingSubtract(1, ordering: .relaxed)
+            degradedAt.store(state.markedAt, ordering: .releasing)
             if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { onDegraded() }
             return
         }
@@ -124,9 +139,13 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     func readPlan(_ key: Key) -> ReadPlan {
         if isDegraded { return .bypass }
-        // Fast path: nothing is unsafe, so nothing to look up.
-        if unsafeCount.load(ordering: .acquiring) == 0 { return .normal }
+        // Fast path: nothing is unsafe or pending, so nothing to look up.
+        if unsafeCount.load(ordering: .acquiring) == 0, acknowledgedCount.load(ordering: .acquiring) == 0 {
+            return .normal
+        }
         return update(key) { state in
+            // A write-back write was acknowledged and New does not have it yet: Old answers.
+            if state.acknowledged > 0 { return .bypass }
             guard state.unsafe else { return .normal }
             guard let epoch = claimIfIdle(&state) else { return .bypass }
             return .repair(epoch: epoch)
@@ -144,7 +163,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     func beginFill(_ key: Key) -> Bool {
         if isDegraded { return false }
         return update(key) { state in
-            if state.unsafe || state.repairing { return false }
+            if state.unsafe || state.repairing || state.acknowledged > 0 { return false }
             state.fills += 1
             state.fillStarts &+= 1
             return true
@@ -190,9 +209,17 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     /// Ends a write or delete. Returns a repair claim when the key is left unsafe and idle and `mayRepair` is set,
     /// so that the last operation out invalidates New before returning.
-    func endMutation(_ key: Key, _ ticket: MutationTicket, _ outcome: MutationOutcome, mayRepair: Bool) -> UInt64? {
-        update(key) { state in
+    func endMutation(
+        _ key: Key,
+        _ ticket: MutationTicket,
+        _ outcome: MutationOutcome,
+        mayRepair: Bool,
+        acknowledged: Bool = false
+    ) -> UInt64? {
+        if acknowledged { acknowledgedCount.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+        return update(key) { state in
             state.mutations -= 1
+            if acknowledged { state.acknowledged -= 1 }
             switch outcome {
             case .overwritten:
                 break
@@ -206,6 +233,20 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             }
             return mayRepair ? claimIfIdle(&state) : nil
         }
+    }
+
+    /// Records that a write-back mutation was acknowledged before its New step finished: reads keep New out of
+    /// the key until ``endMutation(_:_:_:mayRepair:acknowledged:)`` reports it.
+    func acknowledge(_ key: Key) {
+        update(key) { state in state.acknowledged += 1 }
+        acknowledgedCount.wrappingAdd(1, ordering: .acquiringAndReleasing)
+    }
+
+    /// Keeps New out of every read until ``resetAfterVerify()`` (New cannot be trusted, for example after a
+    /// write-back session ended without draining).
+    func degrade() {
+        degradedAt.store(sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue, ordering: .releasing)
+        if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { onDegraded() }
     }
 
     /// Marks a key unsafe now, whatever is in flight on it (a New call that ran out of budget).
@@ -231,16 +272,22 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         return claimed
     }
 
-    /// Leaves degraded mode and forgets unsafe keys that have no operation in flight.
-    func resetAfterVerify() {
+    /// Leaves degraded mode and forgets unsafe keys with no operation in flight, counting only what happened
+    /// before `mark` (a verify pass's starting mark): later marks are not covered by that pass and stay.
+    /// - Returns: Whether degraded mode was left.
+    @discardableResult
+    func resetAfterVerify(startedAt mark: UInt64 = .max) -> Bool {
         for shard in shards {
             shard.states.withLock { states in
-                for (key, var state) in states where state.unsafe && state.mutations == 0 && state.fills == 0 {
+                for (key, var state) in states
+                where state.unsafe && state.mutations == 0 && state.fills == 0 && state.markedAt < mark {
                     clearUnsafe(&state)
                     if state.isIdle { states.removeValue(forKey: key) } else { states[key] = state }
                 }
             }
         }
+        guard degradedAt.load(ordering: .acquiring) < mark else { return false }
         degradedFlag.store(false, ordering: .releasing)
+        return true
     }
 }

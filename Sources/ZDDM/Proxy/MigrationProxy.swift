@@ -78,6 +78,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     let shadowInFlight = InFlightLimit()
     let newCallTimeout: Duration?
     let breaker: CircuitBreaker?
+    let writeBack = WriteBackState()
+    let writeBackPending = InFlightLimit()
 
     /// Creates a proxy.
     /// - Parameters:
@@ -381,6 +383,25 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             throw ZDDMError.store(.old, oldOperation, error)
         }
         // Old has acknowledged: from here on nothing throws, and New's step runs even if the caller was cancelled.
+        if decision.admitted || (decision.mayBeInNew && !decision.killswitch), writeBack.isEnabled,
+            writeBackPending.begin(limit: writeBack.maxPending)
+        {
+            // Write-back: acknowledge now; New's step follows in the background, and reads keep New out of the
+            // key until it has finished.
+            ledger.acknowledge(key)
+            Task { [decision] in
+                await self.finishMutation(
+                    key,
+                    ticket,
+                    decision,
+                    newOperation: newOperation,
+                    newStep: newStep,
+                    acknowledged: true
+                )
+                self.writeBackPending.end()
+            }
+            return
+        }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
         let finished = await withinBudget(newOperation) { [decision] in
             await self.finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
@@ -396,7 +417,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         _ ticket: KeyLedger<Key>.MutationTicket,
         _ decision: TrafficGate.Decision,
         newOperation: StoreOperation,
-        newStep: @Sendable () async throws -> Void
+        newStep: @Sendable () async throws -> Void,
+        acknowledged: Bool = false
     ) async {
         let outcome: KeyLedger<Key>.MutationOutcome
         var newFailed = false
@@ -425,7 +447,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             }
         }
         let mayRepair = !newFailed && isNewTrafficAllowed
-        if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair) {
+        if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair, acknowledged: acknowledged) {
             await repair(key, epoch: epoch)
         } else {
             metrics.unsafeKeys.record(ledger.unsafeKeys)
@@ -490,6 +512,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Returns: The number of keys repaired.
     @discardableResult
     public func repairUnsafeKeys(limit: Int = .max) async -> Int {
+        // With New traffic off (killswitch, stage off, breaker open), New is not touched.
+        guard isNewTrafficAllowed else { return 0 }
         var repaired = 0
         for (key, epoch) in ledger.claimRepairs(limit: limit) {
             do {
@@ -505,11 +529,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         return repaired
     }
 
-    /// Leaves degraded mode and forgets unsafe keys. Call it only after a verify-and-repair pass that started after
-    /// the killswitch was last turned off and after the proxy degraded: that pass is what makes New trustworthy.
+    /// Leaves degraded mode and forgets every unsafe key. Call it only with traffic stopped, after a
+    /// verify-and-repair pass; with traffic running, use ``resetAfterVerify(_:)``, which keeps what the pass did
+    /// not cover.
     public func resetAfterVerify() {
         ledger.resetAfterVerify()
         metrics.degraded.record(0)
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        logger.info("safety memory reset after verify")
+    }
+
+    /// Leaves degraded mode and forgets the unsafe keys that a verify-and-repair pass covered: keys marked (and
+    /// an overflow that happened) before the pass started. Keys marked during or after it stay unsafe.
+    /// - Parameter report: The report of a verify pass with repair (or one that found no mismatch).
+    public func resetAfterVerify(_ report: VerifyReport<Key>) {
+        if ledger.resetAfterVerify(startedAt: report.safetyMark) { metrics.degraded.record(0) }
         metrics.unsafeKeys.record(ledger.unsafeKeys)
         logger.info("safety memory reset after verify")
     }

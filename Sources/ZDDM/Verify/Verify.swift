@@ -63,6 +63,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` when a store fails.
     public func verify() async throws -> VerifyReport<Key> {
         var report = VerifyReport<Key>()
+        report.safetyMark = proxy.ledger.takeMark()
         let mark = proxy.gate.newBehindMark
         let rateAtStart = proxy.gate.rate
         let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
@@ -86,7 +87,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             var suspects = try await classify(keys)
             if !suspects.isEmpty { suspects = try await classify(suspects.map(\.key)) }
             for suspect in suspects { record(suspect.key, suspect.kind) }
-            if options.repair, !suspects.isEmpty { report.repaired += try await repair(suspects) }
+            if options.repair, !suspects.isEmpty {
+                if proxy.isNewTrafficAllowed {
+                    report.repaired += try await repair(suspects)
+                } else {
+                    report.notRepaired += suspects.count
+                }
+            }
             if keys.count < options.batchSize { break }
             cursor = last
         }
@@ -104,6 +111,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             for key in extra { record(key, .extraInNew) }
             if options.repair {
                 for key in extra {
+                    guard proxy.isNewTrafficAllowed else {
+                        report.notRepaired += 1
+                        continue
+                    }
                     try await proxy.invalidateForRepair(key)
                     report.repaired += 1
                 }

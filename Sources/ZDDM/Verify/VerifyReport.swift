@@ -30,6 +30,10 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
     public var repaired = 0
     /// Up to the sample limit of mismatched keys, in the order found.
     public var sample: [VerifyMismatch<Key>] = []
+    /// Mismatches found but not repaired because New traffic was off (killswitch, stage `off`, breaker open).
+    public var notRepaired = 0
+    /// The proxy's safety-memory mark when the pass started, for ``MigrationProxy/resetAfterVerify(_:)``.
+    public internal(set) var safetyMark: UInt64 = 0
 
     /// All mismatches.
     public var mismatches: Int { counts.values.reduce(0, +) }
