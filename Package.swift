@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ZDDMTesting", targets: ["ZDDMTesting"]),
         .library(name: "ZDDMSQLite", targets: ["ZDDMSQLite"]),
         .library(name: "ZDDMPostgres", targets: ["ZDDMPostgres"]),
+        .library(name: "ZDDMControl", targets: ["ZDDMControl"]),
         .executable(name: "zddm", targets: ["zddm"]),
     ],
     dependencies: [
@@ -25,6 +26,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(
+            url: "https://github.com/apple/swift-configuration.git",
+            from: "1.4.0",
+            traits: [.defaults, "Reloading"]
+        ),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -56,10 +63,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "ZDDMControl",
+            dependencies: [
+                "ZDDM",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "zddm",
             dependencies: [
                 "ZDDM",
+                "ZDDMControl",
                 "ZDDMTesting",
                 "ZDDMSQLite",
                 "ZDDMPostgres",
@@ -79,6 +98,20 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZDDMControlTests",
+            dependencies: [
+                "ZDDM",
+                "ZDDMControl",
+                "ZDDMTesting",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
