@@ -36,12 +36,14 @@ enum StoreOpener {
     ///   - codec: How values are stored.
     ///   - create: Create the table when missing; otherwise a missing table is an error.
     ///   - fresh: Empty the database first (the demo's own files and tables only).
+    ///   - busyTimeout: How long an SQLite write waits for another process's lock.
     static func open<Key: SQLKey & Codable, Value: Sendable>(
         _ url: String,
         table: String,
         codec: some ValueCodec<Value>,
         create: Bool,
-        fresh: Bool = false
+        fresh: Bool = false,
+        busyTimeout: Duration = .seconds(5)
     ) async throws -> OpenedStore<Key, Value> {
         if url.hasPrefix("sqlite:") {
             if fresh, let path = SQLiteURL.filePath(url) {
@@ -49,7 +51,7 @@ enum StoreOpener {
             } else if !create, let path = SQLiteURL.filePath(url), !FileManager.default.fileExists(atPath: path) {
                 throw ZDDMError(.invalidArgument, message: "no SQLite database at \(path)")
             }
-            let database = try SQLiteDatabase.open(url: url)
+            let database = try SQLiteDatabase.open(url: url, busyTimeout: busyTimeout)
             let store = try SQLiteStore<Key, Value>(database: database, table: table, codec: codec)
             if create { try await store.prepare() } else { try await store.checkSchema() }
             let checkpoints = try SQLiteStore<String, BackfillCheckpoint<Key>>(

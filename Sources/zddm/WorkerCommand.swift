@@ -1,0 +1,277 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import SystemPackage
+import ZDDM
+import ZDDMControl
+import ZDDMTesting
+
+/// `zddm worker` (hidden): one instance of a fleet, for the multi-process tests.
+///
+/// Runs a ``MigrationProxy`` over two key-value tables (integer keys, raw-byte values) with a
+/// ``MigrationControlService`` watching a shared JSON file, drives random reads, writes and deletes over a small key
+/// space for a while, and appends every call to a log file as JSON lines: kind, key, value (text), start and end in
+/// nanoseconds of `CLOCK_REALTIME` (shared by all processes of the machine), and whether it failed. Prints a JSON
+/// summary on standard output; control changes are logged on standard error.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run one fleet instance: random traffic through a proxy controlled by a shared JSON file.",
+        shouldDisplay: false
+    )
+
+    @Option(help: "Old's URL.")
+    var old: String
+
+    @Option(help: "New's URL.")
+    var new: String
+
+    @Option(help: "The table, in both databases.")
+    var table: String = "kv"
+
+    @Option(help: "New's table, when its name differs.")
+    var newTable: String?
+
+    @Option(help: "The JSON control file (zddm.<migration>.rate, .killswitch, .stage).")
+    var config: String?
+
+    @Option(help: "The migration's name.")
+    var migration: String = "kv"
+
+    @Option(help: "How long to drive traffic, in seconds.")
+    var seconds: Double = 5
+
+    @Option(help: "Random seed; also tags the values this process writes.")
+    var seed: UInt64 = 1
+
+    @Option(help: "The log file; operations are appended as JSON lines.")
+    var log: String?
+
+    @Option(help: "Keys 1…N are used.")
+    var keys: Int = 16
+
+    @Option(help: "Concurrent client tasks.")
+    var tasks: Int = 4
+
+    @Option(help: "How often the control file is checked, in milliseconds.")
+    var pollMilliseconds: Int = 50
+
+    @Option(help: "SQLite busy timeout, in milliseconds.")
+    var busyTimeoutMilliseconds: Int = 30_000
+
+    @Flag(help: "Only create the tables (New's afresh) and exit.")
+    var prepare = false
+
+    func validate() throws {
+        guard seconds > 0, seconds <= 600 else {
+            throw ValidationError("--seconds must be in (0, 600], got \(seconds)")
+        }
+        guard keys >= 1, keys <= 1_000_000 else { throw ValidationError("--keys must be in 1…1000000, got \(keys)") }
+        guard tasks >= 1, tasks <= 256 else { throw ValidationError("--tasks must be in 1…256, got \(tasks)") }
+        guard pollMilliseconds >= 1 else { throw ValidationError("--poll-milliseconds must be at least 1") }
+        guard busyTimeoutMilliseconds >= 0 else { throw ValidationError("--busy-timeout-milliseconds must be ≥ 0") }
+        if !prepare, config == nil || log == nil { throw ValidationError("give --config and --log") }
+    }
+
+    func run() async throws {
+        let busyTimeout = Duration.milliseconds(busyTimeoutMilliseconds)
+        let oldStore: OpenedStore<Int64, [UInt8]> = try await StoreOpener.open(
+            old,
+            table: table,
+            codec: RawBytesValueCodec(),
+            create: prepare,
+            busyTimeout: busyTimeout
+        )
+        let newStore: OpenedStore<Int64, [UInt8]> = try await StoreOpener.open(
+            new,
+            table: newTable ?? table,
+            codec: RawBytesValueCodec(),
+            create: prepare,
+            fresh: prepare,
+            busyTimeout: busyTimeout
+        )
+        guard !prepare, let config, let log else {
+            await oldStore.close()
+            await newStore.close()
+            return
+        }
+        var logger = Logger(label: "zddm.worker.\(seed)")
+        logger.logLevel = .info
+        let gate = try TrafficGate(rate: 0)
+        let proxy = try MigrationProxy(name: migration, old: oldStore.store, new: newStore.store, gate: gate)
+        let control = try await MigrationControlService.watchingJSONFile(
+            FilePath(config),
+            environment: false,
+            pollInterval: .milliseconds(pollMilliseconds),
+            gates: [migration: gate],
+            logger: logger
+        )
+        control.applyCurrentConfiguration()
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: control)],
+                logger: Logger(label: "zddm.worker", factory: { _ in SwiftLogNoOpLogHandler() })
+            )
+        )
+        let traffic = WorkerTraffic(
+            proxy: proxy,
+            keys: Int64(keys),
+            tasks: tasks,
+            seed: seed,
+            duration: .milliseconds(Int64(seconds * 1_000))
+        )
+        let outcome = try await withThrowingTaskGroup(of: WorkerTraffic.Outcome?.self) { running in
+            running.addTask {
+                try await group.run()
+                return nil
+            }
+            let outcome = await traffic.run()
+            await group.triggerGracefulShutdown()
+            for try await _ in running {}
+            return outcome
+        }
+        for _ in 0..<2_000 where proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
+        await oldStore.close()
+        await newStore.close()
+        try outcome.appendLog(to: log)
+        print(try outcome.summaryJSON())
+    }
+}
+
+/// One call as the worker saw it.
+struct WorkerOperation: Codable, Sendable {
+    /// `read`, `write` or `delete`.
+    var kind: String
+    var key: Int64
+    /// The value written, or read; `nil` for a delete or a read that found nothing.
+    var value: String?
+    /// `CLOCK_REALTIME` in nanoseconds when the call started and ended.
+    var start: UInt64
+    var end: UInt64
+    var failed: Bool
+    /// The error's description when the call failed (never holds a value).
+    var error: String?
+}
+
+/// Drives the worker's random traffic through a proxy and samples the gate.
+struct WorkerTraffic: Sendable {
+    typealias Store = AnyKeyValueStore<Int64, [UInt8]>
+
+    struct Outcome: Sendable {
+        var operations: [WorkerOperation]
+        /// Each distinct gate state seen, in order (`rate/killswitch/stage`).
+        var gateStates: [String]
+
+        func appendLog(to path: String) throws {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            var data = Data()
+            for operation in operations {
+                data.append(try encoder.encode(operation))
+                data.append(0x0A)
+            }
+            if !FileManager.default.fileExists(atPath: path) {
+                guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                    throw ValidationError("cannot create the log file \(path)")
+                }
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: data)
+        }
+
+        func summaryJSON() throws -> String {
+            struct Summary: Codable {
+                var operations: Int
+                var failed: Int
+                var gateStates: [String]
+            }
+            let summary = Summary(
+                operations: operations.count,
+                failed: operations.filter(\.failed).count,
+                gateStates: gateStates
+            )
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return String(decoding: try encoder.encode(summary), as: UTF8.self)
+        }
+    }
+
+    let proxy: MigrationProxy<Store, Store>
+    let keys: Int64
+    let tasks: Int
+    let seed: UInt64
+    let duration: Duration
+
+    func run() async -> Outcome {
+        let proxy = self.proxy
+        let keys = self.keys
+        let seed = self.seed
+        let deadline = ContinuousClock.now + duration
+        let sampler = Task {
+            var states: [String] = []
+            while ContinuousClock.now < deadline {
+                let gate = proxy.gate
+                let state = "\(gate.rate)/\(gate.isKillswitchOn ? "killswitch" : "on")/\(gate.stage)"
+                if states.last != state { states.append(state) }
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return states
+        }
+        let operations = await withTaskGroup(of: [WorkerOperation].self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    var random = SplitMix64(seed: seed &* 1_000 &+ UInt64(task))
+                    var operations: [WorkerOperation] = []
+                    var step = 0
+                    while ContinuousClock.now < deadline {
+                        step += 1
+                        let key = Int64(random.next() % UInt64(keys)) + 1
+                        let roll = random.next() % 100
+                        var operation = WorkerOperation(
+                            kind: roll < 50 ? "read" : roll < 85 ? "write" : "delete",
+                            key: key,
+                            value: nil,
+                            start: 0,
+                            end: 0,
+                            failed: false,
+                            error: nil
+                        )
+                        if operation.kind == "write" { operation.value = "p\(seed)-t\(task)-\(step)" }
+                        operation.start = realtimeNanoseconds()
+                        do {
+                            switch operation.kind {
+                            case "read":
+                                operation.value = try await proxy.read(key).map { String(decoding: $0, as: UTF8.self) }
+                            case "write":
+                                try await proxy.write(key, Array((operation.value ?? "").utf8))
+                            default:
+                                try await proxy.delete(key)
+                            }
+                        } catch {
+                            operation.failed = true
+                            operation.error = "\(error)"
+                        }
+                        operation.end = realtimeNanoseconds()
+                        operations.append(operation)
+                    }
+                    return operations
+                }
+            }
+            var all: [WorkerOperation] = []
+            for await part in group { all += part }
+            return all
+        }
+        return Outcome(operations: operations, gateStates: await sampler.value)
+    }
+}
+
+/// `CLOCK_REALTIME` in nanoseconds: one clock for every process of the machine.
+func realtimeNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_REALTIME, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
