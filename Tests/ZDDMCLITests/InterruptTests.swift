@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+import ZDDM
+import ZDDMSQLite
+
+@Suite("zddm backfill and Ctrl-C", .serialized)
+struct InterruptTests {
+    @Test("SIGINT stops the backfill after the batches in hand, with the checkpoint saved; the next run finishes")
+    func interrupt() async throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let oldPath = folder.appendingPathComponent("old.sqlite").path
+        let newPath = folder.appendingPathComponent("new.sqlite").path
+        try await makeOldTable(at: oldPath, rows: 30_000)
+        let arguments = [
+            "backfill", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(newPath)", "--table", "kv", "--batch", "500",
+        ]
+        let process = Process()
+        process.executableURL = try zddmBinary()
+        process.arguments = arguments + ["--max-rows-per-second", "5000"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try await Task.sleep(for: .milliseconds(1_500))
+        kill(process.processIdentifier, SIGINT)
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 130)
+        #expect(text.contains("backfill stopped, checkpoint saved"), "\(text.suffix(300))")
+
+        let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
+        let table = try SQLiteStore<String, BackfillCheckpoint<Int64>>(
+            database: database,
+            table: "zddm_checkpoints",
+            codec: JSONValueCodec()
+        )
+        let saved = try #require(try await table.read("zddm-backfill")?.value)
+        try database.close()
+        #expect(!saved.finished)
+        #expect(saved.rowsScanned > 0 && saved.rowsScanned < 30_000)
+        #expect(saved.rowsScanned.isMultiple(of: 500))
+
+        let resumed = try zddm(arguments)
+        #expect(resumed.status == 0)
+        #expect(resumed.output.contains("backfill finished: 30000 rows scanned"))
+    }
+}
