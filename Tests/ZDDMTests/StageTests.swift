@@ -24,6 +24,8 @@ struct StageTests {
         #expect(try await Verify(proxy: h.proxy).verify().mismatches == 0)
         #expect(h.gate.isRampdownPermitted)
         // ... until something can leave New behind again.
+        h.gate.setKillswitch(false)  // already off: changes nothing
+        #expect(h.gate.isRampdownPermitted)
         h.gate.setKillswitch(true)
         h.gate.setKillswitch(false)
         #expect(!h.gate.isRampdownPermitted)

@@ -105,8 +105,9 @@ public final class TrafficGate: Sendable {
     /// Turns the killswitch on or off. While it is on, the proxy never touches New.
     /// - Parameter on: `true` to stop all New traffic.
     public func setKillswitch(_ on: Bool) {
-        if on { markNewBehind() }
-        killswitchFlag.store(on, ordering: .releasing)
+        let wasOn = killswitchFlag.exchange(on, ordering: .acquiringAndReleasing)
+        // Turning it on lets New fall behind: a clean verify from before no longer permits rampdown.
+        if on, !wasOn { markNewBehind() }
     }
 
     /// Whether New may be touched at all: the killswitch is off and the stage is not `off`.
