@@ -9,46 +9,50 @@ func stressSeed() -> UInt64 {
     return UInt64.random(in: 0...UInt64.max)
 }
 
+/// Runs a stress test on two fresh in-memory stores with a fresh seed (printed), and expects no violation.
+@discardableResult
+func runStress<Key: GateKey & Comparable, Value: Hashable & Sendable>(
+    key: @escaping @Sendable (Int) -> Key,
+    value: @escaping @Sendable (Int) -> Value,
+    configure: (inout MigrationStressTest<InMemoryStore<Key, Value>, InMemoryStore<Key, Value>>.Configuration) -> Void
+) async throws -> MigrationStressTest<InMemoryStore<Key, Value>, InMemoryStore<Key, Value>>.Report {
+    let seed = stressSeed()
+    print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
+    var configuration = MigrationStressTest<InMemoryStore<Key, Value>, InMemoryStore<Key, Value>>.Configuration(
+        seed: seed
+    )
+    configure(&configuration)
+    let report = try await MigrationStressTest(
+        old: InMemoryStore<Key, Value>(),
+        new: InMemoryStore<Key, Value>(),
+        configuration: configuration,
+        key: key,
+        value: value
+    ).run()
+    print(report)
+    #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+    return report
+}
+
 @Suite("Concurrency stress: DESIGN.md §7 invariants")
 struct StressTests {
     @Test("Random reads, writes and deletes with random delays: invariants 1-4 hold")
     func delaysOnly() async throws {
-        let seed = stressSeed()
-        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
-        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
-            seed: seed
-        )
-        configuration.rate = 1
-        let report = try await MigrationStressTest(
-            old: InMemoryStore<Int, Int>(),
-            new: InMemoryStore<Int, Int>(),
-            configuration: configuration,
-            key: { $0 },
-            value: { $0 }
-        ).run()
-        print(report)
-        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+        let report = try await runStress(key: { $0 }, value: { $0 }, configure: { $0.rate = 1 })
         #expect(report.operations == 8 * 250)
         #expect(report.keysInconsistentBeforeRepair == 0)
     }
 
     @Test("At a partial rate, with 30% New failures and the rate and killswitch flipping: invariants 1-3 hold")
     func failuresAndFlips() async throws {
-        let seed = stressSeed()
-        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
-        var configuration = MigrationStressTest<InMemoryStore<String, String>, InMemoryStore<String, String>>
-            .Configuration(seed: seed)
-        configuration.newFailureRate = 0.3
-        configuration.flipControls = true
-        let report = try await MigrationStressTest(
-            old: InMemoryStore<String, String>(),
-            new: InMemoryStore<String, String>(),
-            configuration: configuration,
+        let report = try await runStress(
             key: { "key-\($0)" },
-            value: { "value-\($0)" }
-        ).run()
-        print(report)
-        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+            value: { "value-\($0)" },
+            configure: { configuration in
+                configuration.newFailureRate = 0.3
+                configuration.flipControls = true
+            }
+        )
         #expect(report.injectedNewFailures > 100)
         #expect(report.controlFlips > 10)
     }
@@ -82,69 +86,39 @@ struct StressTests {
 
     @Test("With a New-call budget below New's delays and a circuit breaker: invariants 1-3 hold")
     func budgetAndBreaker() async throws {
-        let seed = stressSeed()
-        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
-        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
-            seed: seed
-        )
-        configuration.maxDelay = .milliseconds(2)
-        configuration.newCallTimeout = .milliseconds(1)
-        configuration.newFailureRate = 0.2
-        configuration.flipControls = true
-        configuration.circuitBreaker = CircuitBreakerConfiguration(
-            minimumCalls: 20,
-            failureRatio: 0.6,
-            openDuration: .milliseconds(20),
-            probeCalls: 2
-        )
-        let report = try await MigrationStressTest(
-            old: InMemoryStore<Int, Int>(),
-            new: InMemoryStore<Int, Int>(),
-            configuration: configuration,
+        try await runStress(
             key: { $0 },
-            value: { $0 }
-        ).run()
-        print(report)
-        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+            value: { $0 },
+            configure: { configuration in
+                configuration.maxDelay = .milliseconds(2)
+                configuration.newCallTimeout = .milliseconds(1)
+                configuration.newFailureRate = 0.2
+                configuration.flipControls = true
+                configuration.circuitBreaker = CircuitBreakerConfiguration(
+                    minimumCalls: 20,
+                    failureRatio: 0.6,
+                    openDuration: .milliseconds(20),
+                    probeCalls: 2
+                )
+            }
+        )
     }
 
     @Test("With write-back (New written in the background through a bounded queue), delays only: invariants 1-4")
     func writeBack() async throws {
-        let seed = stressSeed()
-        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
-        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
-            seed: seed
-        )
-        configuration.writeBack = true
-        let report = try await MigrationStressTest(
-            old: InMemoryStore<Int, Int>(),
-            new: InMemoryStore<Int, Int>(),
-            configuration: configuration,
-            key: { $0 },
-            value: { $0 }
-        ).run()
-        print(report)
-        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+        try await runStress(key: { $0 }, value: { $0 }, configure: { $0.writeBack = true })
     }
 
     @Test("With write-back, New failures and control flips: invariants 1-3")
     func writeBackWithFailures() async throws {
-        let seed = stressSeed()
-        print("stress seed \(seed) (replay with ZDDM_STRESS_SEED=\(seed))")
-        var configuration = MigrationStressTest<InMemoryStore<Int, Int>, InMemoryStore<Int, Int>>.Configuration(
-            seed: seed
-        )
-        configuration.writeBack = true
-        configuration.newFailureRate = 0.3
-        configuration.flipControls = true
-        let report = try await MigrationStressTest(
-            old: InMemoryStore<Int, Int>(),
-            new: InMemoryStore<Int, Int>(),
-            configuration: configuration,
+        try await runStress(
             key: { $0 },
-            value: { $0 }
-        ).run()
-        print(report)
-        #expect(report.violations.isEmpty, "\(report.violations.prefix(10)) — replay with ZDDM_STRESS_SEED=\(seed)")
+            value: { $0 },
+            configure: { configuration in
+                configuration.writeBack = true
+                configuration.newFailureRate = 0.3
+                configuration.flipControls = true
+            }
+        )
     }
 }

@@ -208,7 +208,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .bypass:
             return try await readOld(key, servedBy: .oldFallback)
         case .repair(let epoch):
-            _ = await withinBudget(.invalidate) { await self.repair(key, epoch: epoch) }
+            if newCallTimeout == nil {
+                await repair(key, epoch: epoch)
+            } else {
+                _ = await withinBudget(.invalidate) { await self.repair(key, epoch: epoch) }
+            }
             return try await readOld(key, servedBy: .oldFallback)
         }
 
@@ -269,22 +273,29 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return nil
         }
         // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
-        _ = await withinBudget(.insertIfAbsent) {
-            var newFailed = false
-            do {
-                if try await self.newCall({ try await self.new.insertIfAbsent(key, value) }) {
-                    self.metrics.fillsInserted.increment()
-                } else {
-                    self.metrics.fillsLost.increment()
-                }
-            } catch {
-                // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
-                self.newFailed(.insertIfAbsent, error)
-                newFailed = true
-            }
-            await self.endFill(key, mayRepair: !newFailed)
+        if newCallTimeout == nil {
+            await fill(key, value)
+        } else {
+            _ = await withinBudget(.insertIfAbsent) { await self.fill(key, value) }
         }
         return value
+    }
+
+    /// Inserts Old's value into New if New still holds nothing, then ends the fill.
+    private func fill(_ key: Key, _ value: Value) async {
+        var newFailed = false
+        do {
+            if try await newCall({ try await self.new.insertIfAbsent(key, value) }) {
+                metrics.fillsInserted.increment()
+            } else {
+                metrics.fillsLost.increment()
+            }
+        } catch {
+            // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
+            self.newFailed(.insertIfAbsent, error)
+            newFailed = true
+        }
+        await endFill(key, mayRepair: !newFailed)
     }
 
     private func endFill(_ key: Key, mayRepair: Bool) async {
@@ -403,6 +414,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return
         }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
+        guard newCallTimeout != nil else {
+            await finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
+            return
+        }
         let finished = await withinBudget(newOperation) { [decision] in
             await self.finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
         }
