@@ -2,13 +2,16 @@
 ///
 /// Closed: New calls flow; outcomes are counted in a sliding window of one-second buckets. When the window holds at
 /// least `minimumCalls` and the share of failures (errors, timeouts, and calls slower than the slow-call limit)
-/// reaches `failureRatio`, it opens. Open: no New calls, for `openDuration`. Then half-open: up to `probeCalls`
-/// calls are let through one at a time; that many successes in a row close it, any failure opens it again.
+/// reaches `failureRatio`, it opens. Open: no New calls, for `openDuration`. Then half-open: calls are let through
+/// one at a time; `probeCalls` successes in a row close it, any failure opens it again. A probe that was let through
+/// but never reported (its caller did not call New after all) is given up after `openDuration`.
 struct CircuitBreakerStateMachine: Sendable {
     enum State: Sendable, Equatable {
         case closed
         case open(until: ContinuousClock.Instant)
-        case halfOpen(successes: Int, probing: Bool)
+        /// `probeStarted` is when the current probe was let through, `nil` when none is out. A probe that never
+        /// reports (its caller ended up not calling New) stops blocking after `openDuration`.
+        case halfOpen(successes: Int, probeStarted: ContinuousClock.Instant?)
     }
 
     /// What a transition asks the owner to report.
@@ -47,11 +50,11 @@ struct CircuitBreakerStateMachine: Sendable {
             return (true, .none)
         case .open(let until):
             guard now >= until else { return (false, .none) }
-            state = .halfOpen(successes: 0, probing: true)
+            state = .halfOpen(successes: 0, probeStarted: now)
             return (true, .halfOpened)
-        case .halfOpen(let successes, let probing):
-            guard !probing else { return (false, .none) }
-            state = .halfOpen(successes: successes, probing: true)
+        case .halfOpen(let successes, let probeStarted):
+            if let probeStarted, now - probeStarted < configuration.openDuration { return (false, .none) }
+            state = .halfOpen(successes: successes, probeStarted: now)
             return (true, .none)
         }
     }
@@ -71,7 +74,7 @@ struct CircuitBreakerStateMachine: Sendable {
                 buckets = buckets.map { _ in Bucket() }
                 return .closed
             }
-            state = .halfOpen(successes: successes + 1, probing: false)
+            state = .halfOpen(successes: successes + 1, probeStarted: nil)
             return .none
         case .closed:
             let current = second(now)

@@ -197,7 +197,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .off, .dualwrite:
             return try await readOld(key, servedBy: .oldOnly)
         case .shadow:
-            guard decision.admitted else { return try await readOld(key, servedBy: .oldOnly) }
+            guard decision.admitted, !(breaker?.isOpen ?? false) else {
+                return try await readOld(key, servedBy: .oldOnly)
+            }
             return try await shadowRead(key)
         case .live:
             guard decision.admitted, breakerAllows() else { return try await readOld(key, servedBy: .oldOnly) }
