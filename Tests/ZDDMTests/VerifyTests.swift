@@ -1,3 +1,4 @@
+import Foundation
 import MetricsTestKit
 import Testing
 import ZDDM
@@ -109,5 +110,21 @@ struct VerifyTests {
         #expect(throws: ZDDMError.self) {
             try Backfill(proxy: listed, checkpoints: MemoryCheckpointStore<String>(), options: backfillOptions)
         }
+    }
+
+    @Test("Reports and progress encode as JSON, mismatch kinds as object keys")
+    func codable() async throws {
+        let old = InMemoryStore<String, String>(["a": "1"])
+        let new = InMemoryStore<String, String>(["a": "2"])
+        let proxy = try MigrationProxy(name: "v", old: old, new: new, gate: TrafficGate(rate: 1))
+        let report = try await Verify(proxy: proxy).verify()
+        let json = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
+        #expect(json.contains("\"different_value\":1"))
+        let decoded = try JSONDecoder().decode(VerifyReport<String>.self, from: Data(json.utf8))
+        #expect(decoded.counts[.differentValue] == 1)
+        #expect(decoded.sample.first?.key == "a")
+        let progress = try await Backfill(proxy: proxy, checkpoints: MemoryCheckpointStore<String>()).runPass()
+        let again = try JSONDecoder().decode(BackfillProgress.self, from: JSONEncoder().encode(progress))
+        #expect(again.rowsScanned == progress.rowsScanned && again.finished)
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A backfill's progress, reported after every batch and at the end.
-public struct BackfillProgress: Sendable, CustomStringConvertible {
+public struct BackfillProgress: Sendable, Codable, CustomStringConvertible {
     /// Rows read from Old's key list in this pass (resumed runs include the rows before the checkpoint).
     public var rowsScanned: Int
     /// Rows copied into New.

@@ -1,5 +1,5 @@
 /// How New differs from Old for one key.
-public enum MismatchKind: String, Sendable, CaseIterable, Codable {
+public enum MismatchKind: String, Sendable, CaseIterable, Codable, CodingKeyRepresentable {
     /// Old has a value, the gate admits the key, New has nothing.
     case missingInNew = "missing_in_new"
     /// New has a value, Old has nothing.
@@ -48,3 +48,6 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
             "\(keysInOld) keys in Old, \(keysInNew) in New, \(mismatches) mismatches (\(kinds)), \(repaired) repaired"
     }
 }
+
+extension VerifyMismatch: Codable where Key: Codable {}
+extension VerifyReport: Codable where Key: Codable {}
