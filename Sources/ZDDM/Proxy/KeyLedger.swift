@@ -11,9 +11,15 @@ import Synchronization
 /// - a fill (Old read, then insert-if-absent into New) overlapped a write or delete that did not overwrite New
 ///   (an invalidation, or a key the gate kept out of New): the fill may insert a value older than Old's → unsafe.
 ///
-/// Reads never serve an unsafe key from New and never fill it. Once no operation on it is in flight, a read
-/// repairs it by invalidating it in New; new marks made meanwhile keep it unsafe. The number of unsafe keys is
-/// bounded; past the bound the ledger is *degraded*: New is kept out of every read until ``resetAfterVerify()``.
+/// A New call that ran out of the proxy's budget stays in flight here until it really ends (the key is marked
+/// unsafe at once), and a write-back write acknowledged before its New step keeps reads of the key on Old until
+/// that step ends.
+///
+/// Reads never serve an unsafe key from New and never fill it. Once no operation on it is in flight, the last
+/// operation to finish, a later read, or `repairUnsafeKeys` repairs it by invalidating it in New; marks made
+/// meanwhile keep it unsafe. The number of unsafe keys is bounded; past the bound the ledger is *degraded*: New is
+/// kept out of every read until a reset after a verify pass (``resetAfterVerify(startedAt:)``), which forgets only
+/// what happened before the pass started.
 final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     struct State {
         var mutations = 0
