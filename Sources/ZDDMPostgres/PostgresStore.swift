@@ -281,20 +281,12 @@ extension PostgresStore {
         let keysAfter: String
         let readMany: String
         let insertMany: String
-        private let table: String
-        private let key: String
-        private let value: String
-        private let flag: String
 
         init(_ schema: KeyValueTableSchema, keyKind: SQLKeyKind) {
             let t = schema.table.quoted
             let k = schema.keyColumn.quoted
             let v = schema.valueColumn.quoted
             let d = schema.tombstoneColumn.quoted
-            table = t
-            key = k
-            value = v
-            flag = d
             let ordered = keyKind == .text ? "\(k) COLLATE \"C\"" : k
             create = """
                 CREATE TABLE IF NOT EXISTS \(t) (\(k) \(PostgresBinding.columnType(keyKind)) PRIMARY KEY, \
