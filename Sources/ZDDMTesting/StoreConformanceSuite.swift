@@ -17,13 +17,7 @@ public import ZDDM
 /// ```
 public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.Value: Equatable {
     /// A named check and what went wrong.
-    public struct Failure: Sendable, CustomStringConvertible {
-        /// The check's name.
-        public var check: String
-        /// What was wrong.
-        public var detail: String
-        public var description: String { "\(check): \(detail)" }
-    }
+    public typealias Failure = StoreConformanceFailure.Check
 
     private let makeStore: @Sendable () async throws -> Store
     private let key: @Sendable (Int) -> Store.Key
@@ -50,15 +44,12 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
     }
 
     /// Runs every check.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/conformance`` listing every failed check, or the first
-    ///   unexpected error a store threw.
+    /// - Throws: ``StoreConformanceFailure`` listing every failed check, or the first unexpected error a store
+    ///   threw.
     public func run() async throws {
         let failures = try await failures()
         if !failures.isEmpty {
-            throw ZDDMError(
-                .conformance,
-                message: "\(failures.count) check(s) failed:\n" + failures.map { "- \($0)" }.joined(separator: "\n")
-            )
+            throw StoreConformanceFailure(failures: failures)
         }
     }
 
@@ -304,5 +295,24 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
             expect(rejected, "list-limit", "a limit below 1 must be rejected")
         }
         return failures
+    }
+}
+
+/// The checks of a ``StoreConformanceSuite`` that a store failed.
+public struct StoreConformanceFailure: Error, Sendable, CustomStringConvertible {
+    /// One failed check.
+    public struct Check: Sendable, CustomStringConvertible {
+        /// The check's name.
+        public var check: String
+        /// What was wrong.
+        public var detail: String
+        public var description: String { "\(check): \(detail)" }
+    }
+
+    /// Every failed check.
+    public var failures: [Check]
+
+    public var description: String {
+        "\(failures.count) conformance check(s) failed:\n" + failures.map { "- \($0)" }.joined(separator: "\n")
     }
 }

@@ -14,6 +14,7 @@ struct StageTests {
             #expect(h.gate.stage == stage)
         }
         let refused = try #require(throws: ZDDMError.self) { try h.gate.setStage(.rampdown) }
+        #expect(refused.code == .refusedTransition)
         #expect(refused.description.contains("clean verify"))
         #expect(h.gate.stage == .live)
         #expect(throws: ZDDMError.self) { try h.gate.setStage(.complete) }

@@ -52,8 +52,8 @@ struct StoreTests {
         let failures = try await suite.failures().map(\.check)
         #expect(failures.contains("insert-tombstone"))
         #expect(failures.contains("insert-vs-write") || failures.contains("insert-atomic"))
-        let error = await #expect(throws: ZDDMError.self) { try await suite.run() }
-        #expect(error?.code == .conformance)
+        let error = await #expect(throws: StoreConformanceFailure.self) { try await suite.run() }
+        #expect(error?.failures.map(\.check) == failures)
     }
 
     @Test("A closure-built store declares what it was given, refuses the rest, and passes the suite when complete")

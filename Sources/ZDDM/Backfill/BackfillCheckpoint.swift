@@ -68,7 +68,7 @@ public struct FileCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointSt
         do {
             return try JSONDecoder().decode(BackfillCheckpoint<Key>.self, from: Data(contentsOf: url))
         } catch {
-            throw ZDDMError(.invalidArgument, message: "unreadable checkpoint file \(url.path)", underlying: error)
+            throw ZDDMError(.io, message: "unreadable checkpoint file \(url.path)", underlying: error)
         }
     }
 
@@ -78,7 +78,7 @@ public struct FileCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointSt
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             try JSONEncoder().encode(checkpoint).write(to: url, options: .atomic)
         } catch {
-            throw ZDDMError(.invalidArgument, message: "cannot write checkpoint file \(url.path)", underlying: error)
+            throw ZDDMError(.io, message: "cannot write checkpoint file \(url.path)", underlying: error)
         }
     }
 }

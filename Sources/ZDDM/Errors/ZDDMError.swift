@@ -12,7 +12,10 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
             case unsupported
             case invalidArgument
             case connectionFailed
-            case conformance
+            case io
+            case refusedTransition
+            case mappingFailed
+            case timeout
         }
 
         private let base: Base
@@ -28,8 +31,15 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
         public static let invalidArgument = Code(.invalidArgument)
         /// A database could not be reached or refused the login.
         public static let connectionFailed = Code(.connectionFailed)
-        /// A store failed the conformance suite.
-        public static let conformance = Code(.conformance)
+        /// Reading or writing a local file (a checkpoint, a marker) failed; the message names the file.
+        public static let io = Code(.io)
+        /// A stage transition (or a rate change a stage forbids) was refused; the message says what it needs.
+        public static let refusedTransition = Code(.refusedTransition)
+        /// A row read from a table could not be turned into a key or a value (the table's data or the mapping is
+        /// wrong, not the caller's argument).
+        public static let mappingFailed = Code(.mappingFailed)
+        /// A call ran out of its time budget; ``ZDDMError/role`` and ``ZDDMError/operation`` say which.
+        public static let timeout = Code(.timeout)
 
         public var description: String {
             switch base {
@@ -38,7 +48,10 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
             case .unsupported: "unsupported"
             case .invalidArgument: "invalid argument"
             case .connectionFailed: "connection failed"
-            case .conformance: "conformance failure"
+            case .io: "I/O failed"
+            case .refusedTransition: "refused transition"
+            case .mappingFailed: "mapping failed"
+            case .timeout: "timed out"
             }
         }
     }

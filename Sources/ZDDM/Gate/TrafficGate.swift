@@ -85,7 +85,7 @@ public final class TrafficGate: Sendable {
     public func setRate(_ newRate: Double) throws {
         try Self.validate(newRate)
         if newRate < 1, !stage.oldIsAuthoritative {
-            throw ZDDMError(.invalidRate, message: "the rate stays 1 in stage \(stage), got \(newRate)")
+            throw ZDDMError(.refusedTransition, message: "the rate stays 1 in stage \(stage), got \(newRate)")
         }
         if newRate < rate { markNewBehind() }
         // The high-water mark goes up before the rate does, so that whoever sees the new rate also sees a
@@ -173,7 +173,7 @@ public final class TrafficGate: Sendable {
     }
 
     private func stageError(_ from: MigrationStage, _ to: MigrationStage, _ reason: String) -> ZDDMError {
-        ZDDMError(.invalidArgument, message: "cannot move from stage \(from) to \(to): \(reason)")
+        ZDDMError(.refusedTransition, message: "cannot move from stage \(from) to \(to): \(reason)")
     }
 
     /// Records that New may have fallen behind Old (a clean verify from before no longer counts).

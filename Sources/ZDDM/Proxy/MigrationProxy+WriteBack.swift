@@ -32,7 +32,7 @@ public struct FileWriteBackMarker: WriteBackMarker {
             try Data("zddm write-back session\n".utf8).write(to: url, options: .atomic)
         } catch {
             throw ZDDMError(
-                .invalidArgument,
+                .io,
                 message: "cannot write the write-back marker \(url.path)",
                 underlying: error
             )
@@ -40,7 +40,12 @@ public struct FileWriteBackMarker: WriteBackMarker {
     }
 
     public func clear() async throws {
-        if FileManager.default.fileExists(atPath: url.path) { try FileManager.default.removeItem(at: url) }
+        guard FileManager.default.fileExists(atPath: url.path) else { return }
+        do {
+            try FileManager.default.removeItem(at: url)
+        } catch {
+            throw ZDDMError(.io, message: "cannot remove the write-back marker \(url.path)", underlying: error)
+        }
     }
 }
 
