@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Circuit breaker state machine")
 struct CircuitBreakerStateMachineTests {
-    let start = ContinuousClock.now
+    let start = Duration.zero
     let configuration = CircuitBreakerConfiguration(
         window: .seconds(10),
         minimumCalls: 4,

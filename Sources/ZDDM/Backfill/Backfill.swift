@@ -13,8 +13,8 @@ public import ServiceLifecycle
 /// saves the checkpoint and returns. Failed batches are retried with backoff; a batch that keeps failing ends the
 /// run with the error (the checkpoint stays at the last complete batch).
 ///
-/// Batches go through the proxy's safety memory like read-through fills, so a backfill in the same process as the
-/// service's proxy is safe against every race the proxy handles. A backfill in another process is safe against
+/// Batches go through the migration's safety memory like read-through fills, so a backfill built on the same
+/// ``MigrationCore`` as the service's proxy is safe against every race the proxy handles. A backfill in another process is safe against
 /// writes that go to New; run verify afterwards if the rate went down or the killswitch was used meanwhile.
 public final class Backfill<Old: KeyValueStore, New: KeyValueStore, Checkpoints: BackfillCheckpointStore>: Service
 where
@@ -28,14 +28,15 @@ where
 
     /// The checkpoint's name.
     public let name: String
-    private let proxy: MigrationProxy<Old, New>
+    private let core: MigrationCore<Old, New>
     private let checkpoints: Checkpoints
     private let options: BackfillOptions
     private let onProgress: (@Sendable (BackfillProgress) -> Void)?
 
     /// Creates a backfill.
     /// - Parameters:
-    ///   - proxy: The migration's proxy: its stores, gate and safety memory.
+    ///   - core: The migration's stores, gate, safety memory, metrics and clock (``MigrationProxy/core`` when the
+    ///     process also serves traffic).
     ///   - checkpoints: Where checkpoints are kept.
     ///   - name: The checkpoint's name; by default the migration's name.
     ///   - options: Batching, throttling and retries.
@@ -43,7 +44,7 @@ where
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a batch size, concurrency, rate or
     ///   attempt count below 1, or ``ZDDMError/Code/unsupported`` when Old cannot list its keys.
     public init(
-        proxy: MigrationProxy<Old, New>,
+        core: MigrationCore<Old, New>,
         checkpoints: Checkpoints,
         name: String? = nil,
         options: BackfillOptions = BackfillOptions(),
@@ -61,21 +62,39 @@ where
         guard options.maxAttempts >= 1 else {
             throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
         }
-        guard proxy.old.capabilities.contains(.orderedKeys) else {
+        guard core.old.capabilities.contains(.orderedKeys) else {
             throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
         }
-        self.proxy = proxy
+        self.core = core
         self.checkpoints = checkpoints
-        self.name = name ?? proxy.name
+        self.name = name ?? core.name
         self.options = options
         self.onProgress = onProgress
+    }
+
+    /// Creates a backfill sharing a proxy's core (its stores, gate and safety memory).
+    /// - Parameters:
+    ///   - proxy: The migration's proxy.
+    ///   - checkpoints: Where checkpoints are kept.
+    ///   - name: The checkpoint's name; by default the migration's name.
+    ///   - options: Batching, throttling and retries.
+    ///   - onProgress: Called after every batch and at the end.
+    /// - Throws: As ``init(core:checkpoints:name:options:onProgress:)``.
+    public convenience init(
+        proxy: MigrationProxy<Old, New>,
+        checkpoints: Checkpoints,
+        name: String? = nil,
+        options: BackfillOptions = BackfillOptions(),
+        onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
+    ) throws {
+        try self.init(core: proxy.core, checkpoints: checkpoints, name: name, options: options, onProgress: onProgress)
     }
 
     private struct Completed: Sendable {
         var sequence: Int
         var lastKey: Key
         var scanned: Int
-        var result: MigrationProxy<Old, New>.BatchCopyResult
+        var result: MigrationCore<Old, New>.BatchCopyResult
     }
 
     /// Runs the backfill to the end of Old's keys, or until cancelled or shut down gracefully.
@@ -89,12 +108,12 @@ where
     /// - Throws: ``ZDDMError`` when a batch keeps failing or a checkpoint cannot be saved.
     @discardableResult
     public func runPass() async throws -> BackfillProgress {
-        let gate = proxy.gate
+        let gate = core.gate
         let startRate = gate.rate
         var checkpoint = try await checkpoints.load(name: name)
         if options.restart { checkpoint = nil }
         if let previous = checkpoint, previous.rate < startRate {
-            proxy.logger.info(
+            core.logger.info(
                 "rate went up since the last backfill pass; starting over",
                 metadata: ["zddm.backfill": "\(name)"]
             )
@@ -118,13 +137,13 @@ where
             onProgress?(progress)
             return progress
         }
-        proxy.logger.info("backfill starting", metadata: ["zddm.backfill": "\(name)"])
-        let clock = ContinuousClock()
+        core.logger.info("backfill starting", metadata: ["zddm.backfill": "\(name)"])
+        let clock = core.clock
         let started = clock.now
         let scannedAtStart = state.rowsScanned
-        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
+        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0, clock: clock) }
         let options = self.options
-        let proxy = self.proxy
+        let core = self.core
 
         func stopping() -> Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 
@@ -162,14 +181,16 @@ where
             }
 
             while !endOfKeys, !stopping() {
-                while !proxy.isNewTrafficAllowed, !stopping() {
-                    try? await Task.sleep(for: .milliseconds(100))
+                while !core.isNewTrafficAllowed, !stopping() {
+                    try? await clock.sleep(for: options.pollInterval)
                 }
                 if stopping() { break }
                 let keys: [Key]
                 do {
-                    keys = try await Self.retrying(options) {
-                        try await proxy.old.keys(after: cursor, limit: options.batchSize)
+                    keys = try await Self.retrying(options, clock) {
+                        try await core.storeSpan(.old, .listKeys) {
+                            try await core.old.keys(after: cursor, limit: options.batchSize)
+                        }
                     }
                 } catch {
                     if stopping() { break }
@@ -192,10 +213,15 @@ where
                 inFlight += 1
                 let batch = sequence
                 group.addTask {
-                    let began = ContinuousClock.now
-                    let result = try await Self.retrying(options) { try await proxy.copyBatch(keys) }
-                    if let threshold = options.maxNewLatency, ContinuousClock.now - began > threshold {
-                        try? await Task.sleep(for: options.latencyPause)
+                    let began = clock.now
+                    let result = try await core.traced("zddm.backfill.batch") { span in
+                        span?.attributes["zddm.batch.size"] = keys.count
+                        let result = try await Self.retrying(options, clock) { try await core.copyBatch(keys) }
+                        span?.attributes["zddm.batch.copied"] = result.copied
+                        return result
+                    }
+                    if let threshold = options.maxNewLatency, clock.now - began > threshold {
+                        try? await clock.sleep(for: options.latencyPause)
                     }
                     return Completed(sequence: batch, lastKey: last, scanned: keys.count, result: result)
                 }
@@ -214,7 +240,7 @@ where
         progress.rowsScanned = state.rowsScanned
         progress.elapsed = clock.now - started
         onProgress?(progress)
-        proxy.logger.info(
+        core.logger.info(
             state.finished ? "backfill finished" : "backfill stopped; checkpoint saved",
             metadata: ["zddm.backfill": "\(name)", "zddm.rows_scanned": "\(state.rowsScanned)"]
         )
@@ -223,6 +249,7 @@ where
 
     private static func retrying<R: Sendable>(
         _ options: BackfillOptions,
+        _ clock: MigrationClock,
         _ body: () async throws -> R
     ) async throws -> R {
         var delay = options.retryDelay
@@ -233,7 +260,7 @@ where
             } catch {
                 if attempt >= options.maxAttempts || Task.isCancelled { throw error }
                 attempt += 1
-                try await Task.sleep(for: delay)
+                try await clock.sleep(for: delay)
                 delay *= 2
             }
         }
@@ -260,6 +287,8 @@ public struct BackfillOptions: Sendable {
     public var expectedTotal: Int?
     /// Start a new pass from the first key even when the checkpoint says the last one finished (or stopped).
     public var restart = false
+    /// How often a backfill waiting for New traffic to come back on looks again.
+    public var pollInterval: Duration = .milliseconds(100)
 
     /// Creates options with the defaults.
     public init() {}

@@ -3,15 +3,17 @@ import Synchronization
 /// The circuit breaker around New: a ``CircuitBreakerStateMachine`` behind a lock, with the clock.
 final class CircuitBreaker: Sendable {
     private let machine: Mutex<CircuitBreakerStateMachine>
-    private let clock = ContinuousClock()
+    private let clock: MigrationClock
     private let onEvent: @Sendable (CircuitBreakerStateMachine.Event) -> Void
     let slowCallDuration: Duration?
 
     init(
         configuration: CircuitBreakerConfiguration,
+        clock: MigrationClock,
         onEvent: @escaping @Sendable (CircuitBreakerStateMachine.Event) -> Void
     ) {
-        self.machine = Mutex(CircuitBreakerStateMachine(configuration: configuration, now: ContinuousClock.now))
+        self.clock = clock
+        self.machine = Mutex(CircuitBreakerStateMachine(configuration: configuration, now: clock.now))
         self.slowCallDuration = configuration.slowCallDuration
         self.onEvent = onEvent
     }

@@ -8,10 +8,10 @@
 struct CircuitBreakerStateMachine: Sendable {
     enum State: Sendable, Equatable {
         case closed
-        case open(until: ContinuousClock.Instant)
+        case open(until: Duration)
         /// `probeStarted` is when the current probe was let through, `nil` when none is out. A probe that never
         /// reports (its caller ended up not calling New) stops blocking after `openDuration`.
-        case halfOpen(successes: Int, probeStarted: ContinuousClock.Instant?)
+        case halfOpen(successes: Int, probeStarted: Duration?)
     }
 
     /// What a transition asks the owner to report.
@@ -31,20 +31,20 @@ struct CircuitBreakerStateMachine: Sendable {
     let configuration: CircuitBreakerConfiguration
     private(set) var state: State = .closed
     private var buckets: [Bucket]
-    private let origin: ContinuousClock.Instant
+    private let origin: Duration
 
-    init(configuration: CircuitBreakerConfiguration, now: ContinuousClock.Instant) {
+    init(configuration: CircuitBreakerConfiguration, now: Duration) {
         self.configuration = configuration
         self.buckets = Array(repeating: Bucket(), count: max(1, Int(configuration.window.components.seconds)))
         self.origin = now
     }
 
-    private func second(_ now: ContinuousClock.Instant) -> Int64 {
+    private func second(_ now: Duration) -> Int64 {
         (now - origin).components.seconds
     }
 
     /// Whether a New call may go ahead now. In half-open it claims the single probe slot.
-    mutating func allowCall(now: ContinuousClock.Instant) -> (allowed: Bool, event: Event) {
+    mutating func allowCall(now: Duration) -> (allowed: Bool, event: Event) {
         switch state {
         case .closed:
             return (true, .none)
@@ -60,7 +60,7 @@ struct CircuitBreakerStateMachine: Sendable {
     }
 
     /// Records a New call's outcome.
-    mutating func record(failed: Bool, now: ContinuousClock.Instant) -> Event {
+    mutating func record(failed: Bool, now: Duration) -> Event {
         switch state {
         case .open:
             return .none

@@ -18,187 +18,171 @@ public final class TrafficGate: Sendable {
     /// The hasher that maps keys to hash rates.
     public let hasher: any GateHasher
 
+    /// Every change goes through this, one at a time.
+    private let control: Mutex<GateControlState>
+    /// What the request path reads, published from `control` after every change (a sequence lock: odd while a
+    /// change is being published, so a reader retries rather than mixing two states).
+    private let version = Atomic<UInt64>(0)
     private let rateBits: Atomic<UInt64>
     private let highWaterBits: Atomic<UInt64>
-    private let killswitchFlag: Atomic<Bool>
-    private let stageCode: Atomic<UInt8>
-    /// Bumped by every event that can leave New behind Old (a key marked unsafe, the killswitch, a lower rate).
-    private let newBehindEpoch = Atomic<UInt64>(1)
-    /// The `newBehindEpoch` a clean verify pass saw from start to end; rampdown needs it to be current.
-    private let verifiedEpoch = Atomic<UInt64>(0)
-    /// Writes to Old that failed during rampdown: Old is behind New by that many keys.
-    private let oldBehind = Atomic<Int>(0)
+    /// Bit 8: killswitch; bits 0–7: the stage's code.
+    private let flags: Atomic<UInt64>
 
     /// Creates a gate.
     /// - Parameters:
     ///   - rate: The initial rate, in `[0, 1]`; 0 (the default) admits no key.
     ///   - hasher: The hasher; by default the original ZDDM's unsalted SHA-1 rate hasher.
     ///   - killswitch: Whether New traffic starts switched off.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `rate` is NaN or outside `[0, 1]`.
     ///   - stage: The initial stage; `live` (the original ZDDM behaviour) by default. Only `off` to `live` can be
     ///     given here; `rampdown` and `complete` are reached through ``setStage(_:)``.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `rate` is NaN or outside `[0, 1]`, or
+    ///   ``ZDDMError/Code/refusedTransition`` for a stage a gate cannot start in.
     public init(
         rate: Double = 0,
         hasher: any GateHasher = SHA1RateHasher(),
         killswitch: Bool = false,
         stage: MigrationStage = .live
     ) throws {
-        try Self.validate(rate)
-        guard stage.oldIsAuthoritative else {
-            throw ZDDMError(.invalidArgument, message: "a gate cannot start in stage \(stage); reach it with setStage")
-        }
+        let state = try GateControlState(rate: rate, killswitch: killswitch, stage: stage)
         self.hasher = hasher
+        self.control = Mutex(state)
         self.rateBits = Atomic(rate.bitPattern)
         self.highWaterBits = Atomic(rate.bitPattern)
-        self.killswitchFlag = Atomic(killswitch)
-        self.stageCode = Atomic(stage.code)
+        self.flags = Atomic(Self.flags(state.snapshot))
+    }
+
+    private static func flags(_ snapshot: GateSnapshot) -> UInt64 {
+        (snapshot.killswitch ? 1 << 8 : 0) | UInt64(snapshot.stage.code)
     }
 
     /// Checks that a rate is a number in `[0, 1]`.
     /// - Parameter rate: The rate to check.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate``, naming the value.
     public static func validate(_ rate: Double) throws {
-        guard rate >= 0, rate <= 1 else {
-            throw ZDDMError(.invalidRate, message: "rate must be a number in [0, 1], got \(rate)")
+        try GateControlState.validate(rate)
+    }
+
+    /// Rate, high-water rate, killswitch and stage, read together: a consistent view even while another task
+    /// changes them. A couple of atomic loads, no lock.
+    public var snapshot: GateSnapshot {
+        while true {
+            let before = version.load(ordering: .acquiring)
+            if before & 1 == 0 {
+                let rate = rateBits.load(ordering: .acquiring)
+                let highWater = highWaterBits.load(ordering: .acquiring)
+                let flags = flags.load(ordering: .acquiring)
+                if version.load(ordering: .acquiring) == before {
+                    return GateSnapshot(
+                        rate: Double(bitPattern: rate),
+                        highWaterRate: Double(bitPattern: highWater),
+                        killswitch: flags & (1 << 8) != 0,
+                        stage: MigrationStage(code: UInt8(truncatingIfNeeded: flags))
+                    )
+                }
+            }
+        }
+    }
+
+    /// Applies a change to the control state and publishes the result; runs nothing else under the lock.
+    @discardableResult
+    private func change(_ body: (inout GateControlState) throws -> GateControlState.Events) rethrows
+        -> GateControlState.Events
+    {
+        try control.withLock { state in
+            let events = try body(&state)
+            if events.contains(.published) {
+                let snapshot = state.snapshot
+                let odd = version.load(ordering: .relaxed) &+ 1
+                version.store(odd, ordering: .relaxed)
+                highWaterBits.store(snapshot.highWaterRate.bitPattern, ordering: .releasing)
+                rateBits.store(snapshot.rate.bitPattern, ordering: .releasing)
+                flags.store(Self.flags(snapshot), ordering: .releasing)
+                version.store(odd &+ 1, ordering: .releasing)
+            }
+            return events
         }
     }
 
     /// The current rate.
-    public var rate: Double {
-        Double(bitPattern: rateBits.load(ordering: .acquiring))
-    }
+    public var rate: Double { snapshot.rate }
 
     /// The largest rate this gate has had (or was told about).
-    public var highWaterRate: Double {
-        Double(bitPattern: highWaterBits.load(ordering: .acquiring))
-    }
+    public var highWaterRate: Double { snapshot.highWaterRate }
 
     /// Whether the killswitch is on (all New traffic off).
-    public var isKillswitchOn: Bool {
-        killswitchFlag.load(ordering: .acquiring)
-    }
+    public var isKillswitchOn: Bool { snapshot.killswitch }
 
     /// Changes the rate.
     /// - Parameter newRate: The new rate, in `[0, 1]`.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `newRate` is NaN or outside `[0, 1]`;
-    ///   the rate is then unchanged.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `newRate` is NaN or outside `[0, 1]`,
+    ///   or ``ZDDMError/Code/refusedTransition`` below 1 in `rampdown` and `complete`; the rate is then unchanged.
     public func setRate(_ newRate: Double) throws {
-        try Self.validate(newRate)
-        if newRate < 1, !stage.oldIsAuthoritative {
-            throw ZDDMError(.refusedTransition, message: "the rate stays 1 in stage \(stage), got \(newRate)")
-        }
-        if newRate < rate { markNewBehind() }
-        // The high-water mark goes up before the rate does, so that whoever sees the new rate also sees a
-        // high-water rate at least as large.
-        raiseHighWater(newRate)
-        rateBits.store(newRate.bitPattern, ordering: .releasing)
+        try change { try $0.setRate(newRate) }
     }
 
     /// Raises the high-water rate, for example to the largest rate other instances of the fleet have used.
     /// - Parameter rate: A rate in `[0, 1]`; a value below the current high-water rate changes nothing.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` when `rate` is NaN or outside `[0, 1]`.
     public func raiseHighWaterRate(to rate: Double) throws {
-        try Self.validate(rate)
-        raiseHighWater(rate)
+        try change { try $0.raiseHighWaterRate(to: rate) }
     }
 
     /// Turns the killswitch on or off. While it is on, the proxy never touches New.
     /// - Parameter on: `true` to stop all New traffic.
     public func setKillswitch(_ on: Bool) {
-        let wasOn = killswitchFlag.exchange(on, ordering: .acquiringAndReleasing)
-        // Turning it on lets New fall behind: a clean verify from before no longer permits rampdown.
-        if on, !wasOn { markNewBehind() }
+        change { $0.setKillswitch(on) }
     }
 
     /// Whether New may be touched at all: the killswitch is off and the stage is not `off`.
-    public var allowsNewTraffic: Bool {
-        !isKillswitchOn && stage != .off
-    }
+    public var allowsNewTraffic: Bool { snapshot.allowsNewTraffic }
 
     // MARK: Stages
 
     /// The current stage.
-    public var stage: MigrationStage {
-        MigrationStage(code: stageCode.load(ordering: .acquiring))
-    }
+    public var stage: MigrationStage { snapshot.stage }
 
     /// Whether `live` → `rampdown` is allowed now: rate 1, killswitch off, and a clean verify pass that nothing
     /// has invalidated since.
     public var isRampdownPermitted: Bool {
-        rate >= 1 && !isKillswitchOn
-            && verifiedEpoch.load(ordering: .acquiring) == newBehindEpoch.load(ordering: .acquiring)
+        control.withLock { $0.isRampdownPermitted }
     }
 
     /// How many writes to Old failed during `rampdown` (Old is behind New for those keys).
-    public var oldWritesMissed: Int { oldBehind.load(ordering: .acquiring) }
+    public var oldWritesMissed: Int { control.withLock { $0.oldWritesMissed } }
 
     /// Moves to another stage.
     /// - Parameter newStage: The stage to move to.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming the transition and what it needs
-    ///   when it is not allowed (see ``MigrationStage``); the stage is then unchanged.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/refusedTransition`` naming the transition and what it
+    ///   needs when it is not allowed (see ``MigrationStage``); the stage is then unchanged.
     public func setStage(_ newStage: MigrationStage) throws {
-        let current = stage
-        if current == newStage { return }
-        switch (current, newStage) {
-        case (.off, _), (.dualwrite, _), (.shadow, _), (.live, _):
-            if newStage == .complete {
-                throw stageError(current, newStage, "go through rampdown first")
-            }
-            if newStage == .rampdown {
-                guard current == .live else { throw stageError(current, newStage, "only live can move to rampdown") }
-                guard isRampdownPermitted else {
-                    throw stageError(
-                        current,
-                        newStage,
-                        "it needs rate 1, the killswitch off and a clean verify pass since New last fell behind"
-                    )
-                }
-                oldBehind.store(0, ordering: .releasing)
-            }
-        case (.rampdown, .complete):
-            break
-        case (.rampdown, _):
-            let missed = oldWritesMissed
-            guard missed == 0 else {
-                throw stageError(
-                    current,
-                    newStage,
-                    "\(missed) writes to Old failed during rampdown; repair Old from New before rolling back"
-                )
-            }
-        case (.complete, _):
-            throw stageError(current, newStage, "Old is no longer written; going back needs a migration the other way")
-        }
-        stageCode.store(newStage.code, ordering: .releasing)
-    }
-
-    private func stageError(_ from: MigrationStage, _ to: MigrationStage, _ reason: String) -> ZDDMError {
-        ZDDMError(.refusedTransition, message: "cannot move from stage \(from) to \(to): \(reason)")
+        try change { try $0.setStage(newStage) }
     }
 
     /// Records that New may have fallen behind Old (a clean verify from before no longer counts).
     func markNewBehind() {
-        newBehindEpoch.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        change { $0.markNewBehind() }
     }
 
     /// The epoch a verify pass should read when it starts.
-    var newBehindMark: UInt64 { newBehindEpoch.load(ordering: .acquiring) }
+    var newBehindMark: UInt64 { control.withLock { $0.newBehindEpoch } }
 
     /// Records a clean verify pass that started at `mark`; it permits rampdown if nothing happened since.
     func recordCleanVerify(startedAt mark: UInt64) {
-        verifiedEpoch.store(mark, ordering: .releasing)
+        control.withLock { $0.recordCleanVerify(startedAt: mark) }
     }
 
     /// Records a write to Old that failed during rampdown.
     func recordOldWriteMissed() {
-        oldBehind.wrappingAdd(1, ordering: .acquiringAndReleasing)
+        control.withLock { $0.recordOldWriteMissed() }
     }
 
     /// Whether the gate admits a key now (killswitch off and the key's hash rate below the rate).
     /// - Parameter key: The key.
     /// - Returns: `true` when the key takes part in the migration.
     public func admits(_ key: some GateKey) -> Bool {
-        decide(key).admitted
+        let snapshot = self.snapshot
+        guard snapshot.allowsNewTraffic || !snapshot.stage.oldIsAuthoritative else { return false }
+        return admits(key, atRate: snapshot.rate)
     }
 
     /// Whether a key is admitted at a given rate, ignoring the killswitch; rate 0 and 1 are decided without
@@ -211,55 +195,5 @@ public final class TrafficGate: Sendable {
         if rate >= 1 { return true }
         if !(rate > 0) { return false }
         return hasher.hashRate(of: key) < rate
-    }
-
-    /// The gate's verdict on one key, computed with at most one hash.
-    struct Decision: Sendable {
-        /// The key takes part: read New first, write both.
-        var admitted: Bool
-        /// New may hold a copy of the key (its hash rate is below the high-water rate).
-        var mayBeInNew: Bool
-        /// The killswitch was on, or the stage was `off`: New must not be touched.
-        var killswitch: Bool
-        /// The stage.
-        var stage: MigrationStage
-    }
-
-    func decide(_ key: some GateKey) -> Decision {
-        let stage = self.stage
-        if !stage.oldIsAuthoritative {
-            return Decision(admitted: true, mayBeInNew: true, killswitch: false, stage: stage)
-        }
-        let killswitch = isKillswitchOn || stage == .off
-        let rate = self.rate
-        let highWater = self.highWaterRate
-        var hashRate: Double?
-        func hash() -> Double {
-            if let hashRate { return hashRate }
-            let value = hasher.hashRate(of: key)
-            hashRate = value
-            return value
-        }
-        let mayBeInNew = highWater >= 1 || (highWater > 0 && hash() < highWater)
-        let open = rate >= 1 || (rate > 0 && hash() < rate)
-        return Decision(
-            admitted: open && !killswitch,
-            mayBeInNew: mayBeInNew || open,
-            killswitch: killswitch,
-            stage: stage
-        )
-    }
-
-    private func raiseHighWater(_ rate: Double) {
-        var current = highWaterBits.load(ordering: .relaxed)
-        while Double(bitPattern: current) < rate {
-            let (exchanged, original) = highWaterBits.compareExchange(
-                expected: current,
-                desired: rate.bitPattern,
-                ordering: .acquiringAndReleasing
-            )
-            if exchanged { return }
-            current = original
-        }
     }
 }

@@ -99,10 +99,17 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
     }
 
-    private func update<R>(_ key: Key, _ body: (inout State) -> R) -> R {
-        shard(for: key).states.withLock { states in
+    /// What happened under a shard's lock that the callbacks must hear of, once the lock is released.
+    struct Events {
+        var marked = false
+        var degraded = false
+    }
+
+    private func update<R>(_ key: Key, _ body: (inout State, inout Events) -> R) -> R {
+        var events = Events()
+        let result = shard(for: key).states.withLock { states in
             var state = states[key] ?? State()
-            let result = body(&state)
+            let result = body(&state, &events)
             if state.isIdle {
                 states.removeValue(forKey: key)
             } else {
@@ -110,26 +117,33 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             }
             return result
         }
+        notify(events)
+        return result
     }
 
-    /// Marks the key unsafe (caller holds the shard lock through `update`).
+    /// Runs the callbacks for what happened; never called with a lock held.
+    private func notify(_ events: Events) {
+        if events.marked { onUnsafe() }
+        if events.degraded { onDegraded() }
+    }
+
     /// A fresh sequence number for a verify pass to take when it starts: every mark made before it is smaller,
     /// every mark made after it larger.
     func takeMark() -> UInt64 {
         sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
     }
 
-    private func markUnsafe(_ state: inout State) {
+    private func markUnsafe(_ state: inout State, _ events: inout Events) {
         state.unsafeEpoch &+= 1
         state.markedAt = sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
-        onUnsafe()
+        events.marked = true
         guard !state.unsafe else { return }
         // Reserve a slot; past the bound, degrade instead of growing.
         let previous = unsafeCount.wrappingAdd(1, ordering: .relaxed).oldValue
         if previous >= maxUnsafeKeys {
             unsafeCount.wrappingSubtract(1, ordering: .relaxed)
             degradedAt.store(state.markedAt, ordering: .releasing)
-            if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { onDegraded() }
+            if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { events.degraded = true }
             return
         }
         state.unsafe = true
@@ -149,7 +163,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         if unsafeCount.load(ordering: .acquiring) == 0, acknowledgedCount.load(ordering: .acquiring) == 0 {
             return .normal
         }
-        return update(key) { state in
+        return update(key) { state, events in
             // A write-back write was acknowledged and New does not have it yet: Old answers.
             if state.acknowledged > 0 { return .bypass }
             guard state.unsafe else { return .normal }
@@ -159,7 +173,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     func finishRepair(_ key: Key, epoch: UInt64, succeeded: Bool) {
-        update(key) { state in
+        update(key) { state, events in
             state.repairing = false
             if succeeded, state.unsafeEpoch == epoch { clearUnsafe(&state) }
         }
@@ -168,7 +182,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     /// Registers a fill before it reads Old. Returns `false` when the key must not be filled.
     func beginFill(_ key: Key) -> Bool {
         if isDegraded { return false }
-        return update(key) { state in
+        return update(key) { state, events in
             if state.unsafe || state.repairing || state.acknowledged > 0 { return false }
             state.fills += 1
             state.fillStarts &+= 1
@@ -178,7 +192,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     /// Ends a fill. Returns a repair claim when the fill leaves the key unsafe and idle and `mayRepair` is set.
     func endFill(_ key: Key, mayRepair: Bool) -> UInt64? {
-        update(key) { state in
+        update(key) { state, events in
             state.fills -= 1
             return mayRepair ? claimIfIdle(&state) : nil
         }
@@ -205,10 +219,10 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     // MARK: Writes and deletes
 
     func beginMutation(_ key: Key) -> MutationTicket {
-        update(key) { state in
+        update(key) { state, events in
             state.mutations += 1
             // Two writes in flight on one key may reach New in another order than they reached Old.
-            if state.mutations > 1 { markUnsafe(&state) }
+            if state.mutations > 1 { markUnsafe(&state, &events) }
             return MutationTicket(fillsInFlight: state.fills > 0, fillStarts: state.fillStarts)
         }
     }
@@ -223,7 +237,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         acknowledged: Bool = false
     ) -> UInt64? {
         if acknowledged { acknowledgedCount.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
-        return update(key) { state in
+        return update(key) { state, events in
             state.mutations -= 1
             if acknowledged { state.acknowledged -= 1 }
             switch outcome {
@@ -232,10 +246,10 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             case .notOverwritten:
                 // A fill that overlapped this mutation may have read Old before it and insert afterwards.
                 if ticket.fillsInFlight || state.fills > 0 || state.fillStarts != ticket.fillStarts {
-                    markUnsafe(&state)
+                    markUnsafe(&state, &events)
                 }
             case .unsafe:
-                markUnsafe(&state)
+                markUnsafe(&state, &events)
             }
             return mayRepair ? claimIfIdle(&state) : nil
         }
@@ -244,7 +258,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     /// Records that a write-back mutation was acknowledged before its New step finished: reads keep New out of
     /// the key until ``endMutation(_:_:_:mayRepair:acknowledged:)`` reports it.
     func acknowledge(_ key: Key) {
-        update(key) { state in state.acknowledged += 1 }
+        update(key) { state, _ in state.acknowledged += 1 }
         acknowledgedCount.wrappingAdd(1, ordering: .acquiringAndReleasing)
     }
 
@@ -252,12 +266,12 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     /// write-back session ended without draining).
     func degrade() {
         degradedAt.store(sequence.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue, ordering: .releasing)
-        if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { onDegraded() }
+        if !degradedFlag.exchange(true, ordering: .acquiringAndReleasing) { notify(Events(degraded: true)) }
     }
 
     /// Marks a key unsafe now, whatever is in flight on it (a New call that ran out of budget).
     func markUnsafe(_ key: Key) {
-        update(key) { state in markUnsafe(&state) }
+        update(key) { state, events in markUnsafe(&state, &events) }
     }
 
     // MARK: Recovery

@@ -1,36 +1,46 @@
 extension MigrationProxy {
-    /// A read in the `shadow` stage: Old answers the caller; New is read at the same time and compared later.
+    /// A read in the `shadow` stage: Old answers the caller; New is read at the same time in the background and
+    /// compared there, so the caller never waits for New.
     func shadowRead(_ key: Key) async throws -> Value? {
-        guard let shadow = shadowComparison, shadowSampler.hashRate(of: key) < shadow.sampleRatio,
-            shadowInFlight.begin(limit: shadow.maxInFlight)
+        let shadow = shadowComparison
+        guard shadowSampler.hashRate(of: key) < shadow.sampleRatio, shadowInFlight.begin(limit: shadow.maxInFlight)
         else {
-            if shadowComparison != nil { metrics.shadowResult("skipped") }
-            return try await readOld(key, servedBy: .oldOnly)
+            metrics.shadowResult("skipped")
+            return try await core.readOld(key, servedBy: .oldOnly)
         }
-        let clock = ContinuousClock()
+        let oldOutcome = OneShot<Result<StoreRecord<Value>?, any Error>>()
+        let clock = core.clock
         let metrics = self.metrics
         let new = self.new
-        let newRead = Task { () -> Result<StoreRecord<Value>?, any Error> in
+        let submitted = core.submitBackground {
             let started = clock.now
-            defer { metrics.shadowNewLatency.recordInterval(since: started, clock: clock) }
+            let newResult: Result<StoreRecord<Value>?, any Error>
             do {
-                return .success(try await new.read(key))
+                newResult = .success(try await new.read(key))
             } catch {
-                return .failure(error)
+                newResult = .failure(error)
             }
+            metrics.shadowNewLatency.record(clock.now - started)
+            if let oldResult = await oldOutcome.wait() {
+                await self.compare(key, oldResult, newResult, shadow)
+            } else {
+                metrics.shadowResult("skipped")
+            }
+            self.shadowInFlight.end()
+        }
+        if !submitted {
+            shadowInFlight.end()
+            metrics.shadowResult("skipped")
         }
         let started = clock.now
         let oldResult: Result<StoreRecord<Value>?, any Error>
         do {
-            oldResult = .success(try await old.read(key))
+            oldResult = .success(try await core.storeSpan(.old, .read) { try await old.read(key) })
         } catch {
             oldResult = .failure(error)
         }
-        metrics.shadowOldLatency.recordInterval(since: started, clock: clock)
-        Task {
-            await self.compare(key, oldResult, await newRead.value, shadow)
-            self.shadowInFlight.end()
-        }
+        metrics.shadowOldLatency.record(clock.now - started)
+        oldOutcome.fulfil(oldResult)
         switch oldResult {
         case .success(let record):
             metrics.read(.oldOnly)
@@ -88,7 +98,7 @@ extension MigrationProxy {
             )
         }
         if shadow.repairMismatches, isNewTrafficAllowed {
-            try? await invalidateForRepair(key)
+            try? await core.invalidateForRepair(key)
         }
     }
 

@@ -49,10 +49,12 @@ public struct FileWriteBackMarker: WriteBackMarker {
     }
 }
 
-/// Whether write-back is on, and its queue bound.
+/// Whether write-back is on, its queue bound, and the New steps pending.
 final class WriteBackState: Sendable {
     private let enabled = Atomic<Bool>(false)
     private let bound = Atomic<Int>(0)
+    /// New steps acknowledged to their callers and not finished.
+    let pending = InFlightLimit()
 
     var isEnabled: Bool { enabled.load(ordering: .acquiring) }
     var maxPending: Int { bound.load(ordering: .acquiring) }
@@ -69,7 +71,8 @@ final class WriteBackState: Sendable {
 
 extension MigrationProxy {
     /// Starts write-back (the original ZDDM's stretch goal): writes and deletes return once Old has them, and New's
-    /// step follows in the background, through a bounded queue.
+    /// step follows in the background (the proxy's ``run()`` must be running; without it New's step runs before
+    /// the write returns), through a bounded queue.
     ///
     /// - While a key's New step is pending, reads of it are answered by Old (never by New's older copy).
     /// - When `maxPending` New steps are pending, further writes do their New step before returning, as without
@@ -106,13 +109,11 @@ extension MigrationProxy {
         try await marker.clear()
     }
 
-    /// Waits until no write-back New step is pending.
+    /// Waits until no write-back New step is pending (with the rest of the proxy's background work).
     public func drainWriteBack() async {
-        while writeBackPending.current > 0 {
-            try? await Task.sleep(for: .milliseconds(1))
-        }
+        await core.waitForBackgroundWork()
     }
 
     /// Number of write-back New steps queued or running.
-    public var writeBackPendingCount: Int { writeBackPending.current }
+    public var writeBackPendingCount: Int { writeBack.pending.current }
 }

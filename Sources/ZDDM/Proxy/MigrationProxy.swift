@@ -1,5 +1,7 @@
 public import CoreMetrics
 public import Logging
+public import ServiceLifecycle
+public import Tracing
 
 /// Routes every read, write and delete of a migration between an Old store (the source of truth) and a New store.
 ///
@@ -27,74 +29,55 @@ public import Logging
 /// Old's errors are the caller's, wrapped in a ``ZDDMError`` that names Old and the operation. "Not found" is `nil`.
 ///
 /// Share one proxy per migration between all tasks of a process: its protection against same-key races covers the
-/// calls that go through it.
-public final class MigrationProxy<Old: KeyValueStore, New: KeyValueStore>: Sendable
+/// calls that go through it, and the ``Backfill`` and ``Verify`` built on its ``core``.
+///
+/// The proxy is a `Service`: ``run()`` runs its background work (New calls past their budget, write-back,
+/// `shadow` comparisons). Add it to the application's `ServiceGroup` when those are used.
+public final class MigrationProxy<Old: KeyValueStore, New: KeyValueStore>: Service, Sendable
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     public typealias Key = Old.Key
     public typealias Value = Old.Value
+    /// Tuning of the proxy's safety memory and of its protection against a failing or slow New.
+    public typealias Options = MigrationOptions
 
-    /// Tuning of the proxy's safety memory.
-    public struct Options: Sendable {
-        /// The largest number of keys remembered as unsafe before the proxy degrades (keeps New out of all reads).
-        public var maxUnsafeKeys: Int
+    /// The parts the proxy shares with the migration's ``Backfill`` and ``Verify``.
+    public let core: MigrationCore<Old, New>
 
-        /// The longest a request waits for New (a read, a fill, a write's New step, a repair); `nil` waits as long as
-        /// New takes. A call that runs out of budget goes on in the background; the request continues as if New
-        /// had failed (the key is kept out of New until the background call has finished and the key is repaired).
-        public var newCallTimeout: Duration?
-        /// Turns New traffic off when it fails or slows down too much, and probes it back on; `nil` for none.
-        public var circuitBreaker: CircuitBreakerConfiguration?
-
-        /// Creates options.
-        /// - Parameters:
-        ///   - maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
-        ///   - newCallTimeout: The budget for each New call on a request's path; none by default.
-        ///   - circuitBreaker: The automatic killswitch; none by default.
-        public init(
-            maxUnsafeKeys: Int = 100_000,
-            newCallTimeout: Duration? = nil,
-            circuitBreaker: CircuitBreakerConfiguration? = nil
-        ) {
-            self.maxUnsafeKeys = maxUnsafeKeys
-            self.newCallTimeout = newCallTimeout
-            self.circuitBreaker = circuitBreaker
-        }
-    }
-
-    /// The migration's name, used as the `migration` dimension of metrics and in logs.
-    public let name: String
-    /// The Old store.
-    public let old: Old
-    /// The New store.
-    public let new: New
-    /// The gate deciding which keys take part.
-    public let gate: TrafficGate
-
-    let ledger: KeyLedger<Key>
-    let metrics: ProxyMetrics
-    let logger: Logger
-    let shadowComparison: ShadowComparison<Value>?
+    let shadowComparison: ShadowComparison<Value>
     let shadowSampler = FastRateHasher(salt: "zddm-shadow")
     let shadowInFlight = InFlightLimit()
-    let newCallTimeout: Duration?
-    let breaker: CircuitBreaker?
     let writeBack = WriteBackState()
-    let writeBackPending = InFlightLimit()
 
-    /// Creates a proxy.
+    /// Creates a proxy over a migration's core.
+    /// - Parameters:
+    ///   - core: The migration's stores, gate, safety memory, metrics, logs, traces and clock.
+    ///   - shadow: How the `shadow` stage compares New with Old; by default every admitted key, with `==` for
+    ///     `Equatable` values, nothing published.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a shadow ratio outside `[0, 1]` or
+    ///   an in-flight bound below 1.
+    public init(core: MigrationCore<Old, New>, shadow: ShadowComparison<Value> = ShadowComparison()) throws {
+        guard shadow.sampleRatio >= 0, shadow.sampleRatio <= 1, shadow.maxInFlight >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "the shadow sample ratio must be in [0, 1] and maxInFlight ≥ 1")
+        }
+        self.core = core
+        self.shadowComparison = shadow
+    }
+
+    /// Creates a proxy and its migration's core.
     /// - Parameters:
     ///   - name: The migration's name (a metrics dimension; keep it short and stable).
     ///   - old: The source of truth.
     ///   - new: The target; must support atomic insert-if-absent and tombstones.
     ///   - gate: The traffic gate; share it with the other proxies of this migration.
-    ///   - options: Safety-memory tuning.
+    ///   - options: Safety-memory bound, New-call budget and circuit breaker.
     ///   - logger: Where the proxy logs; by default nowhere. The proxy never bootstraps logging.
     ///   - metricsFactory: Where the proxy's metrics go; by default the application's `MetricsSystem.factory`.
-    ///   - shadow: How the `shadow` stage compares New with Old; by default every admitted key, with `==` for
-    ///     `Equatable` values, nothing published.
+    ///   - tracer: Where spans go; by default the installed tracer (none: no spans, no cost).
+    ///   - clock: The clock budgets and the circuit breaker measure time with.
+    ///   - shadow: How the `shadow` stage compares New with Old.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability, or
-    ///   ``ZDDMError/Code/invalidArgument`` for an empty name or a bound below 1.
-    public init(
+    ///   ``ZDDMError/Code/invalidArgument`` for an empty name or an option out of range.
+    public convenience init(
         name: String,
         old: Old,
         new: New,
@@ -102,86 +85,61 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         options: Options = Options(),
         logger: Logger = Logger(label: "zddm", factory: { _ in SwiftLogNoOpLogHandler() }),
         metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil,
+        clock: some Clock<Duration> = ContinuousClock(),
         shadow: ShadowComparison<Value> = ShadowComparison()
     ) throws {
-        guard !name.isEmpty else {
-            throw ZDDMError(.invalidArgument, message: "the migration name must not be empty")
-        }
-        guard options.maxUnsafeKeys >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "maxUnsafeKeys must be at least 1, got \(options.maxUnsafeKeys)")
-        }
-        let missing = StoreCapabilities.newStoreRequirements.subtracting(new.capabilities)
-        if !missing.isEmpty {
-            var names: [String] = []
-            if missing.contains(.atomicInsertIfAbsent) { names.append("atomic insert-if-absent") }
-            if missing.contains(.tombstones) { names.append("tombstones") }
-            throw ZDDMError(
-                .unsupported,
-                role: .new,
-                message: "the New store must support \(names.joined(separator: " and "))"
-            )
-        }
-        guard shadow.sampleRatio >= 0, shadow.sampleRatio <= 1, shadow.maxInFlight >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "the shadow sample ratio must be in [0, 1] and maxInFlight ≥ 1")
-        }
-        if let timeout = options.newCallTimeout, timeout <= .zero {
-            throw ZDDMError(.invalidArgument, message: "newCallTimeout must be above zero, got \(timeout)")
-        }
-        try options.circuitBreaker?.validate()
-        self.newCallTimeout = options.newCallTimeout
-        self.shadowComparison = shadow
-        self.name = name
-        self.old = old
-        self.new = new
-        self.gate = gate
-        var logger = logger
-        logger[metadataKey: "zddm.migration"] = .string(name)
-        self.logger = logger
-        let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
-        self.metrics = metrics
-        let degradedLogger = logger
-        self.breaker = options.circuitBreaker.map { configuration in
-            CircuitBreaker(configuration: configuration) { event in
-                switch event {
-                case .opened:
-                    metrics.breakerTrips.increment()
-                    metrics.breakerState.record(2)
-                    degradedLogger.warning("New is failing or slow: circuit breaker open, New traffic off")
-                case .halfOpened:
-                    metrics.breakerState.record(1)
-                    degradedLogger.info("circuit breaker half-open: probing New")
-                case .closed:
-                    metrics.breakerState.record(0)
-                    degradedLogger.info("circuit breaker closed: New traffic back on")
-                case .none:
-                    break
-                }
-            }
-        }
-        self.ledger = KeyLedger(
-            maxUnsafeKeys: options.maxUnsafeKeys,
-            onUnsafe: { gate.markNewBehind() },
-            onDegraded: {
-                metrics.degraded.record(1)
-                degradedLogger.warning(
-                    "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
-                    metadata: ["zddm.max_unsafe_keys": "\(options.maxUnsafeKeys)"]
-                )
-            }
+        let core = try MigrationCore(
+            name: name,
+            old: old,
+            new: new,
+            gate: gate,
+            options: options,
+            logger: logger,
+            metricsFactory: metricsFactory,
+            tracer: tracer,
+            clock: clock
         )
+        try self.init(core: core, shadow: shadow)
     }
+
+    /// The migration's name, used as the `migration` dimension of metrics and in logs.
+    public var name: String { core.name }
+    /// The Old store.
+    public var old: Old { core.old }
+    /// The New store.
+    public var new: New { core.new }
+    /// The gate deciding which keys take part.
+    public var gate: TrafficGate { core.gate }
+
+    var ledger: KeyLedger<Key> { core.ledger }
+    var metrics: ProxyMetrics { core.metrics }
+    var logger: Logger { core.logger }
 
     /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
     public var isEnabled: Bool { !gate.isKillswitchOn }
+
+    /// Whether New traffic is on: killswitch off, stage not `off`, circuit breaker not open.
+    public var isNewTrafficAllowed: Bool { core.isNewTrafficAllowed }
 
     /// Number of `shadow` comparisons still running in the background.
     public var shadowComparisonsInFlight: Int { shadowInFlight.current }
 
     /// Number of keys currently kept out of New until repaired.
-    public var unsafeKeyCount: Int { ledger.unsafeKeys }
+    public var unsafeKeyCount: Int { core.unsafeKeyCount }
 
     /// Whether the proxy is degraded: too many unsafe keys to track, so every read goes to Old.
-    public var isDegraded: Bool { ledger.isDegraded }
+    public var isDegraded: Bool { core.isDegraded }
+
+    /// Runs the proxy's background work until the service group shuts down; see ``MigrationCore/run()``.
+    public func run() async throws {
+        try await core.run()
+    }
+
+    /// Waits until no background work is pending (New calls past their budget, write-back steps, comparisons).
+    public func waitForBackgroundWork() async {
+        await core.waitForBackgroundWork()
+    }
 
     // MARK: Read
 
@@ -190,58 +148,76 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Returns: The value, or `nil` when the key does not exist (or was deleted).
     /// - Throws: ``ZDDMError`` naming Old when Old's read fails. New's failures never throw.
     public func read(_ key: Key) async throws -> Value? {
-        let decision = gate.decide(key)
-        switch decision.stage {
-        case .rampdown, .complete:
-            return try await readAuthoritativeNew(key, fillFromOld: decision.stage == .rampdown)
-        case .off, .dualwrite:
-            return try await readOld(key, servedBy: .oldOnly)
+        let snapshot = gate.snapshot
+        var plan = CallPlan.read(snapshot) { gate.hasher.hashRate(of: key) }
+        switch plan {
+        case .newFirst:
+            if !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
         case .shadow:
-            guard decision.admitted, !(breaker?.isOpen ?? false) else {
-                return try await readOld(key, servedBy: .oldOnly)
-            }
-            return try await shadowRead(key)
-        case .live:
-            guard decision.admitted, breakerAllows() else { return try await readOld(key, servedBy: .oldOnly) }
+            if core.breaker?.isOpen ?? false { plan = plan.withNewUnavailable() }
+        case .oldOnly, .newAuthoritative:
+            break
         }
+        return try await core.traced("zddm.read") { span in
+            span?.attributes["zddm.stage"] = snapshot.stage.rawValue
+            span?.attributes["zddm.admitted"] = plan != .oldOnly
+            span?.attributes["db.operation.name"] = "read"
+            let (value, source) = try await perform(plan, key)
+            span?.attributes["zddm.served_by"] = source.rawValue
+            return value
+        }
+    }
+
+    private func perform(_ plan: CallPlan.Read, _ key: Key) async throws -> (Value?, ReadSource) {
+        switch plan {
+        case .oldOnly:
+            return (try await core.readOld(key, servedBy: .oldOnly), .oldOnly)
+        case .shadow:
+            return (try await shadowRead(key), .oldOnly)
+        case .newAuthoritative(let fillFromOld):
+            return try await readAuthoritativeNew(key, fillFromOld: fillFromOld)
+        case .newFirst:
+            return try await readThrough(key)
+        }
+    }
+
+    /// The original ZDDM read-through, with the safety memory's protection.
+    private func readThrough(_ key: Key) async throws -> (Value?, ReadSource) {
         switch ledger.readPlan(key) {
         case .normal:
             break
         case .bypass:
-            return try await readOld(key, servedBy: .oldFallback)
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         case .repair(let epoch):
-            if newCallTimeout == nil {
-                await repair(key, epoch: epoch)
-            } else {
-                _ = await withinBudget(.invalidate) { await self.repair(key, epoch: epoch) }
-            }
-            return try await readOld(key, servedBy: .oldFallback)
+            let core = self.core
+            _ = await core.withinBudget(.invalidate) { await core.repair(key, epoch: epoch) }
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
-
-        let record: StoreRecord<Value>?
-        do {
-            record = try await newReadWithinBudget(key)
-        } catch {
-            newFailed(.read, error)
-            return try await readOld(key, servedBy: .oldFallback)
-        }
-        switch record {
-        case .value(let value):
+        let new = self.new
+        let outcome = await core.withinBudget(.read) { await self.core.callNew(.read) { try await new.read(key) } }
+        switch outcome {
+        case .succeeded(.value(let value)):
             metrics.read(.new)
-            return value
-        case .tombstone:
+            return (value, .new)
+        case .succeeded(.tombstone):
             metrics.read(.new)
-            return nil
-        case nil:
+            return (nil, .new)
+        case .succeeded(nil):
             return try await readOldAndFill(key)
+        case nil:
+            // Out of budget: counted as a failed read of New (the call goes on in the background).
+            metrics.newFailure(.read)
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+        case .failed:
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
     }
 
     /// Reads in `rampdown` and `complete`, where New is the source of truth: its failures are the caller's.
-    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool) async throws -> Value? {
+    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool) async throws -> (Value?, ReadSource) {
         let record: StoreRecord<Value>?
         do {
-            record = try await new.read(key)
+            record = try await core.storeSpan(.new, .read) { try await new.read(key) }
         } catch {
             metrics.newFailure(.read)
             throw ZDDMError.store(.new, .read, error)
@@ -249,84 +225,56 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         switch record {
         case .value(let value):
             metrics.read(.new)
-            return value
+            return (value, .new)
         case .tombstone:
             metrics.read(.new)
-            return nil
+            return (nil, .new)
         case nil:
             // Old is still written in rampdown, so a key New never received (cold, or invalidated) is there.
-            return fillFromOld ? try await readOldAndFill(key) : nil
+            return fillFromOld ? try await readOldAndFill(key) : (nil, .new)
         }
     }
 
-    private func readOldAndFill(_ key: Key) async throws -> Value? {
+    private func readOldAndFill(_ key: Key) async throws -> (Value?, ReadSource) {
         guard ledger.beginFill(key) else {
-            return try await readOld(key, servedBy: .oldFallback)
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
         let value: Value?
         do {
-            value = try await readOld(key, servedBy: .oldAfterMiss)
+            value = try await core.readOld(key, servedBy: .oldAfterMiss)
         } catch {
             await endFill(key, mayRepair: true)
             throw error
         }
         guard let value else {
             await endFill(key, mayRepair: true)
-            return nil
+            return (nil, .oldAfterMiss)
         }
         // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
-        if newCallTimeout == nil {
-            await fill(key, value)
-        } else {
-            _ = await withinBudget(.insertIfAbsent) { await self.fill(key, value) }
-        }
-        return value
+        _ = await core.withinBudget(.insertIfAbsent) { await self.fill(key, value) }
+        return (value, .oldAfterMiss)
     }
 
     /// Inserts Old's value into New if New still holds nothing, then ends the fill.
     private func fill(_ key: Key, _ value: Value) async {
-        var newFailed = false
-        do {
-            if try await newCall({ try await self.new.insertIfAbsent(key, value) }) {
-                metrics.fillsInserted.increment()
-            } else {
-                metrics.fillsLost.increment()
-            }
-        } catch {
-            // An insert-if-absent that failed either stored Old's value or nothing; races are the ledger's job.
-            self.newFailed(.insertIfAbsent, error)
-            newFailed = true
+        let new = self.new
+        let outcome = await core.callNew(.insertIfAbsent) { try await new.insertIfAbsent(key, value) }
+        switch outcome {
+        case .succeeded(true): metrics.fillsInserted.increment()
+        case .succeeded(false): metrics.fillsLost.increment()
+        case .failed: break  // either stored Old's value or nothing; races are the ledger's job
         }
-        await endFill(key, mayRepair: !newFailed)
+        if case .failed = outcome {
+            await endFill(key, mayRepair: false)
+        } else {
+            await endFill(key, mayRepair: true)
+        }
     }
 
     private func endFill(_ key: Key, mayRepair: Bool) async {
         if let epoch = ledger.endFill(key, mayRepair: mayRepair && isNewTrafficAllowed) {
-            await repair(key, epoch: epoch)
+            await core.repair(key, epoch: epoch)
         }
-    }
-
-    func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
-        let record: StoreRecord<Value>?
-        do {
-            record = try await old.read(key)
-        } catch {
-            metrics.oldFailure(.read)
-            throw ZDDMError.store(.old, .read, error)
-        }
-        metrics.read(source)
-        return record?.value
-    }
-
-    func repair(_ key: Key, epoch: UInt64) async {
-        do {
-            try await newCall { try await self.new.invalidate(key) }
-            ledger.finishRepair(key, epoch: epoch, succeeded: true)
-        } catch {
-            ledger.finishRepair(key, epoch: epoch, succeeded: false)
-            newFailed(.invalidate, error)
-        }
-        metrics.unsafeKeys.record(ledger.unsafeKeys)
     }
 
     // MARK: Write and delete
@@ -338,10 +286,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's write fails (New is then not touched). New's failures never
     ///   throw.
     public func write(_ key: Key, _ value: Value) async throws {
-        try await mutate(key, oldOperation: .write, newOperation: .write) {
-            try await self.old.write(key, value)
+        let old = self.old
+        let new = self.new
+        try await mutate(key, .write, oldOperation: .write, newOperation: .write) {
+            try await old.write(key, value)
         } newStep: {
-            try await self.new.write(key, value)
+            try await new.write(key, value)
         }
     }
 
@@ -350,80 +300,93 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's delete fails (New is then not touched). New's failures never
     ///   throw.
     public func delete(_ key: Key) async throws {
-        try await mutate(key, oldOperation: .delete, newOperation: .writeTombstone) {
-            try await self.old.delete(key)
+        let old = self.old
+        let new = self.new
+        try await mutate(key, .delete, oldOperation: .delete, newOperation: .writeTombstone) {
+            try await old.delete(key)
         } newStep: {
-            try await self.new.writeTombstone(key)
+            try await new.writeTombstone(key)
         }
+    }
+
+    private enum MutationKind: String {
+        case write
+        case delete
     }
 
     private func mutate(
         _ key: Key,
+        _ kind: MutationKind,
         oldOperation: StoreOperation,
         newOperation: StoreOperation,
-        oldStep: () async throws -> Void,
+        oldStep: @Sendable () async throws -> Void,
         newStep: @escaping @Sendable () async throws -> Void
     ) async throws {
-        switch gate.stage {
-        case .rampdown:
+        let snapshot = gate.snapshot
+        var plan = CallPlan.mutation(snapshot) { gate.hasher.hashRate(of: key) }
+        // The circuit breaker is asked only when the plan would touch New, so that a half-open probe is not claimed
+        // by a call that never reaches New.
+        if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
+        try await core.traced("zddm.\(kind.rawValue)") { span in
+            span?.attributes["zddm.stage"] = snapshot.stage.rawValue
+            span?.attributes["zddm.admitted"] = plan == .oldThenNew
+            span?.attributes["db.operation.name"] = kind.rawValue
+            try await perform(plan, key, oldOperation: oldOperation, newOperation: newOperation, oldStep, newStep)
+        }
+    }
+
+    private func perform(
+        _ plan: CallPlan.Mutation,
+        _ key: Key,
+        oldOperation: StoreOperation,
+        newOperation: StoreOperation,
+        _ oldStep: @Sendable () async throws -> Void,
+        _ newStep: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        switch plan {
+        case .newThenOld:
             try await mutateNewFirst(oldOperation: oldOperation, newOperation: newOperation, oldStep, newStep)
             return
-        case .complete:
+        case .newOnly:
             do {
-                try await newStep()
+                try await core.storeSpan(.new, newOperation, newStep)
             } catch {
                 metrics.newFailure(newOperation)
                 throw ZDDMError.store(.new, newOperation, error)
             }
             return
-        case .off, .dualwrite, .shadow, .live:
+        case .oldOnly, .oldThenNew, .oldThenInvalidate, .oldThenHoldBack:
             break
         }
         let ticket = ledger.beginMutation(key)
-        var decision = gate.decide(key)
-        let touchesNew = decision.admitted || (decision.mayBeInNew && !decision.killswitch)
-        if touchesNew, !breakerAllows() {
-            // The circuit breaker is open: New is off for this call, exactly as with the killswitch.
-            decision.admitted = false
-            decision.killswitch = true
-        }
         do {
-            try await oldStep()
+            try await core.storeSpan(.old, oldOperation, oldStep)
         } catch {
             // Old may have applied the change before failing; if New may hold the key, keep New out of it.
-            _ = ledger.endMutation(key, ticket, decision.mayBeInNew ? .unsafe : .notOverwritten, mayRepair: false)
+            _ = ledger.endMutation(key, ticket, plan.mayBeInNew ? .unsafe : .notOverwritten, mayRepair: false)
             metrics.oldFailure(oldOperation)
             throw ZDDMError.store(.old, oldOperation, error)
         }
         // Old has acknowledged: from here on nothing throws, and New's step runs even if the caller was cancelled.
-        if decision.admitted || (decision.mayBeInNew && !decision.killswitch), writeBack.isEnabled,
-            writeBackPending.begin(limit: writeBack.maxPending)
-        {
+        if plan.hasNewStepAfterOld, writeBack.isEnabled, writeBack.pending.begin(limit: writeBack.maxPending) {
             // Write-back: acknowledge now; New's step follows in the background, and reads keep New out of the
             // key until it has finished.
             ledger.acknowledge(key)
-            Task { [decision] in
-                await self.finishMutation(
-                    key,
-                    ticket,
-                    decision,
-                    newOperation: newOperation,
-                    newStep: newStep,
-                    acknowledged: true
-                )
-                self.writeBackPending.end()
+            let submitted = core.submitBackground {
+                await self.finishMutation(key, ticket, plan, newOperation, newStep, acknowledged: true)
+                self.writeBack.pending.end()
             }
+            if submitted { return }
+            // No background work running: the New step runs here, as without write-back.
+            await finishMutation(key, ticket, plan, newOperation, newStep, acknowledged: true)
+            writeBack.pending.end()
             return
         }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
-        guard newCallTimeout != nil else {
-            await finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
-            return
+        let finished: Void? = await core.withinBudget(newOperation) {
+            await self.finishMutation(key, ticket, plan, newOperation, newStep)
         }
-        let finished = await withinBudget(newOperation) { [decision] in
-            await self.finishMutation(key, ticket, decision, newOperation: newOperation, newStep: newStep)
-        }
-        if !finished {
+        if finished == nil {
             ledger.markUnsafe(key)
             metrics.unsafeKeys.record(ledger.unsafeKeys)
         }
@@ -432,40 +395,38 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     private func finishMutation(
         _ key: Key,
         _ ticket: KeyLedger<Key>.MutationTicket,
-        _ decision: TrafficGate.Decision,
-        newOperation: StoreOperation,
-        newStep: @Sendable () async throws -> Void,
+        _ plan: CallPlan.Mutation,
+        _ newOperation: StoreOperation,
+        _ newStep: @Sendable () async throws -> Void,
         acknowledged: Bool = false
     ) async {
         let outcome: KeyLedger<Key>.MutationOutcome
         var newFailed = false
-        if decision.admitted {
-            do {
-                try await newCall(newStep)
+        switch plan {
+        case .oldThenNew:
+            if case .failed = await core.callNew(newOperation, newStep) {
+                newFailed = true
+                outcome = .unsafe
+            } else {
                 outcome = .overwritten
-            } catch {
-                self.newFailed(newOperation, error)
+            }
+        case .oldThenInvalidate:
+            let new = self.new
+            if case .failed = await core.callNew(.invalidate, { try await new.invalidate(key) }) {
                 newFailed = true
                 outcome = .unsafe
-            }
-        } else if !decision.mayBeInNew {
-            outcome = .notOverwritten
-        } else if decision.killswitch {
-            // New is not touched while the killswitch is on; the key stays unsafe until a read repairs it.
-            outcome = .unsafe
-        } else {
-            do {
-                try await newCall { try await self.new.invalidate(key) }
+            } else {
                 outcome = .notOverwritten
-            } catch {
-                self.newFailed(.invalidate, error)
-                newFailed = true
-                outcome = .unsafe
             }
+        case .oldThenHoldBack:
+            // New is not touched while it is off; the key stays unsafe until a read repairs it.
+            outcome = .unsafe
+        case .oldOnly, .newThenOld, .newOnly:
+            outcome = .notOverwritten
         }
         let mayRepair = !newFailed && isNewTrafficAllowed
         if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair, acknowledged: acknowledged) {
-            await repair(key, epoch: epoch)
+            await core.repair(key, epoch: epoch)
         } else {
             metrics.unsafeKeys.record(ledger.unsafeKeys)
         }
@@ -479,13 +440,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         _ newStep: () async throws -> Void
     ) async throws {
         do {
-            try await newStep()
+            try await core.storeSpan(.new, newOperation, newStep)
         } catch {
             metrics.newFailure(newOperation)
             throw ZDDMError.store(.new, newOperation, error)
         }
         do {
-            try await oldStep()
+            try await core.storeSpan(.old, oldOperation, oldStep)
         } catch {
             // New has the change; Old is behind for this key, which blocks a rollback until Old is repaired.
             metrics.oldFailure(oldOperation)
@@ -497,18 +458,6 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 ]
             )
         }
-    }
-
-    func newFailed(_ operation: StoreOperation, _ error: any Error) {
-        metrics.newFailure(operation)
-        logger.debug(
-            "New store failed; served from Old",
-            metadata: [
-                "zddm.store": "new",
-                "zddm.operation": "\(operation)",
-                "zddm.error_type": "\(type(of: error))",
-            ]
-        )
     }
 
     // MARK: Control
@@ -523,45 +472,23 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         gate.setKillswitch(true)
     }
 
-    /// Invalidates in New the keys marked unsafe that have no operation in flight, so they can be served from New
-    /// again; reads do the same one key at a time.
+    /// Invalidates in New the keys marked unsafe that have no operation in flight; see
+    /// ``MigrationCore/repairUnsafeKeys(limit:)``.
     /// - Parameter limit: The largest number of keys to repair in this call.
     /// - Returns: The number of keys repaired.
     @discardableResult
     public func repairUnsafeKeys(limit: Int = .max) async -> Int {
-        // With New traffic off (killswitch, stage off, breaker open), New is not touched.
-        guard isNewTrafficAllowed else { return 0 }
-        var repaired = 0
-        for (key, epoch) in ledger.claimRepairs(limit: limit) {
-            do {
-                try await new.invalidate(key)
-                ledger.finishRepair(key, epoch: epoch, succeeded: true)
-                repaired += 1
-            } catch {
-                ledger.finishRepair(key, epoch: epoch, succeeded: false)
-                newFailed(.invalidate, error)
-            }
-        }
-        metrics.unsafeKeys.record(ledger.unsafeKeys)
-        return repaired
+        await core.repairUnsafeKeys(limit: limit)
     }
 
-    /// Leaves degraded mode and forgets every unsafe key. Call it only with traffic stopped, after a
-    /// verify-and-repair pass; with traffic running, use ``resetAfterVerify(_:)``, which keeps what the pass did
-    /// not cover.
+    /// Leaves degraded mode and forgets every unsafe key; see ``MigrationCore/resetAfterVerify()``.
     public func resetAfterVerify() {
-        ledger.resetAfterVerify()
-        metrics.degraded.record(0)
-        metrics.unsafeKeys.record(ledger.unsafeKeys)
-        logger.info("safety memory reset after verify")
+        core.resetAfterVerify()
     }
 
-    /// Leaves degraded mode and forgets the unsafe keys that a verify-and-repair pass covered: keys marked (and
-    /// an overflow that happened) before the pass started. Keys marked during or after it stay unsafe.
+    /// Forgets the unsafe keys a verify-and-repair pass covered; see ``MigrationCore/resetAfterVerify(_:)``.
     /// - Parameter report: The report of a verify pass with repair (or one that found no mismatch).
     public func resetAfterVerify(_ report: VerifyReport<Key>) {
-        if ledger.resetAfterVerify(startedAt: report.safetyMark) { metrics.degraded.record(0) }
-        metrics.unsafeKeys.record(ledger.unsafeKeys)
-        logger.info("safety memory reset after verify")
+        core.resetAfterVerify(report)
     }
 }

@@ -150,9 +150,9 @@ struct ProxyMetrics: Sendable {
 }
 
 extension Timer {
-    /// Records the time since `start`.
-    func recordInterval(since start: ContinuousClock.Instant, clock: ContinuousClock) {
-        let elapsed = clock.now - start
-        recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+    /// Records a duration.
+    func record(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

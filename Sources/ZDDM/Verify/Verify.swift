@@ -9,27 +9,28 @@ public import ServiceLifecycle
 /// mismatch.
 ///
 /// Repair makes New agree with Old without ever writing a value older than Old's: a stale key is invalidated in New
-/// (registered with the proxy's safety memory like a write), then missing and invalidated keys are copied from Old
-/// with insert-if-absent, like a backfill batch.
+/// (registered with the migration's safety memory like a write), then missing and invalidated keys are copied from
+/// Old with insert-if-absent, like a backfill batch. A verify pass needs no proxy: build it on the migration's
+/// ``MigrationCore`` (the proxy's ``MigrationProxy/core`` when the process also serves traffic).
 public final class Verify<Old: KeyValueStore, New: KeyValueStore>: Service
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     public typealias Key = Old.Key
     public typealias Value = Old.Value
 
-    private let proxy: MigrationProxy<Old, New>
+    private let core: MigrationCore<Old, New>
     private let options: VerifyOptions
     private let equal: @Sendable (Value, Value) -> Bool
     private let onReport: (@Sendable (VerifyReport<Key>) -> Void)?
 
     /// Creates a verify pass.
     /// - Parameters:
-    ///   - proxy: The migration's proxy: its stores, gate and safety memory.
+    ///   - core: The migration's stores, gate, safety memory, metrics and clock.
     ///   - options: Paging, repair and sampling.
     ///   - equal: How values are compared.
     ///   - onReport: Called with the report at the end of ``run()``.
     /// - Throws: ``ZDDMError`` when a store cannot list its keys or an option is out of range.
     public init(
-        proxy: MigrationProxy<Old, New>,
+        core: MigrationCore<Old, New>,
         options: VerifyOptions = VerifyOptions(),
         equal: @escaping @Sendable (Value, Value) -> Bool,
         onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
@@ -40,13 +41,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         if let rate = options.maxRowsPerSecond, !(rate > 0) {
             throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
         }
-        guard proxy.old.capabilities.contains(.orderedKeys) else {
+        guard core.old.capabilities.contains(.orderedKeys) else {
             throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "verify needs ordered keys")
         }
-        guard proxy.new.capabilities.contains(.orderedKeys) else {
+        guard core.new.capabilities.contains(.orderedKeys) else {
             throw ZDDMError(.unsupported, role: .new, operation: .listKeys, message: "verify needs ordered keys")
         }
-        self.proxy = proxy
+        self.core = core
         self.options = options
         self.equal = equal
         self.onReport = onReport
@@ -63,12 +64,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` when a store fails.
     public func verify() async throws -> VerifyReport<Key> {
         var report = VerifyReport<Key>()
-        report.safetyMark = proxy.ledger.takeMark()
-        let mark = proxy.gate.newBehindMark
-        let rateAtStart = proxy.gate.rate
-        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0) }
-        let old = proxy.old
-        let new = proxy.new
+        report.safetyMark = core.ledger.takeMark()
+        let mark = core.gate.newBehindMark
+        let rateAtStart = core.gate.rate
+        let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0, clock: core.clock) }
+        let old = core.old
+        let new = core.new
 
         func record(_ key: Key, _ kind: MismatchKind) {
             report.counts[kind, default: 0] += 1
@@ -84,11 +85,16 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             guard let last = keys.last else { break }
             try await limiter?.acquire(keys.count)
             report.keysInOld += keys.count
-            var suspects = try await classify(keys)
-            if !suspects.isEmpty { suspects = try await classify(suspects.map(\.key)) }
+            let suspects = try await core.traced("zddm.verify.batch") { span in
+                span?.attributes["zddm.batch.size"] = keys.count
+                var suspects = try await classify(keys)
+                if !suspects.isEmpty { suspects = try await classify(suspects.map(\.key)) }
+                span?.attributes["zddm.batch.mismatches"] = suspects.count
+                return suspects
+            }
             for suspect in suspects { record(suspect.key, suspect.kind) }
             if options.repair, !suspects.isEmpty {
-                if proxy.isNewTrafficAllowed {
+                if core.isNewTrafficAllowed {
                     report.repaired += try await repair(suspects)
                 } else {
                     report.notRepaired += suspects.count
@@ -111,11 +117,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             for key in extra { record(key, .extraInNew) }
             if options.repair {
                 for key in extra {
-                    guard proxy.isNewTrafficAllowed else {
+                    guard core.isNewTrafficAllowed else {
                         report.notRepaired += 1
                         continue
                     }
-                    try await proxy.invalidateForRepair(key)
+                    try await core.invalidateForRepair(key)
                     report.repaired += 1
                 }
             }
@@ -123,12 +129,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             cursor = last
         }
         if report.mismatches > 0 {
-            proxy.metrics.verifyMismatches(report.counts)
-        } else if !Task.isCancelled, rateAtStart >= 1, proxy.unsafeKeyCount == 0, !proxy.isDegraded {
+            core.metrics.verifyMismatches(report.counts)
+        } else if !Task.isCancelled, rateAtStart >= 1, core.unsafeKeyCount == 0, !core.isDegraded {
             // A complete, clean pass at rate 1: New holds what Old holds, unless something happened meanwhile.
-            proxy.gate.recordCleanVerify(startedAt: mark)
+            core.gate.recordCleanVerify(startedAt: mark)
         }
-        proxy.logger.info(
+        core.logger.info(
             "verify finished",
             metadata: ["zddm.mismatches": "\(report.mismatches)", "zddm.repaired": "\(report.repaired)"]
         )
@@ -137,14 +143,14 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Keys of a page of Old's keys that differ in New.
     private func classify(_ keys: [Key]) async throws -> [VerifyMismatch<Key>] {
-        let oldRecords = try await Self.store(.old, .readMany) { try await proxy.old.readMany(keys) }
-        let newRecords = try await Self.store(.new, .readMany) { try await proxy.new.readMany(keys) }
+        let oldRecords = try await Self.store(.old, .readMany) { try await core.old.readMany(keys) }
+        let newRecords = try await Self.store(.new, .readMany) { try await core.new.readMany(keys) }
         var suspects: [VerifyMismatch<Key>] = []
         for key in keys {
             guard let oldValue = oldRecords[key]?.value else { continue }  // deleted meanwhile: pass 2's business
             switch newRecords[key] {
             case nil:
-                if proxy.gate.admits(key) { suspects.append(VerifyMismatch(key: key, kind: .missingInNew)) }
+                if core.gate.admits(key) { suspects.append(VerifyMismatch(key: key, kind: .missingInNew)) }
             case .tombstone:
                 suspects.append(VerifyMismatch(key: key, kind: .tombstoneInNew))
             case .value(let newValue):
@@ -156,16 +162,16 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Keys of a page of New's keys that Old has no value for.
     private func extraInNew(_ keys: [Key]) async throws -> [Key] {
-        let oldRecords = try await Self.store(.old, .readMany) { try await proxy.old.readMany(keys) }
-        let newRecords = try await Self.store(.new, .readMany) { try await proxy.new.readMany(keys) }
+        let oldRecords = try await Self.store(.old, .readMany) { try await core.old.readMany(keys) }
+        let newRecords = try await Self.store(.new, .readMany) { try await core.new.readMany(keys) }
         return keys.filter { oldRecords[$0]?.value == nil && newRecords[$0]?.value != nil }
     }
 
     private func repair(_ suspects: [VerifyMismatch<Key>]) async throws -> Int {
         for suspect in suspects where suspect.kind != .missingInNew {
-            try await proxy.invalidateForRepair(suspect.key)
+            try await core.invalidateForRepair(suspect.key)
         }
-        _ = try await proxy.copyBatch(suspects.map(\.key))
+        _ = try await core.copyBatch(suspects.map(\.key))
         return suspects.count
     }
 
@@ -182,8 +188,40 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 }
 
+extension Verify {
+    /// Creates a verify pass sharing a proxy's core.
+    /// - Parameters:
+    ///   - proxy: The migration's proxy.
+    ///   - options: Paging, repair and sampling.
+    ///   - equal: How values are compared.
+    ///   - onReport: Called with the report at the end of ``run()``.
+    /// - Throws: ``ZDDMError`` when a store cannot list its keys or an option is out of range.
+    public convenience init(
+        proxy: MigrationProxy<Old, New>,
+        options: VerifyOptions = VerifyOptions(),
+        equal: @escaping @Sendable (Value, Value) -> Bool,
+        onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
+    ) throws {
+        try self.init(core: proxy.core, options: options, equal: equal, onReport: onReport)
+    }
+}
+
 extension Verify where Value: Equatable {
     /// Creates a verify pass comparing values with `==`.
+    /// - Parameters:
+    ///   - core: The migration's core.
+    ///   - options: Paging, repair and sampling.
+    ///   - onReport: Called with the report at the end of ``run()``.
+    /// - Throws: ``ZDDMError`` when a store cannot list its keys or an option is out of range.
+    public convenience init(
+        core: MigrationCore<Old, New>,
+        options: VerifyOptions = VerifyOptions(),
+        onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
+    ) throws {
+        try self.init(core: core, options: options, equal: { $0 == $1 }, onReport: onReport)
+    }
+
+    /// Creates a verify pass sharing a proxy's core, comparing values with `==`.
     /// - Parameters:
     ///   - proxy: The migration's proxy.
     ///   - options: Paging, repair and sampling.
@@ -194,7 +232,7 @@ extension Verify where Value: Equatable {
         options: VerifyOptions = VerifyOptions(),
         onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
     ) throws {
-        try self.init(proxy: proxy, options: options, equal: { $0 == $1 }, onReport: onReport)
+        try self.init(core: proxy.core, options: options, equal: { $0 == $1 }, onReport: onReport)
     }
 }
 

@@ -1,4 +1,4 @@
-extension MigrationProxy {
+extension MigrationCore {
     /// What a batch copy did.
     struct BatchCopyResult: Sendable {
         /// Keys the gate did not admit.
@@ -25,21 +25,22 @@ extension MigrationProxy {
         do {
             let records: [Key: StoreRecord<Value>]
             do {
-                records = try await old.readMany(registered)
+                records = try await storeSpan(.old, .readMany) { try await old.readMany(registered) }
             } catch {
                 metrics.oldFailure(.readMany)
                 throw ZDDMError.store(.old, .readMany, error)
             }
             let entries = registered.compactMap { key in records[key]?.value.map { (key: key, value: $0) } }
-            do {
-                let inserted = entries.isEmpty ? [] : try await new.insertManyIfAbsent(entries)
-                result.copied = inserted.count
-                result.present = registered.count - inserted.count
-            } catch {
-                newFailure = true
-                newFailed(.insertManyIfAbsent, error)
-                throw ZDDMError.store(.new, .insertManyIfAbsent, error)
+            if !entries.isEmpty {
+                switch await callNew(.insertManyIfAbsent, { try await new.insertManyIfAbsent(entries) }) {
+                case .succeeded(let inserted):
+                    result.copied = inserted.count
+                case .failed(let error):
+                    newFailure = true
+                    throw ZDDMError.store(.new, .insertManyIfAbsent, error)
+                }
             }
+            result.present = registered.count - result.copied
         } catch {
             await endFills(registered, mayRepair: false)
             throw error
@@ -59,11 +60,8 @@ extension MigrationProxy {
     /// Invalidates a key in New for a repair, registered like a write so that a fill in flight cannot undo it.
     func invalidateForRepair(_ key: Key) async throws {
         let ticket = ledger.beginMutation(key)
-        do {
-            try await new.invalidate(key)
-        } catch {
+        if case .failed(let error) = await callNew(.invalidate, { try await new.invalidate(key) }) {
             _ = ledger.endMutation(key, ticket, .unsafe, mayRepair: false)
-            newFailed(.invalidate, error)
             throw ZDDMError.store(.new, .invalidate, error)
         }
         if let epoch = ledger.endMutation(key, ticket, .notOverwritten, mayRepair: isNewTrafficAllowed) {

@@ -1,0 +1,375 @@
+public import CoreMetrics
+public import Logging
+public import ServiceLifecycle
+public import Tracing
+
+/// One migration's shared parts: its stores, its gate, the safety memory that keeps stale copies in New from being
+/// served, its metrics, logs, traces, clock and background work. The ``MigrationProxy``, ``Backfill`` and
+/// ``Verify`` of a migration share one core, so that a backfill batch or a verify repair in the same process is
+/// protected against every race the proxy's calls are.
+///
+/// It is also a `Service`: ``run()`` runs the migration's background work (New calls that outlive their budget,
+/// write-back steps, `shadow` comparisons). Run it in the application's `ServiceGroup` when any of those is used;
+/// without it they happen in the caller's task (a budget is then not enforced, comparisons are skipped), and the
+/// core says so once in a warning.
+public final class MigrationCore<Old: KeyValueStore, New: KeyValueStore>: Service, Sendable
+where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
+    public typealias Key = Old.Key
+    public typealias Value = Old.Value
+
+    /// The migration's name, used as the `migration` dimension of metrics and in logs and traces.
+    public let name: String
+    /// The Old store (the source of truth until `rampdown`).
+    public let old: Old
+    /// The New store.
+    public let new: New
+    /// The gate deciding which keys take part.
+    public let gate: TrafficGate
+
+    let ledger: KeyLedger<Key>
+    let metrics: ProxyMetrics
+    let logger: Logger
+    let tracer: (any Tracer)?
+    let clock: MigrationClock
+    let background = BackgroundWork()
+    let newCallTimeout: Duration?
+    let breaker: CircuitBreaker?
+    private let warnedNoBackground = AtomicFlag()
+
+    /// Creates a migration's core.
+    /// - Parameters:
+    ///   - name: The migration's name (a metrics dimension; keep it short and stable).
+    ///   - old: The source of truth.
+    ///   - new: The target; must support atomic insert-if-absent and tombstones.
+    ///   - gate: The traffic gate.
+    ///   - options: Safety-memory bound, New-call budget and circuit breaker.
+    ///   - logger: Where the migration logs; by default nowhere. The library never bootstraps logging.
+    ///   - metricsFactory: Where metrics go; by default the application's `MetricsSystem.factory`.
+    ///   - tracer: Where spans go; by default the tracer installed in `InstrumentationSystem` when the core is
+    ///     created. With none installed (the no-op tracer), no span is made at all.
+    ///   - clock: The clock budgets, the circuit breaker and throttles measure time with.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability, or
+    ///   ``ZDDMError/Code/invalidArgument`` for an empty name or an option out of range.
+    public init(
+        name: String,
+        old: Old,
+        new: New,
+        gate: TrafficGate,
+        options: MigrationOptions = MigrationOptions(),
+        logger: Logger = Logger(label: "zddm", factory: { _ in SwiftLogNoOpLogHandler() }),
+        metricsFactory: (any MetricsFactory)? = nil,
+        tracer: (any Tracer)? = nil,
+        clock: some Clock<Duration> = ContinuousClock()
+    ) throws {
+        guard !name.isEmpty else {
+            throw ZDDMError(.invalidArgument, message: "the migration name must not be empty")
+        }
+        try options.validate()
+        let missing = StoreCapabilities.newStoreRequirements.subtracting(new.capabilities)
+        if !missing.isEmpty {
+            var names: [String] = []
+            if missing.contains(.atomicInsertIfAbsent) { names.append("atomic insert-if-absent") }
+            if missing.contains(.tombstones) { names.append("tombstones") }
+            throw ZDDMError(
+                .unsupported,
+                role: .new,
+                message: "the New store must support \(names.joined(separator: " and "))"
+            )
+        }
+        self.name = name
+        self.old = old
+        self.new = new
+        self.gate = gate
+        var logger = logger
+        logger[metadataKey: "zddm.migration"] = .string(name)
+        self.logger = logger
+        let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
+        self.metrics = metrics
+        let tracer = tracer ?? InstrumentationSystem.tracer
+        self.tracer = tracer is NoOpTracer ? nil : tracer
+        let clock = MigrationClock(clock)
+        self.clock = clock
+        self.newCallTimeout = options.newCallTimeout
+        let eventLogger = logger
+        self.breaker = options.circuitBreaker.map { configuration in
+            CircuitBreaker(configuration: configuration, clock: clock) { event in
+                switch event {
+                case .opened:
+                    metrics.breakerTrips.increment()
+                    metrics.breakerState.record(2)
+                    eventLogger.warning("New is failing or slow: circuit breaker open, New traffic off")
+                case .halfOpened:
+                    metrics.breakerState.record(1)
+                    eventLogger.info("circuit breaker half-open: probing New")
+                case .closed:
+                    metrics.breakerState.record(0)
+                    eventLogger.info("circuit breaker closed: New traffic back on")
+                case .none:
+                    break
+                }
+            }
+        }
+        self.ledger = KeyLedger(
+            maxUnsafeKeys: options.maxUnsafeKeys,
+            onUnsafe: { gate.markNewBehind() },
+            onDegraded: {
+                metrics.degraded.record(1)
+                eventLogger.warning(
+                    "too many keys to keep safe individually; New is kept out of all reads until a verify pass",
+                    metadata: ["zddm.max_unsafe_keys": "\(options.maxUnsafeKeys)"]
+                )
+            }
+        )
+    }
+
+    // MARK: State
+
+    /// Whether New traffic is on: killswitch off, stage not `off`, circuit breaker not open.
+    public var isNewTrafficAllowed: Bool {
+        gate.allowsNewTraffic && !(breaker?.isOpen ?? false)
+    }
+
+    /// Number of keys currently kept out of New until repaired.
+    public var unsafeKeyCount: Int { ledger.unsafeKeys }
+
+    /// Whether the safety memory overflowed, so that every read goes to Old until a verify pass.
+    public var isDegraded: Bool { ledger.isDegraded }
+
+    // MARK: Background work
+
+    /// Runs the migration's background work until the service group shuts down (or the task is cancelled); on a
+    /// graceful shutdown it stops taking work and finishes what it has.
+    public func run() async throws {
+        await background.run()
+    }
+
+    /// Waits until no background work is pending (New calls past their budget, write-back steps, comparisons).
+    public func waitForBackgroundWork() async {
+        await background.waitUntilIdle()
+    }
+
+    /// Number of background jobs submitted and not yet finished.
+    public var backgroundWorkPending: Int { background.pending }
+
+    /// Hands `job` to the background work, or reports that it is not running (warning once).
+    func submitBackground(_ job: @escaping @Sendable () async -> Void) -> Bool {
+        if background.submit(job) { return true }
+        if warnedNoBackground.setIfUnset() {
+            logger.warning(
+                """
+                the migration's background work is not running (run the proxy as a Service): New calls run without \
+                a budget, write-back steps in the caller's task, and shadow comparisons are skipped
+                """
+            )
+        }
+        return false
+    }
+
+    // MARK: Tracing
+
+    /// Runs `body` in a span named `name` when a tracer is installed; otherwise just runs it. An error is recorded
+    /// in the span by its type's name only (never its description, which may hold a store's details).
+    func traced<R>(
+        _ name: String,
+        kind: SpanKind = .internal,
+        _ body: (_ span: (any Span)?) async throws -> R
+    ) async throws -> R {
+        guard let tracer else { return try await body(nil) }
+        let span = tracer.startSpan(name, context: ServiceContext.current ?? .topLevel, ofKind: kind)
+        span.attributes["zddm.migration"] = self.name
+        defer { span.end() }
+        do {
+            return try await ServiceContext.withValue(span.context) { try await body(span) }
+        } catch {
+            span.setStatus(SpanStatus(code: .error, message: "\(type(of: error))"))
+            throw error
+        }
+    }
+
+    /// Runs one store call in a child span `zddm.old.<operation>` or `zddm.new.<operation>`.
+    func storeSpan<R>(
+        _ role: StoreRole,
+        _ operation: StoreOperation,
+        _ body: () async throws -> R
+    ) async throws -> R {
+        guard tracer != nil else { return try await body() }
+        return try await traced("zddm.\(role.rawValue).\(operation.rawValue)", kind: .client) { span in
+            span?.attributes["db.operation.name"] = operation.rawValue
+            span?.attributes["zddm.store"] = role.rawValue
+            return try await body()
+        }
+    }
+
+    // MARK: New calls
+
+    /// How a New call ended.
+    enum NewOutcome<R: Sendable>: Sendable {
+        case succeeded(R)
+        case failed(any Error)
+    }
+
+    /// Runs one call to New: the circuit breaker hears of its outcome and duration, a failure is counted and logged,
+    /// and it gets its own span. It never throws.
+    func callNew<R: Sendable>(_ operation: StoreOperation, _ body: () async throws -> R) async -> NewOutcome<R> {
+        let started = breaker == nil ? nil : clock.now
+        do {
+            let result = try await storeSpan(.new, operation, body)
+            if let started { breaker?.record(failed: false, duration: clock.now - started) }
+            return .succeeded(result)
+        } catch {
+            if let started { breaker?.record(failed: true, duration: clock.now - started) }
+            newFailed(operation, error)
+            return .failed(error)
+        }
+    }
+
+    /// Runs a New step (`work`, which calls ``callNew(_:_:)`` and does the step's bookkeeping) within the New-call
+    /// budget: the one place where the budget is enforced. Without a budget, or without background work running,
+    /// `work` runs in the caller's task. Past the budget it goes on in the background and this returns `nil`.
+    func withinBudget<R: Sendable>(
+        _ operation: StoreOperation,
+        _ work: @escaping @Sendable () async -> R
+    ) async -> R? {
+        guard let budget = newCallTimeout else { return await work() }
+        let result = OneShot<R>()
+        guard submitBackground({ result.fulfil(await work()) }) else { return await work() }
+        let clock = self.clock
+        let finished = await withTaskGroup(of: R?.self) { group in
+            group.addTask { await result.wait() }
+            group.addTask {
+                try? await clock.sleep(for: budget)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if finished == nil {
+            metrics.newTimeouts.increment()
+            breaker?.record(failed: true, duration: budget)
+            logger.debug(
+                "New call ran out of budget; it goes on in the background",
+                metadata: ["zddm.store": "new", "zddm.operation": "\(operation)"]
+            )
+        }
+        return finished
+    }
+
+    func newFailed(_ operation: StoreOperation, _ error: any Error) {
+        metrics.newFailure(operation)
+        logger.debug(
+            "New store failed; served from Old",
+            metadata: [
+                "zddm.store": "new",
+                "zddm.operation": "\(operation)",
+                "zddm.error_type": "\(type(of: error))",
+            ]
+        )
+    }
+
+    // MARK: Old
+
+    /// Reads Old for a caller, counting where the read was served from.
+    func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
+        let record: StoreRecord<Value>?
+        do {
+            record = try await storeSpan(.old, .read) { try await old.read(key) }
+        } catch {
+            metrics.oldFailure(.read)
+            throw ZDDMError.store(.old, .read, error)
+        }
+        metrics.read(source)
+        return record?.value
+    }
+
+    // MARK: Repairs
+
+    /// Invalidates an unsafe key in New (a repair claimed from the safety memory) and records the outcome.
+    func repair(_ key: Key, epoch: UInt64) async {
+        let outcome = await callNew(.invalidate) { try await new.invalidate(key) }
+        if case .succeeded = outcome {
+            ledger.finishRepair(key, epoch: epoch, succeeded: true)
+        } else {
+            ledger.finishRepair(key, epoch: epoch, succeeded: false)
+        }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+    }
+
+    /// Invalidates in New the keys marked unsafe that have no operation in flight, so they can be served from New
+    /// again; reads do the same one key at a time.
+    /// - Parameter limit: The largest number of keys to repair in this call.
+    /// - Returns: The number of keys repaired.
+    @discardableResult
+    public func repairUnsafeKeys(limit: Int = .max) async -> Int {
+        // With New traffic off (killswitch, stage off, breaker open), New is not touched.
+        guard isNewTrafficAllowed else { return 0 }
+        var repaired = 0
+        for (key, epoch) in ledger.claimRepairs(limit: limit) {
+            let outcome = await callNew(.invalidate) { try await new.invalidate(key) }
+            if case .succeeded = outcome {
+                ledger.finishRepair(key, epoch: epoch, succeeded: true)
+                repaired += 1
+            } else {
+                ledger.finishRepair(key, epoch: epoch, succeeded: false)
+            }
+        }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        return repaired
+    }
+
+    /// Leaves degraded mode and forgets every unsafe key. Call it only with traffic stopped, after a
+    /// verify-and-repair pass; with traffic running, use ``resetAfterVerify(_:)``, which keeps what the pass did
+    /// not cover.
+    public func resetAfterVerify() {
+        ledger.resetAfterVerify()
+        metrics.degraded.record(0)
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        logger.info("safety memory reset after verify")
+    }
+
+    /// Leaves degraded mode and forgets the unsafe keys that a verify-and-repair pass covered: keys marked (and
+    /// an overflow that happened) before the pass started. Keys marked during or after it stay unsafe.
+    /// - Parameter report: The report of a verify pass with repair (or one that found no mismatch).
+    public func resetAfterVerify(_ report: VerifyReport<Key>) {
+        if ledger.resetAfterVerify(startedAt: report.safetyMark) { metrics.degraded.record(0) }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+        logger.info("safety memory reset after verify")
+    }
+}
+
+/// Tuning of a migration's safety memory and its protection against a failing or slow New.
+public struct MigrationOptions: Sendable {
+    /// The largest number of keys remembered as unsafe before the migration degrades (keeps New out of all reads).
+    public var maxUnsafeKeys: Int
+    /// The longest a request waits for New (a read, a fill, a write's New step, a repair); `nil` waits as long as
+    /// New takes. A call that runs out of budget goes on in the background; the request continues as if New
+    /// had failed (the key is kept out of New until the background call has finished and the key is repaired).
+    public var newCallTimeout: Duration?
+    /// Turns New traffic off when it fails or slows down too much, and probes it back on; `nil` for none.
+    public var circuitBreaker: CircuitBreakerConfiguration?
+
+    /// Creates options.
+    /// - Parameters:
+    ///   - maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
+    ///   - newCallTimeout: The budget for each New call on a request's path; none by default.
+    ///   - circuitBreaker: The automatic killswitch; none by default.
+    public init(
+        maxUnsafeKeys: Int = 100_000,
+        newCallTimeout: Duration? = nil,
+        circuitBreaker: CircuitBreakerConfiguration? = nil
+    ) {
+        self.maxUnsafeKeys = maxUnsafeKeys
+        self.newCallTimeout = newCallTimeout
+        self.circuitBreaker = circuitBreaker
+    }
+
+    func validate() throws {
+        guard maxUnsafeKeys >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "maxUnsafeKeys must be at least 1, got \(maxUnsafeKeys)")
+        }
+        if let timeout = newCallTimeout, timeout <= .zero {
+            throw ZDDMError(.invalidArgument, message: "newCallTimeout must be above zero, got \(timeout)")
+        }
+        try circuitBreaker?.validate()
+    }
+}
