@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .library(name: "ZDDM", targets: ["ZDDM"]),
         .library(name: "ZDDMTesting", targets: ["ZDDMTesting"]),
+        .library(name: "ZDDMSQL", targets: ["ZDDMSQL"]),
         .library(name: "ZDDMSQLite", targets: ["ZDDMSQLite"]),
         .library(name: "ZDDMPostgres", targets: ["ZDDMPostgres"]),
         .library(name: "ZDDMControl", targets: ["ZDDMControl"]),
@@ -52,14 +53,20 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ZDDMSQL",
+            dependencies: ["ZDDM"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ZDDMSQLite",
-            dependencies: ["ZDDM", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["ZDDM", "ZDDMSQL", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         .target(
             name: "ZDDMPostgres",
             dependencies: [
                 "ZDDM",
+                "ZDDMSQL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -80,6 +87,7 @@ let package = Package(
             name: "zddm",
             dependencies: [
                 "ZDDM",
+                "ZDDMSQL",
                 "ZDDMControl",
                 "ZDDMTesting",
                 "ZDDMSQLite",
@@ -120,7 +128,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZDDMCLITests",
-            dependencies: ["ZDDM", "ZDDMSQLite"],
+            dependencies: ["ZDDM", "ZDDMSQL", "ZDDMSQLite"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -128,8 +136,12 @@ let package = Package(
             dependencies: [
                 "ZDDM",
                 "ZDDMTesting",
+                "ZDDMSQL",
                 "ZDDMSQLite",
                 "ZDDMPostgres",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ],

@@ -20,6 +20,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "ZDDM", package: "zddm"),
                 .product(name: "ZDDMTesting", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
             ],
@@ -30,6 +31,7 @@ let package = Package(
             name: "BackfillBench",
             dependencies: [
                 .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
             ],

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresNIO
 import ZDDM
+import ZDDMSQL
 
 /// Conversions between ZDDM's driver-independent values and PostgresNIO's.
 enum PostgresBinding {

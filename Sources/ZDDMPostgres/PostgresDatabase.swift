@@ -1,6 +1,7 @@
 public import Logging
 import PostgresNIO
-public import ZDDM
+import ZDDM
+import ZDDMSQL
 
 /// A connection pool to a PostgreSQL database, shared by any number of stores, that owns the pool's lifecycle.
 ///

@@ -1,5 +1,6 @@
 import PostgresNIO
 import ZDDM
+import ZDDMSQL
 
 /// Turns PostgresNIO's errors into errors whose descriptions hold no SQL parameters, row values or passwords.
 ///

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresNIO
 public import ZDDM
+public import ZDDMSQL
 
 /// A key-value store in a PostgreSQL table, with every capability a New store needs.
 ///

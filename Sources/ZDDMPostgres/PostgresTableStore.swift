@@ -1,6 +1,7 @@
 import Foundation
 import PostgresNIO
 public import ZDDM
+public import ZDDMSQL
 
 /// A store over your own PostgreSQL table, through a ``RowMapping``: no key-value table, no fork of the library.
 ///

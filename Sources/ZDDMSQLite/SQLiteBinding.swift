@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import ZDDM
+import ZDDMSQL
 
 /// Conversions between ZDDM's driver-independent values and GRDB's.
 enum SQLiteBinding {

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-public import ZDDM
+import ZDDM
 
 /// An open SQLite database, shared by any number of stores (for example Old's and New's tables in one file).
 ///

@@ -1,5 +1,6 @@
 import GRDB
 import ZDDM
+import ZDDMSQL
 
 /// Turns GRDB's errors into errors whose descriptions hold no SQL parameters or values.
 enum SQLiteErrors {

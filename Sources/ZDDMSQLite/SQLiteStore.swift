@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 public import ZDDM
+public import ZDDMSQL
 
 /// A key-value store in an SQLite table, with every capability a New store needs.
 ///

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 public import ZDDM
+public import ZDDMSQL
 
 /// A store over your own SQLite table, through a ``RowMapping``: no key-value table, no fork of the library.
 ///

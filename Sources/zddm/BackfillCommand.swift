@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import ZDDM
+import ZDDMSQL
 
 /// `zddm backfill`: copy cold keys from one table to another, resumable.
 struct BackfillCommand: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// `zddm demo`: the main job, a whole live migration on an embedded default.

@@ -1,6 +1,7 @@
 import Foundation
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 
 /// A store opened from a URL, its checkpoint storage, and how to close it.

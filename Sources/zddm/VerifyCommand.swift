@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ZDDM
+import ZDDMSQL
 
 /// `zddm verify`: compare two tables key by key; exit 0 iff they agree.
 struct VerifyCommand: AsyncParsableCommand {

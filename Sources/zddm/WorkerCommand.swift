@@ -6,6 +6,7 @@ import Synchronization
 import SystemPackage
 import ZDDM
 import ZDDMControl
+import ZDDMSQL
 import ZDDMTesting
 
 /// `zddm worker` (hidden): one instance of a fleet, for the multi-process tests.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// The `zddm` binary next to the test bundle (built by `swift test` with the rest of the package).

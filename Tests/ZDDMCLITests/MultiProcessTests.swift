@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// The PostgreSQL server from `POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD` and

@@ -1,6 +1,7 @@
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 
 @Suite("PostgreSQL: bad input gives clear errors and writes nothing", .postgres, .serialized)

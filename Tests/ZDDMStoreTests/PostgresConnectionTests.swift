@@ -4,6 +4,7 @@ import Logging
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 
 @Suite("PostgreSQL connections: bounded, clear failures; the password never shows")
 struct PostgresConnectionTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 import ZDDMTesting
 

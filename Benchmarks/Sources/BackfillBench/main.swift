@@ -1,6 +1,7 @@
 import Foundation
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 
 // A release-mode driver: SQLite → PostgreSQL copies of the same rows, measured one way per process so that each
