@@ -34,6 +34,7 @@ let package = Package(
                 .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
+                .product(name: "ZDDMTesting", package: "zddm"),
             ],
             path: "Sources/BackfillBench"
         ),

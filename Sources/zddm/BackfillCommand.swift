@@ -66,9 +66,7 @@ struct BackfillCommand: AsyncParsableCommand {
         )
         let checkpoints: AnyCheckpointStore<Key>
         if let checkpoint {
-            checkpoints = AnyCheckpointStore(
-                base: FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint))
-            )
+            checkpoints = AnyCheckpointStore(FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint)))
         } else {
             try await new.prepareCheckpoints()
             checkpoints = new.checkpoints

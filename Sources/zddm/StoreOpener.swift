@@ -15,19 +15,6 @@ struct OpenedStore<Key: SQLKey & Codable, Value: Sendable>: Sendable, CustomStri
     let close: @Sendable () async -> Void
 }
 
-/// Type-erased checkpoint storage.
-struct AnyCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointStore {
-    let base: any BackfillCheckpointStore<Key>
-
-    func load(name: String) async throws -> BackfillCheckpoint<Key>? {
-        try await base.load(name: name)
-    }
-
-    func save(_ checkpoint: BackfillCheckpoint<Key>, name: String) async throws {
-        try await base.save(checkpoint, name: name)
-    }
-}
-
 /// Opens key-value tables from `sqlite:` and `postgres://` URLs.
 enum StoreOpener {
     /// Opens a table.
@@ -62,7 +49,7 @@ enum StoreOpener {
             )
             return OpenedStore(
                 store: AnyKeyValueStore(store),
-                checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                checkpoints: AnyCheckpointStore(KeyValueCheckpointStore(checkpoints)),
                 prepareCheckpoints: { try await checkpoints.prepare() },
                 description: "\(database.url)",
                 close: { try? database.close() }
@@ -82,7 +69,7 @@ enum StoreOpener {
                 if fresh { try await database.execute("DROP TABLE IF EXISTS zddm_checkpoints") }
                 return OpenedStore(
                     store: AnyKeyValueStore(store),
-                    checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                    checkpoints: AnyCheckpointStore(KeyValueCheckpointStore(checkpoints)),
                     prepareCheckpoints: { try await checkpoints.prepare() },
                     description: "\(database.url)",
                     close: { await database.shutdown() }
