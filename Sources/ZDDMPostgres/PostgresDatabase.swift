@@ -112,6 +112,11 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         await runTask.value
     }
 
+    /// Runs one statement on a pooled connection and collects its rows.
+    func rows(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+        try await client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger).collect()
+    }
+
     /// `HOST:PORT/DB`, for messages.
     var server: String { "\(url.host):\(url.port)/\(url.database)" }
 

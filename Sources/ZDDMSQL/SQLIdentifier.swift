@@ -16,8 +16,8 @@ public struct SQLIdentifier: Sendable, Hashable, CustomStringConvertible {
     /// - Parameters:
     ///   - name: The table or column name.
     ///   - role: What the name is for, used in the error message (for example `"table name"`).
-    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming `role` when the name is not a
-    ///   valid identifier.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming `role` when the name is
+    ///   not a valid identifier.
     public init(_ name: String, role: String = "identifier") throws {
         guard Self.isValid(name) else {
             throw ZDDMError(

@@ -50,7 +50,8 @@ public protocol SQLKey: GateKey {
 
     /// Reads a key back from a row.
     /// - Parameter sqlKeyValue: The value read from the key column.
-    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` when the value has the wrong kind.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the value has the wrong
+    ///   kind.
     init(sqlKeyValue: SQLKeyValue) throws
 }
 
@@ -58,7 +59,7 @@ extension SQLKeyValue {
     /// The error thrown when a key column holds a value of another kind than the key type.
     static func mismatch(expected: SQLKeyKind, found: SQLKeyValue) -> ZDDMError {
         ZDDMError(
-            .invalidArgument,
+            .mappingFailed,
             message: "the key column holds a \(found.kind) value where a \(expected) key was expected"
         )
     }

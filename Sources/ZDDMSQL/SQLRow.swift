@@ -14,11 +14,12 @@ public struct SQLRow: Sendable, Hashable {
     /// A column's value.
     /// - Parameter column: The column name.
     /// - Returns: The value.
-    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/storeFailed`` when the row has no such column.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the row has no such
+    ///   column.
     public func value(_ column: String) throws -> SQLValue {
         guard let value = values[column] else {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "the row mapping read column \"\(column)\", which it did not declare"
             )
         }
@@ -62,7 +63,7 @@ public struct SQLRow: Sendable, Hashable {
         let value = try value(column)
         guard let result = extract(value) else {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "column \"\(column)\" holds \(Self.kind(of: value)), the row mapping expected \(expected)"
             )
         }
