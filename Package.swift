@@ -83,20 +83,43 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "zddm",
+        // The operator commands (backfill, verify, gate): no testing module in their graph.
+        .target(
+            name: "ZDDMCLI",
             dependencies: [
                 "ZDDM",
                 "ZDDMSQL",
-                "ZDDMControl",
-                "ZDDMTesting",
                 "ZDDMSQLite",
                 "ZDDMPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The demo and the hidden multi-process worker, built on ZDDMTesting's fault injection.
+        .target(
+            name: "ZDDMDemo",
+            dependencies: [
+                "ZDDM",
+                "ZDDMSQL",
+                "ZDDMCLI",
+                "ZDDMControl",
+                "ZDDMTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "zddm",
+            dependencies: [
+                "ZDDMCLI",
+                "ZDDMDemo",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),

@@ -64,6 +64,12 @@ public struct SQLiteURL: Sendable, Hashable, CustomStringConvertible {
         self.init(location: .file(rest), readOnly: readOnly)
     }
 
+    /// The file's path, or `nil` for an in-memory database.
+    public var filePath: String? {
+        guard case .file(let path) = location else { return nil }
+        return path
+    }
+
     public var description: String {
         let base: String
         switch location {

@@ -1,10 +1,11 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
 import SystemPackage
 import ZDDM
+import ZDDMCLI
 import ZDDMControl
 import ZDDMSQL
 import ZDDMTesting
@@ -16,8 +17,8 @@ import ZDDMTesting
 /// space for a while, and appends every call to a log file as JSON lines: kind, key, value (text), start and end in
 /// nanoseconds of `CLOCK_REALTIME` (shared by all processes of the machine), and whether it failed. Prints a JSON
 /// summary on standard output; control changes are logged on standard error.
-struct WorkerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+package struct WorkerCommand: AsyncParsableCommand {
+    package static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Run one fleet instance: random traffic through a proxy controlled by a shared JSON file.",
         shouldDisplay: false
@@ -65,7 +66,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "Only create the tables (New's afresh) and exit.")
     var prepare = false
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         guard seconds > 0, seconds <= 600 else {
             throw ValidationError("--seconds must be in (0, 600], got \(seconds)")
         }
@@ -76,7 +79,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if !prepare, config == nil || log == nil { throw ValidationError("give --config and --log") }
     }
 
-    func run() async throws {
+    package func run() async throws {
         let busyTimeout = Duration.milliseconds(busyTimeoutMilliseconds)
         let oldStore: OpenedStore<Int64, [UInt8]> = try await StoreOpener.open(
             old,
