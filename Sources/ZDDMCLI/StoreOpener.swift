@@ -57,7 +57,8 @@ package enum StoreOpener {
             )
         }
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            let database = try await PostgresDatabase.connect(url: url)
+            let location = try PostgresURL(url)
+            let database = try await PostgresDatabase.connect(url: location)
             do {
                 let store = try PostgresStore<Key, Value>(database: database, table: table, codec: codec)
                 if fresh { try await database.execute("DROP TABLE IF EXISTS \(store.schema.table.quoted)") }
@@ -72,7 +73,7 @@ package enum StoreOpener {
                     store: AnyKeyValueStore(store),
                     checkpoints: AnyCheckpointStore(KeyValueCheckpointStore(checkpoints)),
                     prepareCheckpoints: { try await checkpoints.prepare() },
-                    description: "\(database.url)",
+                    description: "\(location)",
                     close: { await database.shutdown() }
                 )
             } catch {

@@ -166,7 +166,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
         }
     }
 
-    public var description: String { "PostgresStore(table \(schema.table) on \(database.url))" }
+    public var description: String { "PostgresStore(table \(schema.table) on \(database.location))" }
 
     private func query(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
         try await database.rows(statement, binds)

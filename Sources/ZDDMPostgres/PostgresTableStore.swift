@@ -153,7 +153,7 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     }
 
     public var description: String {
-        "PostgresTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), on \(database.url))"
+        "PostgresTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), on \(database.location))"
     }
 
     // MARK: Helpers
