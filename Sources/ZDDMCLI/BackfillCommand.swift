@@ -64,7 +64,7 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
         var logger = Logger(label: "zddm")
         logger.logLevel = .warning
         let result = ResultBox()
-        let service = BackfillRunner(backfill: backfill, result: result)
+        let service = BackfillRunner(pass: { try await backfill.runPass() }, result: result)
         // Ctrl-C (SIGINT) or SIGTERM: finish the batches in hand, save the checkpoint, return.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
