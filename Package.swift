@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .library(name: "ZDDM", targets: ["ZDDM"]),
         .library(name: "ZDDMTesting", targets: ["ZDDMTesting"]),
+        .library(name: "ZDDMSQL", targets: ["ZDDMSQL"]),
         .library(name: "ZDDMSQLite", targets: ["ZDDMSQLite"]),
         .library(name: "ZDDMPostgres", targets: ["ZDDMPostgres"]),
         .library(name: "ZDDMControl", targets: ["ZDDMControl"]),
@@ -52,14 +53,20 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ZDDMSQL",
+            dependencies: ["ZDDM"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ZDDMSQLite",
-            dependencies: ["ZDDM", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["ZDDM", "ZDDMSQL", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         .target(
             name: "ZDDMPostgres",
             dependencies: [
                 "ZDDM",
+                "ZDDMSQL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -76,19 +83,43 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "zddm",
+        // The operator commands (backfill, verify, gate): no testing module in their graph.
+        .target(
+            name: "ZDDMCLI",
             dependencies: [
                 "ZDDM",
-                "ZDDMControl",
-                "ZDDMTesting",
+                "ZDDMSQL",
                 "ZDDMSQLite",
                 "ZDDMPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The demo and the hidden multi-process worker, built on ZDDMTesting's fault injection.
+        .target(
+            name: "ZDDMDemo",
+            dependencies: [
+                "ZDDM",
+                "ZDDMSQL",
+                "ZDDMCLI",
+                "ZDDMControl",
+                "ZDDMTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "zddm",
+            dependencies: [
+                "ZDDMCLI",
+                "ZDDMDemo",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
@@ -120,7 +151,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZDDMCLITests",
-            dependencies: ["ZDDM", "ZDDMSQLite"],
+            dependencies: ["ZDDM", "ZDDMSQL", "ZDDMSQLite"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -128,8 +159,12 @@ let package = Package(
             dependencies: [
                 "ZDDM",
                 "ZDDMTesting",
+                "ZDDMSQL",
                 "ZDDMSQLite",
                 "ZDDMPostgres",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "InMemoryLogging", package: "swift-log"),
             ],

@@ -20,6 +20,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "ZDDM", package: "zddm"),
                 .product(name: "ZDDMTesting", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
             ],
@@ -30,8 +31,10 @@ let package = Package(
             name: "BackfillBench",
             dependencies: [
                 .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
+                .product(name: "ZDDMTesting", package: "zddm"),
             ],
             path: "Sources/BackfillBench"
         ),

@@ -26,6 +26,7 @@ let package = Package(
             name: "UserService",
             dependencies: [
                 .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -47,6 +48,7 @@ let package = Package(
             dependencies: [
                 "UserService",
                 .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

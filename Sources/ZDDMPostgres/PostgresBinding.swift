@@ -1,9 +1,17 @@
 import Foundation
 import PostgresNIO
 import ZDDM
+import ZDDMSQL
 
 /// Conversions between ZDDM's driver-independent values and PostgresNIO's.
 enum PostgresBinding {
+    /// Bindings holding one key.
+    static func bindings(_ key: SQLKeyValue) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        append(key, to: &bindings)
+        return bindings
+    }
+
     static func append(_ key: SQLKeyValue, to bindings: inout PostgresBindings) {
         switch key {
         case .text(let text): bindings.append(text)
@@ -48,44 +56,59 @@ enum PostgresBinding {
         }
     }
 
+    /// A key column's value.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/mappingFailed`` when the column holds no text, integer or
+    ///   bytes key.
     static func key(_ cell: PostgresCell) throws -> SQLKeyValue {
-        switch cell.dataType {
-        case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
-        case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
-        case .text, .varchar, .bpchar, .name: return .text(try cell.decode(String.self))
-        default:
-            throw ZDDMError(
-                .storeFailed,
-                message: "the key column \(String(reflecting: cell.columnName)) has type \(cell.dataType), "
-                    + "which holds no text, integer or bytes keys"
-            )
+        try reading(cell) {
+            switch cell.dataType {
+            case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
+            case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
+            case .text, .varchar, .bpchar, .name: return .text(try cell.decode(String.self))
+            default:
+                throw ZDDMError(
+                    .mappingFailed,
+                    message: "the key column \(String(reflecting: cell.columnName)) has type \(cell.dataType), "
+                        + "which holds no text, integer or bytes keys"
+                )
+            }
         }
     }
 
+    /// A value column's value (JSON columns read as their text).
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/mappingFailed`` for a column type a value cannot come
+    ///   from.
     static func value(_ cell: PostgresCell) throws -> SQLValue {
         guard cell.bytes != nil else { return .null }
-        switch cell.dataType {
-        case .bool: return .bool(try cell.decode(Bool.self))
-        case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
-        case .float4, .float8: return .real(try cell.decode(Double.self))
-        case .text, .varchar, .bpchar, .name: return .text(try cell.decode(String.self))
-        case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
-        default:
-            throw ZDDMError(
-                .storeFailed,
-                message: "column \(String(reflecting: cell.columnName)) has type \(cell.dataType), which a row "
-                    + "mapping cannot read (use boolean, integer, real, text or bytea columns, or a view)"
-            )
+        return try reading(cell) {
+            switch cell.dataType {
+            case .bool: return .bool(try cell.decode(Bool.self))
+            case .int2, .int4, .int8: return .integer(try cell.decode(Int64.self))
+            case .float4, .float8: return .real(try cell.decode(Double.self))
+            case .text, .varchar, .bpchar, .name, .json, .jsonb: return .text(try cell.decode(String.self))
+            case .bytea: return .bytes(Array(buffer: try cell.decode(ByteBuffer.self)))
+            default:
+                throw ZDDMError(
+                    .mappingFailed,
+                    message: "column \(String(reflecting: cell.columnName)) has type \(cell.dataType), which a "
+                        + "store cannot read (use boolean, integer, real, text or bytea columns, or a view)"
+                )
+            }
         }
     }
 
-    static func bytes(_ cell: PostgresCell) throws -> [UInt8] {
-        switch cell.dataType {
-        case .bytea: return Array(buffer: try cell.decode(ByteBuffer.self))
-        case .text, .varchar, .json, .jsonb:
-            return Array(try cell.decode(String.self).utf8)
-        default:
-            throw ZDDMError(.storeFailed, message: "the value column has type \(cell.dataType), not bytea")
+    /// Runs `body`, turning the driver's decoding errors into ``ZDDMError/Code/mappingFailed``.
+    private static func reading<T>(_ cell: PostgresCell, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as ZDDMError {
+            throw error
+        } catch {
+            throw ZDDMError(
+                .mappingFailed,
+                message: "column \(String(reflecting: cell.columnName)) of type \(cell.dataType) could not be read",
+                underlying: PostgresErrors.sanitized(error)
+            )
         }
     }
 

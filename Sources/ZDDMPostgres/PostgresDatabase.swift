@@ -1,31 +1,60 @@
 public import Logging
-import PostgresNIO
-public import ZDDM
+public import PostgresNIO
+import ZDDM
+import ZDDMSQL
 
-/// A connection pool to a PostgreSQL database, shared by any number of stores, that owns the pool's lifecycle.
+/// A connection pool to a PostgreSQL database, shared by any number of stores.
 ///
-/// ``connect(url:connectTimeout:logger:)`` checks the server with a first connection and `SELECT 1`, so an
-/// unreachable host, a wrong password or a missing database fail right there, within the connect timeout, with a
-/// ``ZDDMError`` that names the host and port. It then starts the pool's background task; ``shutdown()`` stops
-/// it. The password is never part of a description, a log line or an error.
+/// There are two ways to get one, and they differ in who runs the pool:
 ///
-/// With `sslmode=prefer` or `require` the connection is encrypted without verifying the server's certificate,
-/// as libpq does for those modes.
+/// - ``connect(url:connectTimeout:maximumConnections:logger:)`` checks the server with a first connection and
+///   `SELECT 1`, so an unreachable host, a wrong password or a missing database fail right there, within the
+///   connect timeout, with a ``ZDDM/ZDDMError`` that names the host and port. It then creates a `PostgresClient`
+///   and **starts a task that runs it**; ``shutdown()`` ends that task. Handy for tools, scripts and tests.
+/// - ``init(client:url:logger:)`` uses a `PostgresClient` that the application creates and runs itself, usually
+///   as a service in its `ServiceGroup`, as PostgresNIO asks. It **starts no task**: the pool runs as long as the
+///   application runs the client, and ``shutdown()`` leaves it alone.
+///   ``PostgresURL/clientConfiguration(connectTimeout:maximumConnections:)`` makes the client's configuration
+///   from a URL.
+///
+/// The password is never part of a description, a log line or an error. With `sslmode=prefer` or `require` the
+/// connection is encrypted without verifying the server's certificate, as libpq does for those modes.
 public final class PostgresDatabase: Sendable, CustomStringConvertible {
-    /// The server and login (its description hides the password).
-    public let url: PostgresURL
+    /// The server and login when known: the URL connected to, or the one given with the client (its description
+    /// hides the password).
+    public let url: PostgresURL?
     let client: PostgresClient
     let logger: Logger
-    private let runTask: Task<Void, Never>
+    /// The task running the client, when this database started it.
+    private let runTask: Task<Void, Never>?
 
-    private init(url: PostgresURL, client: PostgresClient, logger: Logger) {
+    /// Uses a client that the application runs itself (for example in its `ServiceGroup`); starts no task.
+    ///
+    /// The stores' calls wait for the pool until the application runs the client, and fail once it has stopped.
+    /// - Parameters:
+    ///   - client: The client; the application calls its `run()`.
+    ///   - url: The server the client connects to, when the application has it as a URL: named in errors and
+    ///     descriptions (never the password). Without it they name "the application's client".
+    ///   - logger: Where the stores' queries log; by default nowhere.
+    public init(
+        client: PostgresClient,
+        url: PostgresURL? = nil,
+        logger: Logger = Logger(label: "zddm.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+    ) {
+        self.url = url
+        self.client = client
+        self.logger = Self.logger(logger, url: url)
+        self.runTask = nil
+    }
+
+    private init(url: PostgresURL, runningClient client: PostgresClient, logger: Logger) {
         self.url = url
         self.client = client
         self.logger = logger
         self.runTask = Task { await client.run() }
     }
 
-    /// Connects to a database.
+    /// Connects to a database and starts a task that runs its connection pool until ``shutdown()``.
     /// - Parameters:
     ///   - url: `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=disable|prefer|require`.
     ///   - connectTimeout: The longest the first connection, its login and `SELECT 1` may take together, and the
@@ -49,7 +78,7 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         )
     }
 
-    /// Connects to a database.
+    /// Connects to a database and starts a task that runs its connection pool until ``shutdown()``.
     /// - Parameters:
     ///   - url: The server and login.
     ///   - connectTimeout: The longest the first connection, its login and `SELECT 1` may take together, and the
@@ -65,31 +94,18 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         maximumConnections: Int = 20,
         logger: Logger = Logger(label: "zddm.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> PostgresDatabase {
-        guard connectTimeout > .zero, maximumConnections >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "the connect timeout and the pool size must be positive")
-        }
-        let timeAmount = TimeAmount.nanoseconds(
-            connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
+        let configuration = try url.clientConfiguration(
+            connectTimeout: connectTimeout,
+            maximumConnections: maximumConnections
         )
-        var logger = logger
-        logger[metadataKey: "zddm.postgres.server"] = "\(url.host):\(url.port)"
+        let logger = Self.logger(logger, url: url)
         do {
-            try await Self.check(url: url, timeout: connectTimeout, timeAmount: timeAmount, logger: logger)
+            try await Self.check(url: url, timeout: connectTimeout, logger: logger)
         } catch {
             throw Self.connectionError(url: url, timeout: connectTimeout, error)
         }
-        var configuration = PostgresClient.Configuration(
-            host: url.host,
-            port: url.port,
-            username: url.user,
-            password: url.password,
-            database: url.database,
-            tls: try clientTLS(url.sslMode)
-        )
-        configuration.options.connectTimeout = connectTimeout
-        configuration.options.maximumConnections = maximumConnections
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        return PostgresDatabase(url: url, client: client, logger: logger)
+        return PostgresDatabase(url: url, runningClient: client, logger: logger)
     }
 
     /// Runs SQL without parameters, for administration such as creating tables in tests and setup scripts.
@@ -105,31 +121,38 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Stops the pool: running queries finish or fail, later calls of its stores fail.
+    /// Stops the pool this database started (see ``connect(url:connectTimeout:maximumConnections:logger:)``):
+    /// running queries finish or fail, later calls of its stores fail. A client given to
+    /// ``init(client:url:logger:)`` is left running; the application stops it.
     public func shutdown() async {
+        guard let runTask else { return }
         runTask.cancel()
         await runTask.value
     }
 
-    /// `HOST:PORT/DB`, for messages.
-    var server: String { "\(url.host):\(url.port)/\(url.database)" }
+    /// Runs one statement on a pooled connection and collects its rows.
+    func rows(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+        try await client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger).collect()
+    }
 
-    public var description: String { "PostgresDatabase(\(url))" }
+    /// `HOST:PORT/DB`, for messages.
+    var server: String { url.map { "\($0.host):\($0.port)/\($0.database)" } ?? "the application's client" }
+
+    /// The URL without its password, or what the database is when it has none, for descriptions.
+    var location: String { url.map(String.init(describing:)) ?? "the application's client" }
+
+    public var description: String { "PostgresDatabase(\(location))" }
+
+    private static func logger(_ logger: Logger, url: PostgresURL?) -> Logger {
+        var logger = logger
+        if let url { logger[metadataKey: "zddm.postgres.server"] = "\(url.host):\(url.port)" }
+        return logger
+    }
 
     // MARK: Connecting
 
-    private static func check(url: PostgresURL, timeout: Duration, timeAmount: TimeAmount, logger: Logger) async throws
-    {
-        var configuration = PostgresConnection.Configuration(
-            host: url.host,
-            port: url.port,
-            username: url.user,
-            password: url.password,
-            database: url.database,
-            tls: try connectionTLS(url.sslMode)
-        )
-        configuration.options.connectTimeout = timeAmount
-        let connectionConfiguration = configuration
+    private static func check(url: PostgresURL, timeout: Duration, logger: Logger) async throws {
+        let connectionConfiguration = try url.connectionConfiguration(connectTimeout: timeout)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 let connection = try await PostgresConnection.connect(
@@ -175,38 +198,5 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
             what = "\(sanitized)"
         }
         return ZDDMError(.connectionFailed, message: "could not connect to \(place): \(what)", underlying: sanitized)
-    }
-
-    private static func clientTLS(_ mode: PostgresURL.SSLMode) throws -> PostgresClient.Configuration.TLS {
-        switch mode {
-        case .disable: return .disable
-        case .prefer: return .prefer(unverifiedTLS())
-        case .require: return .require(unverifiedTLS())
-        }
-    }
-
-    private static func connectionTLS(_ mode: PostgresURL.SSLMode) throws -> PostgresConnection.Configuration.TLS {
-        switch mode {
-        case .disable:
-            return .disable
-        case .prefer, .require:
-            let context: NIOSSLContext
-            do {
-                context = try NIOSSLContext(configuration: unverifiedTLS())
-            } catch {
-                throw ZDDMError(
-                    .invalidArgument,
-                    message: "could not set up TLS",
-                    underlying: SQLDatabaseError(system: "TLS", code: nil, message: "\(error)", driverError: error)
-                )
-            }
-            return mode == .prefer ? .prefer(context) : .require(context)
-        }
-    }
-
-    private static func unverifiedTLS() -> TLSConfiguration {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.certificateVerification = .none
-        return tls
     }
 }

@@ -1,5 +1,6 @@
 import PostgresNIO
 import ZDDM
+import ZDDMSQL
 
 /// Turns PostgresNIO's errors into errors whose descriptions hold no SQL parameters, row values or passwords.
 ///
@@ -65,19 +66,13 @@ enum PostgresErrors {
         }
     }
 
-    /// Wraps an error of a store operation, naming the table and the server, with a hint for a missing table.
-    static func wrap(_ error: any Error, operation: StoreOperation, table: SQLIdentifier, server: String) -> any Error {
-        if error is CancellationError { return error }
-        if var known = error as? ZDDMError {
-            known.operation = known.operation ?? operation
-            return known
-        }
-        var message = "table \(table) on \(server)"
+    /// What an error of a store operation means, when PostgreSQL says so clearly: a missing table or a read-only
+    /// database.
+    static func hint(for error: any Error) -> String? {
         switch sqlState(error) {
-        case "42P01": message += ": a table does not exist (prepare() creates it)"
-        case "25006": message += ": the database is read-only"
-        default: break
+        case "42P01": "a table does not exist (prepare() creates it)"
+        case "25006": "the database is read-only"
+        default: nil
         }
-        return ZDDMError(.storeFailed, operation: operation, message: message, underlying: sanitized(error))
     }
 }

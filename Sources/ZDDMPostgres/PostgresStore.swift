@@ -1,6 +1,6 @@
-import Foundation
 import PostgresNIO
 public import ZDDM
+public import ZDDMSQL
 
 /// A key-value store in a PostgreSQL table, with every capability a New store needs.
 ///
@@ -22,15 +22,15 @@ public import ZDDM
 /// anything is sent.
 public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The default largest encoded value: 16 MiB.
-    public static var defaultMaxValueSize: Int { 16 << 20 }
+    public static var defaultMaxValueSize: Int { SQLStoreCore<Key, Value>.defaultMaxValueSize }
 
     /// The database holding the table.
     public let database: PostgresDatabase
     /// The table's names.
     public let schema: KeyValueTableSchema
     /// The largest encoded value accepted, in bytes.
-    public let maxValueSize: Int
-    private let codec: any ValueCodec<Value>
+    public var maxValueSize: Int { core.maxValueSize }
+    private let core: SQLStoreCore<Key, Value>
     private let sql: Statements
 
     public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
@@ -54,9 +54,6 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
         codec: some ValueCodec<Value>,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
-        guard maxValueSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
-        }
         self.database = database
         self.schema = try KeyValueTableSchema(
             table: table,
@@ -64,8 +61,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn
         )
-        self.maxValueSize = maxValueSize
-        self.codec = codec
+        self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
         self.sql = Statements(schema, keyKind: Key.sqlKeyKind)
     }
 
@@ -73,8 +69,8 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column
     ///   or its key column cannot hold this store's keys, or ``ZDDMError/Code/storeFailed`` when PostgreSQL fails.
     public func prepare() async throws {
-        try await run(.prepare) {
-            try await database.client.query(PostgresQuery(unsafeSQL: sql.create), logger: database.logger)
+        try await core.run(.prepare, on: database) {
+            _ = try await query(sql.create, PostgresBindings())
             try await check()
         }
     }
@@ -82,7 +78,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     /// Checks, without changing anything, that the table exists and its columns fit the key type.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
     public func checkSchema() async throws {
-        try await run(.prepare) { try await check() }
+        try await core.run(.prepare, on: database) { try await check() }
     }
 
     private func check() async throws {
@@ -96,72 +92,53 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     }
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        return try await run(.read) {
-            let rows = try await query(sql.read, binds)
-            guard let row = rows.first else { return nil }
+        let binds = keyBinds(key)
+        return try await core.run(.read, on: database) {
+            guard let row = try await query(sql.read, binds).first else { return nil }
             let cells = row.makeRandomAccess()
-            return try record(value: cells[0], tombstone: try cells[1].decode(Bool.self), operation: .read)
+            return try core.record(tombstone: cells[1], columns: [cells[0]], for: .read)
         }
     }
 
     public func write(_ key: Key, _ value: Value) async throws {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        binds.append(try encode(value, operation: .write))
-        try await run(.write) { _ = try await query(sql.upsert, binds) }
+        let binds = try core.bindings(key, value, for: .write)
+        try await core.run(.write, on: database) { _ = try await query(sql.upsert, binds) }
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        binds.append(try encode(value, operation: .insertIfAbsent))
-        return try await run(.insertIfAbsent) { !(try await query(sql.insertIfAbsent, binds)).isEmpty }
+        let binds = try core.bindings(key, value, for: .insertIfAbsent)
+        return try await core.run(.insertIfAbsent, on: database) {
+            !(try await query(sql.insertIfAbsent, binds)).isEmpty
+        }
     }
 
     public func delete(_ key: Key) async throws {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        try await run(.delete) { _ = try await query(sql.delete, binds) }
+        let binds = keyBinds(key)
+        try await core.run(.delete, on: database) { _ = try await query(sql.delete, binds) }
     }
 
     public func writeTombstone(_ key: Key) async throws {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        try await run(.writeTombstone) { _ = try await query(sql.tombstone, binds) }
+        let binds = keyBinds(key)
+        try await core.run(.writeTombstone, on: database) { _ = try await query(sql.tombstone, binds) }
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard limit >= 1 else {
-            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
-        }
-        var binds = PostgresBindings()
-        if let cursor { PostgresBinding.append(cursor.sqlKeyValue, to: &binds) }
-        binds.append(Int64(limit))
-        let statement = cursor == nil ? sql.keysFirst : sql.keysAfter
-        return try await run(.listKeys) {
-            try await query(statement, binds).map { row in
-                try Key(sqlKeyValue: PostgresBinding.key(row.makeRandomAccess()[0]))
-            }
-        }
+        try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
-        return try await run(.readMany) {
+        return try await core.run(.readMany, on: database) {
             var found: [Key: StoreRecord<Value>] = [:]
-            for start in stride(from: 0, to: keys.count, by: Statements.batchSize) {
-                let chunk = keys[start..<min(keys.count, start + Statements.batchSize)]
+            for chunk in SQLStoreCore<Key, Value>.batches(keys, size: Statements.batchSize) {
                 var binds = PostgresBindings(capacity: 1)
                 PostgresBinding.appendArray(chunk.map(\.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
                 for row in try await query(sql.readMany, binds) {
                     let cells = row.makeRandomAccess()
-                    let key = try Key(sqlKeyValue: PostgresBinding.key(cells[0]))
-                    found[key] = try record(
-                        value: cells[1],
-                        tombstone: try cells[2].decode(Bool.self),
-                        operation: .readMany
+                    found[try core.key(cells[0], for: .readMany)] = try core.record(
+                        tombstone: cells[2],
+                        columns: [cells[1]],
+                        for: .readMany
                     )
                 }
             }
@@ -171,67 +148,32 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
 
     public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
         guard !entries.isEmpty else { return [] }
-        let encoded = try entries.map { (key: $0.key, bytes: try encode($0.value, operation: .insertManyIfAbsent)) }
-        return try await run(.insertManyIfAbsent) {
+        // A codec's value is one bytes column.
+        let encoded = try entries.map { entry in
+            (key: entry.key, bytes: try core.encode(entry.value, for: .insertManyIfAbsent).first?.bytes ?? [])
+        }
+        return try await core.run(.insertManyIfAbsent, on: database) {
             var inserted: Set<Key> = []
-            for start in stride(from: 0, to: encoded.count, by: Statements.batchSize) {
-                let chunk = encoded[start..<min(encoded.count, start + Statements.batchSize)]
+            for chunk in SQLStoreCore<Key, Value>.batches(encoded, size: Statements.batchSize) {
                 var binds = PostgresBindings(capacity: 2)
                 PostgresBinding.appendArray(chunk.map(\.key.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
-                binds.append(chunk.map(\.bytes))
+                binds.append(chunk.map { ByteBuffer(bytes: $0.bytes) })
                 for row in try await query(sql.insertMany, binds) {
-                    inserted.insert(try Key(sqlKeyValue: PostgresBinding.key(row.makeRandomAccess()[0])))
+                    inserted.insert(try core.key(row.makeRandomAccess()[0], for: .insertManyIfAbsent))
                 }
             }
             return inserted
         }
     }
 
-    public var description: String { "PostgresStore(table \(schema.table) on \(database.url))" }
-
-    // MARK: Helpers
+    public var description: String { "PostgresStore(table \(schema.table) on \(database.location))" }
 
     private func query(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
-        try await database.client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: database.logger)
-            .collect()
+        try await database.rows(statement, binds)
     }
 
-    private func encode(_ value: Value, operation: StoreOperation) throws -> ByteBuffer {
-        let bytes: [UInt8]
-        do {
-            bytes = try codec.encode(value)
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            throw error
-        }
-        guard bytes.count <= maxValueSize else {
-            throw ZDDMError(
-                .invalidArgument,
-                operation: operation,
-                message: "the encoded value is \(bytes.count) bytes, more than the \(maxValueSize) bytes "
-                    + "table \(schema.table) accepts; nothing was written"
-            )
-        }
-        return ByteBuffer(bytes: bytes)
-    }
-
-    private func record(value: PostgresCell, tombstone: Bool, operation: StoreOperation) throws -> StoreRecord<Value> {
-        if tombstone { return .tombstone }
-        do {
-            return .value(try codec.decode(try PostgresBinding.bytes(value)))
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            error.message = "table \(schema.table): " + error.message
-            throw error
-        }
-    }
-
-    private func run<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch {
-            throw PostgresErrors.wrap(error, operation: operation, table: schema.table, server: database.server)
-        }
+    private func keyBinds(_ key: Key) -> PostgresBindings {
+        PostgresBinding.bindings(key.sqlKeyValue)
     }
 }
 

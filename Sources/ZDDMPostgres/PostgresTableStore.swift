@@ -1,6 +1,7 @@
-import Foundation
+import Logging
 import PostgresNIO
 public import ZDDM
+public import ZDDMSQL
 
 /// A store over your own PostgreSQL table, through a ``RowMapping``: no key-value table, no fork of the library.
 ///
@@ -21,7 +22,8 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     /// How values map to rows.
     public let mapping: RowMapping<Value>
     /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
-    public let maxValueSize: Int
+    public var maxValueSize: Int { core.maxValueSize }
+    private let core: SQLStoreCore<Key, Value>
     private let sql: Statements
 
     public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
@@ -33,12 +35,9 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
     public init(database: PostgresDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
-        guard maxValueSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
-        }
         self.database = database
         self.mapping = mapping
-        self.maxValueSize = maxValueSize
+        self.core = try SQLStoreCore(mapping: mapping, maxValueSize: maxValueSize)
         self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
     }
 
@@ -46,16 +45,16 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
     ///   mapped column, or its key column cannot hold this store's keys.
     public func prepare() async throws {
-        try await run(.prepare) {
+        try await core.run(.prepare, on: database) {
             try await checkUserTable()
-            try await database.client.query(PostgresQuery(unsafeSQL: sql.createTombstones), logger: database.logger)
+            _ = try await database.rows(sql.createTombstones, PostgresBindings())
         }
     }
 
     /// Checks, without changing anything, the user's table and the tombstone side table.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
     public func checkSchema() async throws {
-        try await run(.prepare) {
+        try await core.run(.prepare, on: database) {
             try await checkUserTable()
             try await PostgresBinding.checkTable(
                 database,
@@ -78,15 +77,10 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     }
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        return try await run(.read) {
-            let rows = try await database.client.query(
-                PostgresQuery(unsafeSQL: sql.read, binds: binds),
-                logger: database.logger
-            ).collect()
+        let binds = PostgresBinding.bindings(key.sqlKeyValue)
+        return try await core.run(.read, on: database) {
             var result: StoreRecord<Value>?
-            for row in rows {
+            for row in try await database.rows(sql.read, binds) {
                 let (_, record) = try decodeRecord(row, withKey: false, operation: .read)
                 if result == nil || !record.isTombstone { result = record }
             }
@@ -95,81 +89,46 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     }
 
     public func write(_ key: Key, _ value: Value) async throws {
-        let row = try rowBindings(key, value, operation: .write)
+        let row = try core.bindings(key, value, for: .write)
         try await locked(.write, keys: [key]) { connection in
-            try await connection.query(
-                PostgresQuery(unsafeSQL: sql.deleteTombstone, binds: keyBinds(key)),
-                logger: database.logger
-            )
-            try await connection.query(PostgresQuery(unsafeSQL: sql.upsert, binds: row), logger: database.logger)
+            try await connection.run(sql.deleteTombstone, PostgresBinding.bindings(key.sqlKeyValue))
+            try await connection.run(sql.upsert, row)
         }
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        let row = try rowBindings(key, value, operation: .insertIfAbsent)
+        let row = try core.bindings(key, value, for: .insertIfAbsent)
         return try await locked(.insertIfAbsent, keys: [key]) { connection in
-            let rows = try await connection.query(
-                PostgresQuery(unsafeSQL: sql.insertIfAbsent, binds: row),
-                logger: database.logger
-            ).collect()
-            return !rows.isEmpty
+            !(try await connection.run(sql.insertIfAbsent, row)).isEmpty
         }
     }
 
     public func delete(_ key: Key) async throws {
         try await locked(.delete, keys: [key]) { connection in
-            try await connection.query(
-                PostgresQuery(unsafeSQL: sql.deleteRow, binds: keyBinds(key)),
-                logger: database.logger
-            )
-            try await connection.query(
-                PostgresQuery(unsafeSQL: sql.deleteTombstone, binds: keyBinds(key)),
-                logger: database.logger
-            )
+            try await connection.run(sql.deleteRow, PostgresBinding.bindings(key.sqlKeyValue))
+            try await connection.run(sql.deleteTombstone, PostgresBinding.bindings(key.sqlKeyValue))
         }
     }
 
     public func writeTombstone(_ key: Key) async throws {
         try await locked(.writeTombstone, keys: [key]) { connection in
-            try await connection.query(
-                PostgresQuery(unsafeSQL: sql.deleteRow, binds: keyBinds(key)),
-                logger: database.logger
-            )
-            try await connection.query(
-                PostgresQuery(unsafeSQL: sql.insertTombstone, binds: keyBinds(key)),
-                logger: database.logger
-            )
+            try await connection.run(sql.deleteRow, PostgresBinding.bindings(key.sqlKeyValue))
+            try await connection.run(sql.insertTombstone, PostgresBinding.bindings(key.sqlKeyValue))
         }
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard limit >= 1 else {
-            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
-        }
-        var binds = PostgresBindings()
-        if let cursor { PostgresBinding.append(cursor.sqlKeyValue, to: &binds) }
-        binds.append(Int64(limit))
-        let statement = cursor == nil ? sql.keysFirst : sql.keysAfter
-        return try await run(.listKeys) {
-            try await database.client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: database.logger)
-                .collect()
-                .map { try Key(sqlKeyValue: PostgresBinding.key($0.makeRandomAccess()[0])) }
-        }
+        try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
-        return try await run(.readMany) {
+        return try await core.run(.readMany, on: database) {
             var found: [Key: StoreRecord<Value>] = [:]
-            for start in stride(from: 0, to: keys.count, by: Statements.batchSize) {
-                let chunk = keys[start..<min(keys.count, start + Statements.batchSize)]
+            for chunk in SQLStoreCore<Key, Value>.batches(keys, size: Statements.batchSize) {
                 var binds = PostgresBindings(capacity: chunk.count)
                 for key in chunk { PostgresBinding.append(key.sqlKeyValue, to: &binds) }
-                let rows = try await database.client.query(
-                    PostgresQuery(unsafeSQL: sql.readMany(chunk.count), binds: binds),
-                    logger: database.logger
-                ).collect()
-                for row in rows {
+                for row in try await database.rows(sql.readMany(chunk.count), binds) {
                     let (key, record) = try decodeRecord(row, withKey: true, operation: .readMany)
                     guard let key else { continue }
                     if found[key] == nil || !record.isTombstone { found[key] = record }
@@ -182,23 +141,19 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
         guard !entries.isEmpty else { return [] }
         let rows = try entries.map {
-            (key: $0.key, binds: try rowBindings($0.key, $0.value, operation: .insertManyIfAbsent))
+            (key: $0.key, binds: try core.bindings($0.key, $0.value, for: .insertManyIfAbsent))
         }
         return try await locked(.insertManyIfAbsent, keys: entries.map(\.key)) { connection in
             var inserted: Set<Key> = []
-            for row in rows {
-                let result = try await connection.query(
-                    PostgresQuery(unsafeSQL: sql.insertIfAbsent, binds: row.binds),
-                    logger: database.logger
-                ).collect()
-                if !result.isEmpty { inserted.insert(row.key) }
+            for row in rows where !(try await connection.run(sql.insertIfAbsent, row.binds)).isEmpty {
+                inserted.insert(row.key)
             }
             return inserted
         }
     }
 
     public var description: String {
-        "PostgresTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), on \(database.url))"
+        "PostgresTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), on \(database.location))"
     }
 
     // MARK: Helpers
@@ -207,47 +162,18 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     private func locked<T: Sendable>(
         _ operation: StoreOperation,
         keys: [Key],
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+        _ body: @escaping @Sendable (LockedConnection) async throws -> T
     ) async throws -> T {
         let lockIDs = Set(keys.map { PostgresBinding.lockID(table: mapping.table, key: $0.sqlKeyValue) }).sorted()
         let logger = database.logger
-        return try await run(operation) {
+        return try await core.run(operation, on: database) {
             try await database.client.withTransaction(logger: logger) { connection in
                 for lockID in lockIDs {
                     try await connection.query("SELECT pg_advisory_xact_lock(\(lockID))", logger: logger)
                 }
-                return try await body(connection)
+                return try await body(LockedConnection(connection: connection, logger: logger))
             }
         }
-    }
-
-    private func keyBinds(_ key: Key) -> PostgresBindings {
-        var binds = PostgresBindings()
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        return binds
-    }
-
-    private func rowBindings(_ key: Key, _ value: Value, operation: StoreOperation) throws -> PostgresBindings {
-        let columns: [SQLValue]
-        do {
-            columns = try mapping.encode(value)
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            throw error
-        }
-        let size = columns.reduce(0) { $0 + $1.byteCount }
-        guard size <= maxValueSize else {
-            throw ZDDMError(
-                .invalidArgument,
-                operation: operation,
-                message: "the value is \(size) bytes, more than the \(maxValueSize) bytes table \(mapping.table) "
-                    + "accepts; nothing was written"
-            )
-        }
-        var binds = PostgresBindings(capacity: columns.count + 1)
-        PostgresBinding.append(key.sqlKeyValue, to: &binds)
-        for column in columns { PostgresBinding.append(column, to: &binds) }
-        return binds
     }
 
     /// Decodes a row of the read statements: `tombstone, [key,] columns…`.
@@ -257,26 +183,22 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
         operation: StoreOperation
     ) throws -> (Key?, StoreRecord<Value>) {
         let cells = row.makeRandomAccess()
-        let tombstone = try cells[0].decode(Bool.self)
-        let key = withKey ? try Key(sqlKeyValue: PostgresBinding.key(cells[1])) : nil
-        if tombstone { return (key, .tombstone) }
+        let key = withKey ? try core.key(cells[1], for: operation) : nil
         let first = withKey ? 2 : 1
-        let values = try (first..<(first + mapping.valueColumns.count)).map { try PostgresBinding.value(cells[$0]) }
-        do {
-            return (key, .value(try mapping.decode(values)))
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            error.message = "table \(mapping.table): " + error.message
-            throw error
-        }
+        let columns = (first..<(first + mapping.valueColumns.count)).map { cells[$0] }
+        return (key, try core.record(tombstone: cells[0], columns: columns, for: operation))
     }
+}
 
-    private func run<T>(_ operation: StoreOperation, _ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch {
-            throw PostgresErrors.wrap(error, operation: operation, table: mapping.table, server: database.server)
-        }
+/// The connection of a transaction that holds the advisory locks of its keys.
+struct LockedConnection: Sendable {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    /// Runs one statement and collects its rows.
+    @discardableResult
+    func run(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+        try await connection.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger).collect()
     }
 }
 

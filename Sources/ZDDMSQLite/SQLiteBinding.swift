@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import ZDDM
+import ZDDMSQL
 
 /// Conversions between ZDDM's driver-independent values and GRDB's.
 enum SQLiteBinding {
@@ -29,7 +30,10 @@ enum SQLiteBinding {
         case .string(let text): return .text(text)
         case .blob(let data): return .bytes(Array(data))
         case .double, .null:
-            throw ZDDMError(.storeFailed, message: "the key column holds a value that is not text, integer or bytes")
+            throw ZDDMError(
+                .mappingFailed,
+                message: "the key column holds a value that is not text, integer or bytes"
+            )
         }
     }
 
@@ -40,14 +44,6 @@ enum SQLiteBinding {
         case .double(let real): .real(real)
         case .string(let text): .text(text)
         case .blob(let data): .bytes(Array(data))
-        }
-    }
-
-    static func bytes(_ value: DatabaseValue) throws -> [UInt8] {
-        switch value.storage {
-        case .blob(let data): return Array(data)
-        case .string(let text): return Array(text.utf8)
-        default: throw ZDDMError(.storeFailed, message: "the value column holds neither bytes nor text")
         }
     }
 

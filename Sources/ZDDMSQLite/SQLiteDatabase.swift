@@ -1,15 +1,19 @@
 import Foundation
-import GRDB
-public import ZDDM
+public import GRDB
+import ZDDM
 
 /// An open SQLite database, shared by any number of stores (for example Old's and New's tables in one file).
 ///
-/// Files are opened in WAL mode with a pool of readers and one writer; `sqlite::memory:` and read-only files use a
-/// single connection. Writers wait up to the busy timeout for another process's lock.
+/// Opened from a URL, files use WAL mode with a pool of readers and one writer; `sqlite::memory:` and read-only
+/// files use a single connection. Writers wait up to the busy timeout for another process's lock. An application
+/// that already has a GRDB `DatabaseQueue` or `DatabasePool` hands it over with ``init(writer:)`` instead, so the
+/// stores share its connections and its configuration.
 public final class SQLiteDatabase: Sendable, CustomStringConvertible {
     /// Where the database is.
     public let url: SQLiteURL
     let writer: any DatabaseWriter
+    /// Whether ``close()`` closes the writer: only one this database opened itself.
+    private let ownsWriter: Bool
 
     /// Opens a database from a URL.
     /// - Parameters:
@@ -30,6 +34,7 @@ public final class SQLiteDatabase: Sendable, CustomStringConvertible {
     ///   an SQLite database.
     public init(_ url: SQLiteURL, busyTimeout: Duration = .seconds(5)) throws {
         self.url = url
+        self.ownsWriter = true
         var configuration = Configuration()
         configuration.readonly = url.readOnly
         let seconds = Double(busyTimeout.components.seconds) + Double(busyTimeout.components.attoseconds) / 1e18
@@ -59,6 +64,20 @@ public final class SQLiteDatabase: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Uses a database the application has already opened with GRDB, with the application's configuration (busy
+    /// mode, read-only, WAL); nothing is opened or run in the background.
+    ///
+    /// The application keeps owning the writer: ``close()`` leaves it open, and the application closes it after
+    /// the last store call.
+    /// - Parameter writer: A `DatabaseQueue` or `DatabasePool`.
+    public init(writer: any DatabaseWriter) {
+        let path = writer.path
+        let inMemory = path.isEmpty || path == ":memory:" || path.contains("mode=memory")
+        self.url = SQLiteURL(location: inMemory ? .memory : .file(path), readOnly: writer.configuration.readonly)
+        self.writer = writer
+        self.ownsWriter = false
+    }
+
     /// Runs SQL without parameters, for administration such as creating tables in tests and setup scripts.
     ///
     /// Never build this SQL from values: the stores bind values as parameters, and so should you.
@@ -72,9 +91,11 @@ public final class SQLiteDatabase: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Closes the database; later calls of its stores fail.
+    /// Closes the database; later calls of its stores fail. A writer given to ``init(writer:)`` is left open for
+    /// the application to close.
     /// - Throws: ``ZDDMError`` when SQLite cannot close (for example while a statement runs).
     public func close() throws {
+        guard ownsWriter else { return }
         do {
             if let pool = writer as? DatabasePool {
                 try pool.close()

@@ -1,5 +1,6 @@
 import GRDB
 import ZDDM
+import ZDDMSQL
 
 /// Turns GRDB's errors into errors whose descriptions hold no SQL parameters or values.
 enum SQLiteErrors {
@@ -27,28 +28,15 @@ enum SQLiteErrors {
         }
     }
 
-    /// Wraps an error of a store operation, naming the table and the database, and adding a hint for a missing
-    /// table.
-    static func wrap(
-        _ error: any Error,
-        operation: StoreOperation,
-        table: SQLIdentifier,
-        database: SQLiteURL
-    ) -> any Error {
-        if error is CancellationError { return error }
-        if var known = error as? ZDDMError {
-            known.operation = known.operation ?? operation
-            return known
+    /// What an error of a store operation means, when SQLite says so clearly: a missing table or a read-only
+    /// database.
+    static func hint(for error: any Error) -> String? {
+        guard let databaseError = error as? DatabaseError else { return nil }
+        switch databaseError.resultCode {
+        case .SQLITE_READONLY: return "the database is read-only"
+        case .SQLITE_ERROR where databaseError.message?.hasPrefix("no such table") == true:
+            return "the table does not exist (prepare() creates it)"
+        default: return nil
         }
-        var message = "table \(table) in \(database)"
-        if let databaseError = error as? DatabaseError {
-            switch databaseError.resultCode {
-            case .SQLITE_READONLY: message += ": the database is read-only"
-            case .SQLITE_ERROR where databaseError.message?.hasPrefix("no such table") == true:
-                message += ": the table does not exist (prepare() creates it)"
-            default: break
-            }
-        }
-        return ZDDMError(.storeFailed, operation: operation, message: message, underlying: sanitized(error))
     }
 }

@@ -1,6 +1,6 @@
-import Foundation
 import GRDB
 public import ZDDM
+public import ZDDMSQL
 
 /// A key-value store in an SQLite table, with every capability a New store needs.
 ///
@@ -21,15 +21,15 @@ public import ZDDM
 /// anything is written.
 public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The default largest encoded value: 16 MiB.
-    public static var defaultMaxValueSize: Int { 16 << 20 }
+    public static var defaultMaxValueSize: Int { SQLStoreCore<Key, Value>.defaultMaxValueSize }
 
     /// The database holding the table.
     public let database: SQLiteDatabase
     /// The table's names.
     public let schema: KeyValueTableSchema
     /// The largest encoded value accepted, in bytes.
-    public let maxValueSize: Int
-    private let codec: any ValueCodec<Value>
+    public var maxValueSize: Int { core.maxValueSize }
+    private let core: SQLStoreCore<Key, Value>
     private let sql: Statements
 
     public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
@@ -53,9 +53,6 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
         codec: some ValueCodec<Value>,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
-        guard maxValueSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
-        }
         self.database = database
         self.schema = try KeyValueTableSchema(
             table: table,
@@ -63,8 +60,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn
         )
-        self.maxValueSize = maxValueSize
-        self.codec = codec
+        self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
         self.sql = Statements(schema, keyKind: Key.sqlKeyKind)
     }
 
@@ -72,7 +68,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column
     ///   or its key column cannot hold this store's keys, or ``ZDDMError/Code/storeFailed`` when SQLite fails.
     public func prepare() async throws {
-        try await run(.prepare) { db in
+        try await core.run(.prepare, on: database) { db in
             try db.execute(sql: sql.create)
             try check(db)
         }
@@ -81,7 +77,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     /// Checks, without changing anything, that the table exists and its columns fit the key type.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
     public func checkSchema() async throws {
-        try await run(.prepare) { db in try check(db) }
+        try await core.run(.prepare, on: database) { db in try check(db) }
     }
 
     private func check(_ db: Database) throws {
@@ -96,25 +92,21 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        let row = try await run(.read, writing: false) { db in
-            try Row.fetchOne(db, sql: sql.read, arguments: [bound]).map { row in
-                (value: row[0] as DatabaseValue, tombstone: row[1] as Bool? ?? false)
-            }
+        let row = try await core.run(.read, on: database, writing: false) { db in
+            try Row.fetchOne(db, sql: sql.read, arguments: [bound]).map { Array($0.databaseValues) }
         }
         guard let row else { return nil }
-        return try record(value: row.value, tombstone: row.tombstone, operation: .read)
+        return try core.record(value: row[0], tombstone: row[1], for: .read)
     }
 
     public func write(_ key: Key, _ value: Value) async throws {
-        let bytes = try encode(value, operation: .write)
-        let arguments: StatementArguments = [SQLiteBinding.databaseValue(key.sqlKeyValue), bytes]
-        try await run(.write) { db in try db.execute(sql: sql.upsert, arguments: arguments) }
+        let arguments = try core.arguments(key, value, for: .write)
+        try await core.run(.write, on: database) { db in try db.execute(sql: sql.upsert, arguments: arguments) }
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        let bytes = try encode(value, operation: .insertIfAbsent)
-        let arguments: StatementArguments = [SQLiteBinding.databaseValue(key.sqlKeyValue), bytes]
-        return try await run(.insertIfAbsent) { db in
+        let arguments = try core.arguments(key, value, for: .insertIfAbsent)
+        return try await core.run(.insertIfAbsent, on: database) { db in
             try db.execute(sql: sql.insertIfAbsent, arguments: arguments)
             return db.changesCount > 0
         }
@@ -122,126 +114,59 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
 
     public func delete(_ key: Key) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await run(.delete) { db in try db.execute(sql: sql.delete, arguments: [bound]) }
+        try await core.run(.delete, on: database) { db in try db.execute(sql: sql.delete, arguments: [bound]) }
     }
 
     public func writeTombstone(_ key: Key) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await run(.writeTombstone) { db in try db.execute(sql: sql.tombstone, arguments: [bound]) }
+        try await core.run(.writeTombstone, on: database) { db in
+            try db.execute(sql: sql.tombstone, arguments: [bound])
+        }
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard limit >= 1 else {
-            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
-        }
-        let statement: String
-        let arguments: StatementArguments
-        if let cursor {
-            statement = sql.keysAfter
-            arguments = [SQLiteBinding.databaseValue(cursor.sqlKeyValue), Int64(limit)]
-        } else {
-            statement = sql.keysFirst
-            arguments = [Int64(limit)]
-        }
-        let values = try await run(.listKeys, writing: false) { db in
-            try DatabaseValue.fetchAll(db, sql: statement, arguments: arguments)
-        }
-        return try values.map { try Key(sqlKeyValue: SQLiteBinding.keyValue($0)) }
+        try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
-        let chunks = stride(from: 0, to: keys.count, by: Statements.batchSize).map {
-            keys[$0..<min(keys.count, $0 + Statements.batchSize)].map { SQLiteBinding.databaseValue($0.sqlKeyValue) }
-        }
-        let rows = try await run(.readMany, writing: false) { db in
-            var rows: [(key: DatabaseValue, value: DatabaseValue, tombstone: Bool)] = []
+        let chunks = core.boundBatches(keys, size: Statements.batchSize)
+        let rows = try await core.run(.readMany, on: database, writing: false) { db in
+            var rows: [[DatabaseValue]] = []
             for chunk in chunks {
-                let fetched = try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: StatementArguments(chunk))
-                for row in fetched {
-                    rows.append((row[0] as DatabaseValue, row[1] as DatabaseValue, row[2] as Bool? ?? false))
+                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: StatementArguments(chunk)) {
+                    rows.append(Array(row.databaseValues))
                 }
             }
             return rows
         }
         var found: [Key: StoreRecord<Value>] = [:]
         for row in rows {
-            let key = try Key(sqlKeyValue: SQLiteBinding.keyValue(row.key))
-            found[key] = try record(value: row.value, tombstone: row.tombstone, operation: .readMany)
+            found[try core.key(row[0], for: .readMany)] = try core.record(
+                value: row[1],
+                tombstone: row[2],
+                for: .readMany
+            )
         }
         return found
     }
 
     public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
         guard !entries.isEmpty else { return [] }
-        let encoded = try entries.map { entry in
-            (
-                key: entry.key, bound: SQLiteBinding.databaseValue(entry.key.sqlKeyValue),
-                bytes: try encode(entry.value, operation: .insertManyIfAbsent)
-            )
-        }
-        let pairs = encoded.map { (bound: $0.bound, bytes: $0.bytes) }
-        let insertedIndexes = try await run(.insertManyIfAbsent) { db in
+        let rows = try entries.map { try core.arguments($0.key, $0.value, for: .insertManyIfAbsent) }
+        let insertedIndexes = try await core.run(.insertManyIfAbsent, on: database) { db in
             let statement = try db.cachedStatement(sql: sql.insertIfAbsent)
             var inserted: [Int] = []
-            for (index, pair) in pairs.enumerated() {
-                try statement.execute(arguments: [pair.bound, pair.bytes])
+            for (index, arguments) in rows.enumerated() {
+                try statement.execute(arguments: arguments)
                 if db.changesCount > 0 { inserted.append(index) }
             }
             return inserted
         }
-        return Set(insertedIndexes.map { encoded[$0].key })
+        return Set(insertedIndexes.map { entries[$0].key })
     }
 
     public var description: String { "SQLiteStore(table \(schema.table) in \(database.url))" }
-
-    // MARK: Helpers
-
-    private func encode(_ value: Value, operation: StoreOperation) throws -> Data {
-        let bytes: [UInt8]
-        do {
-            bytes = try codec.encode(value)
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            throw error
-        }
-        guard bytes.count <= maxValueSize else {
-            throw ZDDMError(
-                .invalidArgument,
-                operation: operation,
-                message: "the encoded value is \(bytes.count) bytes, more than the \(maxValueSize) bytes "
-                    + "table \(schema.table) accepts; nothing was written"
-            )
-        }
-        return Data(bytes)
-    }
-
-    private func record(value: DatabaseValue, tombstone: Bool, operation: StoreOperation) throws -> StoreRecord<Value> {
-        if tombstone { return .tombstone }
-        do {
-            return .value(try codec.decode(try SQLiteBinding.bytes(value)))
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            error.message = "table \(schema.table): " + error.message
-            throw error
-        }
-    }
-
-    private func run<T: Sendable>(
-        _ operation: StoreOperation,
-        writing: Bool = true,
-        _ body: @escaping @Sendable (Database) throws -> T
-    ) async throws -> T {
-        do {
-            if writing {
-                return try await database.writer.write(body)
-            } else {
-                return try await database.writer.read(body)
-            }
-        } catch {
-            throw SQLiteErrors.wrap(error, operation: operation, table: schema.table, database: database.url)
-        }
-    }
 }
 
 extension SQLiteStore where Value: Codable {

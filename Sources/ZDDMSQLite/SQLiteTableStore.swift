@@ -1,6 +1,6 @@
-import Foundation
 import GRDB
 public import ZDDM
+public import ZDDMSQL
 
 /// A store over your own SQLite table, through a ``RowMapping``: no key-value table, no fork of the library.
 ///
@@ -16,7 +16,8 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     /// How values map to rows.
     public let mapping: RowMapping<Value>
     /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
-    public let maxValueSize: Int
+    public var maxValueSize: Int { core.maxValueSize }
+    private let core: SQLStoreCore<Key, Value>
     private let sql: Statements
 
     public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
@@ -28,12 +29,9 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
     public init(database: SQLiteDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
-        guard maxValueSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "maxValueSize must be at least 1, got \(maxValueSize)")
-        }
         self.database = database
         self.mapping = mapping
-        self.maxValueSize = maxValueSize
+        self.core = try SQLStoreCore(mapping: mapping, maxValueSize: maxValueSize)
         self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
     }
 
@@ -41,7 +39,7 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
     ///   mapped column, or its key column cannot hold this store's keys.
     public func prepare() async throws {
-        try await run(.prepare) { db in
+        try await core.run(.prepare, on: database) { db in
             try check(db)
             try db.execute(sql: sql.createTombstones)
         }
@@ -50,7 +48,7 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     /// Checks, without changing anything, the user's table and the tombstone side table.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
     public func checkSchema() async throws {
-        try await run(.prepare) { db in
+        try await core.run(.prepare, on: database) { db in
             try check(db)
             try SQLiteBinding.checkTable(
                 db,
@@ -74,23 +72,23 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        let found = try await run(.read, writing: false) { db -> [SQLValue]?? in
+        let found = try await core.run(.read, on: database, writing: false) { db -> [DatabaseValue]?? in
             if let row = try Row.fetchOne(db, sql: sql.read, arguments: [bound]) {
-                return .some(row.databaseValues.map(SQLiteBinding.sqlValue))
+                return .some(Array(row.databaseValues))
             }
             return try Bool.fetchOne(db, sql: sql.readTombstone, arguments: [bound]) == nil ? nil : .some(nil)
         }
         switch found {
         case nil: return nil
         case .some(nil): return .tombstone
-        case .some(.some(let columns)): return .value(try decode(columns, operation: .read))
+        case .some(.some(let columns)): return .value(try core.value(columns, for: .read))
         }
     }
 
     public func write(_ key: Key, _ value: Value) async throws {
-        let arguments = try rowArguments(key, value, operation: .write)
+        let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await run(.write) { db in
+        try await core.run(.write, on: database) { db in
             try db.inSavepoint {
                 try db.execute(sql: sql.deleteTombstone, arguments: [bound])
                 try db.execute(sql: sql.upsert, arguments: arguments)
@@ -100,9 +98,9 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        let arguments = try rowArguments(key, value, operation: .insertIfAbsent)
+        let arguments = try core.arguments(key, value, for: .insertIfAbsent)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        return try await run(.insertIfAbsent) { db in
+        return try await core.run(.insertIfAbsent, on: database) { db in
             try insertIfAbsent(db, bound: bound, arguments: arguments)
         }
     }
@@ -114,70 +112,51 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     }
 
     public func delete(_ key: Key) async throws {
-        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await run(.delete) { db in
-            try db.inSavepoint {
-                try db.execute(sql: sql.deleteRow, arguments: [bound])
-                try db.execute(sql: sql.deleteTombstone, arguments: [bound])
-                return .commit
-            }
-        }
+        try await change(.delete, key, sql.deleteRow, sql.deleteTombstone)
     }
 
     public func writeTombstone(_ key: Key) async throws {
+        try await change(.writeTombstone, key, sql.deleteRow, sql.insertTombstone)
+    }
+
+    /// Runs two statements on one key in one transaction.
+    private func change(_ operation: StoreOperation, _ key: Key, _ first: String, _ second: String) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await run(.writeTombstone) { db in
+        try await core.run(operation, on: database) { db in
             try db.inSavepoint {
-                try db.execute(sql: sql.deleteRow, arguments: [bound])
-                try db.execute(sql: sql.insertTombstone, arguments: [bound])
+                try db.execute(sql: first, arguments: [bound])
+                try db.execute(sql: second, arguments: [bound])
                 return .commit
             }
         }
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard limit >= 1 else {
-            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
-        }
-        let statement = cursor == nil ? sql.keysFirst : sql.keysAfter
-        var arguments: [DatabaseValue] = []
-        if let cursor { arguments.append(SQLiteBinding.databaseValue(cursor.sqlKeyValue)) }
-        arguments.append(Int64(limit).databaseValue)
-        let bound = StatementArguments(arguments)
-        let values = try await run(.listKeys, writing: false) { db in
-            try DatabaseValue.fetchAll(db, sql: statement, arguments: bound)
-        }
-        return try values.map { try Key(sqlKeyValue: SQLiteBinding.keyValue($0)) }
+        try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
-        let size = Statements.batchSize
-        let chunks = stride(from: 0, to: keys.count, by: size).map {
-            keys[$0..<min(keys.count, $0 + size)].map { SQLiteBinding.databaseValue($0.sqlKeyValue) }
-        }
-        let columns = mapping.valueColumns.count
-        let (rows, tombstones) = try await run(.readMany, writing: false) { db in
-            var rows: [(DatabaseValue, [SQLValue])] = []
+        let chunks = core.boundBatches(keys, size: Statements.batchSize)
+        let (rows, tombstones) = try await core.run(.readMany, on: database, writing: false) { db in
+            var rows: [[DatabaseValue]] = []
             var tombstones: [DatabaseValue] = []
             for chunk in chunks {
-                let arguments = StatementArguments(chunk)
-                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: arguments) {
-                    let values = Array(row.databaseValues)
-                    rows.append((values[0], values.dropFirst().prefix(columns).map(SQLiteBinding.sqlValue)))
+                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: StatementArguments(chunk)) {
+                    rows.append(Array(row.databaseValues))
                 }
                 tombstones += try DatabaseValue.fetchAll(
                     db,
                     sql: sql.readManyTombstones(chunk.count),
-                    arguments: arguments
+                    arguments: StatementArguments(chunk)
                 )
             }
             return (rows, tombstones)
         }
         var found: [Key: StoreRecord<Value>] = [:]
-        for key in tombstones { found[try Key(sqlKeyValue: SQLiteBinding.keyValue(key))] = .tombstone }
-        for (key, values) in rows {
-            found[try Key(sqlKeyValue: SQLiteBinding.keyValue(key))] = .value(try decode(values, operation: .readMany))
+        for key in tombstones { found[try core.key(key, for: .readMany)] = .tombstone }
+        for row in rows {
+            found[try core.key(row[0], for: .readMany)] = .value(try core.value(Array(row.dropFirst()), for: .readMany))
         }
         return found
     }
@@ -187,10 +166,10 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
         let prepared = try entries.map { entry in
             (
                 bound: SQLiteBinding.databaseValue(entry.key.sqlKeyValue),
-                arguments: try rowArguments(entry.key, entry.value, operation: .insertManyIfAbsent)
+                arguments: try core.arguments(entry.key, entry.value, for: .insertManyIfAbsent)
             )
         }
-        let indexes = try await run(.insertManyIfAbsent) { db in
+        let indexes = try await core.run(.insertManyIfAbsent, on: database) { db in
             var inserted: [Int] = []
             for (index, entry) in prepared.enumerated()
             where try insertIfAbsent(db, bound: entry.bound, arguments: entry.arguments) {
@@ -203,56 +182,6 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
 
     public var description: String {
         "SQLiteTableStore(table \(mapping.table), tombstones in \(mapping.tombstoneTable), in \(database.url))"
-    }
-
-    // MARK: Helpers
-
-    private func rowArguments(_ key: Key, _ value: Value, operation: StoreOperation) throws -> StatementArguments {
-        let columns: [SQLValue]
-        do {
-            columns = try mapping.encode(value)
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            throw error
-        }
-        let size = columns.reduce(0) { $0 + $1.byteCount }
-        guard size <= maxValueSize else {
-            throw ZDDMError(
-                .invalidArgument,
-                operation: operation,
-                message: "the value is \(size) bytes, more than the \(maxValueSize) bytes table \(mapping.table) "
-                    + "accepts; nothing was written"
-            )
-        }
-        return StatementArguments(
-            [SQLiteBinding.databaseValue(key.sqlKeyValue)] + columns.map(SQLiteBinding.databaseValue)
-        )
-    }
-
-    private func decode(_ columns: [SQLValue], operation: StoreOperation) throws -> Value {
-        do {
-            return try mapping.decode(columns)
-        } catch var error as ZDDMError {
-            error.operation = error.operation ?? operation
-            error.message = "table \(mapping.table): " + error.message
-            throw error
-        }
-    }
-
-    private func run<T: Sendable>(
-        _ operation: StoreOperation,
-        writing: Bool = true,
-        _ body: @escaping @Sendable (Database) throws -> T
-    ) async throws -> T {
-        do {
-            if writing {
-                return try await database.writer.write(body)
-            } else {
-                return try await database.writer.read(body)
-            }
-        } catch {
-            throw SQLiteErrors.wrap(error, operation: operation, table: mapping.table, database: database.url)
-        }
     }
 }
 

@@ -1,5 +1,9 @@
 import ArgumentParser
+import ZDDMCLI
+import ZDDMDemo
 
+/// `zddm`: the operator commands (from `ZDDMCLI`, which depends on no testing module) and the demo with its
+/// hidden multi-process worker (from `ZDDMDemo`, built on `ZDDMTesting`).
 @main
 struct ZDDMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// The `zddm` binary next to the test bundle (built by `swift test` with the rest of the package).
@@ -41,6 +42,31 @@ func zddm(_ arguments: [String], input: String? = nil) throws -> Run {
         output: String(decoding: outData, as: UTF8.self),
         error: String(decoding: errData, as: UTF8.self)
     )
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` has passed, and says whether it held. The default is
+/// generous: a loaded machine may be slow, and what this catches is something that never happens.
+func waitUntil(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+/// The checkpoint `zddm backfill` keeps in New's SQLite database, or `nil` while there is none.
+func savedCheckpoint(inSQLite path: String, name: String = "zddm-backfill") async -> BackfillCheckpoint<Int64>? {
+    guard FileManager.default.fileExists(atPath: path),
+        let database = try? SQLiteDatabase.open(url: "sqlite:\(path)"),
+        let table = try? SQLiteStore<String, BackfillCheckpoint<Int64>>(
+            database: database,
+            table: "zddm_checkpoints",
+            codec: JSONValueCodec()
+        )
+    else { return nil }
+    defer { try? database.close() }
+    return try? await table.read(name)?.value
 }
 
 func temporaryFolder() throws -> URL {
@@ -121,31 +147,20 @@ struct CLITests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         // The checkpoint is kept in New's database.
-        func checkpoint() async -> BackfillCheckpoint<Int64>? {
-            guard FileManager.default.fileExists(atPath: newPath),
-                let database = try? SQLiteDatabase.open(url: "sqlite:\(newPath)"),
-                let table = try? SQLiteStore<String, BackfillCheckpoint<Int64>>(
-                    database: database,
-                    table: "zddm_checkpoints",
-                    codec: JSONValueCodec()
-                )
-            else { return nil }
-            defer { try? database.close() }
-            return try? await table.read("zddm-backfill")?.value
-        }
         var scannedAtKill = 0
-        for _ in 0..<400 {
-            try await Task.sleep(for: .milliseconds(25))
-            if let saved = await checkpoint(), saved.rowsScanned >= 10_000 {
-                scannedAtKill = saved.rowsScanned
-                break
+        let reached = await waitUntil {
+            guard let saved = await savedCheckpoint(inSQLite: newPath), saved.rowsScanned >= 10_000 else {
+                return false
             }
+            scannedAtKill = saved.rowsScanned
+            return true
         }
+        #expect(reached, "the backfill saved no checkpoint past 10000 rows")
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         #expect(process.terminationReason == .uncaughtSignal)
         #expect(scannedAtKill >= 10_000 && scannedAtKill < rows)
-        let saved = try #require(await checkpoint())
+        let saved = try #require(await savedCheckpoint(inSQLite: newPath))
         #expect(!saved.finished)
 
         let resumed = try zddm(arguments)

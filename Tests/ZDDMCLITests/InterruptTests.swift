@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 @Suite("zddm backfill and Ctrl-C", .serialized)
@@ -22,7 +23,9 @@ struct InterruptTests {
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()
-        try await Task.sleep(for: .milliseconds(1_500))
+        // Interrupt once the backfill has saved a checkpoint after a batch (so it runs, its signal handlers too).
+        let running = await waitUntil { (await savedCheckpoint(inSQLite: newPath)?.rowsScanned ?? 0) > 0 }
+        #expect(running, "the backfill saved no checkpoint after a batch")
         kill(process.processIdentifier, SIGINT)
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
@@ -30,14 +33,7 @@ struct InterruptTests {
         #expect(process.terminationStatus == 130)
         #expect(text.contains("backfill stopped, checkpoint saved"), "\(text.suffix(300))")
 
-        let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
-        let table = try SQLiteStore<String, BackfillCheckpoint<Int64>>(
-            database: database,
-            table: "zddm_checkpoints",
-            codec: JSONValueCodec()
-        )
-        let saved = try #require(try await table.read("zddm-backfill")?.value)
-        try database.close()
+        let saved = try #require(await savedCheckpoint(inSQLite: newPath))
         #expect(!saved.finished)
         #expect(saved.rowsScanned > 0 && saved.rowsScanned < 30_000)
         #expect(saved.rowsScanned.isMultiple(of: 500))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// The PostgreSQL server from `POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD` and
@@ -51,13 +52,18 @@ private struct Worker {
     let output: URL
     let errors: URL
     let log: URL
+
+    /// What the worker logged on standard error so far.
+    var errorLog: String { (try? String(contentsOf: errors, encoding: .utf8)) ?? "" }
+
+    /// How many lines the worker's control service has logged about the migration's settings so far.
+    var controlLines: Int { errorLog.split(separator: "\n").filter { $0.contains("zddm.kv.") }.count }
 }
 
 @Suite("Many instances: real processes on shared stores and one control file", .serialized)
 struct MultiProcessTests {
     static let keys: Int64 = 16
     static let processes = 3
-    static let seconds = 5.0
 
     @Test("The gate agrees across processes, with the in-process gate, and with a known vector")
     func gateAgreement() async throws {
@@ -141,14 +147,16 @@ struct MultiProcessTests {
         #expect(prepare.status == 0, "\(prepare.error)")
         try writeControl(#"{"zddm": {"kv": {"rate": 0.5, "killswitch": false, "stage": "live"}}}"#, to: configURL)
 
+        // The workers drive traffic until the stop file appears (at most 2 minutes).
+        let stopFile = folder.appendingPathComponent("stop")
         let workers = try (0..<Self.processes).map { index in
             try startWorker(
                 index: index,
                 folder: folder,
                 arguments: [
                     "worker", "--old", oldURL, "--new", newURL, "--config", configURL.path, "--migration", "kv",
-                    "--seconds", "\(Self.seconds)", "--seed", "\(index + 1)", "--keys", "\(Self.keys)",
-                    "--poll-milliseconds", "20",
+                    "--seconds", "120", "--stop-file", stopFile.path, "--seed", "\(index + 1)", "--keys",
+                    "\(Self.keys)", "--poll-milliseconds", "20",
                 ] + tableArguments
             )
         }
@@ -166,18 +174,21 @@ struct MultiProcessTests {
             #"{"zddm": {"kv": {"rate": 1, "killswitch": true, "stage": "shadow"}}}"#,
             #"{"zddm": {"kv": {"rate": 0.5, "killswitch": false, "stage": "live"}}}"#,
         ]
-        try await Task.sleep(for: .milliseconds(600))
+        let started = await waitUntil { workers.allSatisfy { $0.errorLog.contains("traffic started") } }
+        try #require(started, "the workers did not all start their traffic")
         for flip in flips {
+            let before = workers.map(\.controlLines)
             try writeControl(flip, to: configURL)
-            try await Task.sleep(for: .milliseconds(380))
+            // Each worker's control service logs what it made of the change (applied, rejected or refused), and
+            // has recorded the gate's new state before it does.
+            let seen = await waitUntil { zip(workers, before).allSatisfy { $0.controlLines > $1 } }
+            try #require(seen, "not every worker took up \(flip)")
+            // Traffic runs in this state for a while (not a wait for anything).
+            try await Task.sleep(for: .milliseconds(200))
         }
-
-        // Wait for the workers (bounded).
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(Self.seconds + 20)
-        while workers.contains(where: \.process.isRunning), clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try Data().write(to: stopFile)
+        let finished = await waitUntil { !workers.contains(where: \.process.isRunning) }
+        #expect(finished, "the workers did not stop")
         var operations: [LoggedOperation] = []
         let decoder = JSONDecoder()
         for worker in workers {

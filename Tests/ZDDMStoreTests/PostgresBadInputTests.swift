@@ -1,6 +1,7 @@
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 
 @Suite("PostgreSQL: bad input gives clear errors and writes nothing", .postgres, .serialized)
@@ -145,6 +146,58 @@ struct PostgresBadInputTests {
             }
             #expect(dataError?.code == .storeFailed)
             #expect(try await mapped.read(distinctiveSecret) == nil)
+        }
+    }
+
+    @Test("A row that cannot be read back as a key or a value fails with mappingFailed, naming the table")
+    func unmappableRows() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let people = uniqueTableName("people")
+            try await database.execute("CREATE TABLE \"\(people)\" (id text PRIMARY KEY, full_name text, age integer)")
+            try await database.execute("INSERT INTO \"\(people)\" VALUES ('a', 'Ada', 36)")
+            let store = try PostgresTableStore<String, Person>(
+                database: database,
+                mapping: RowMapping(
+                    table: people,
+                    keyColumn: "id",
+                    valueColumns: ["full_name", "age"],
+                    encode: { ["full_name": .text($0.fullName), "age": .text($0.email)] },
+                    decode: { Person(fullName: try $0.text("full_name"), email: try $0.text("age")) }
+                )
+            )
+            try await store.prepare()
+            let error = await #expect(throws: ZDDMError.self) { _ = try await store.read("a") }
+            #expect(error?.code == .mappingFailed)
+            #expect(error?.operation == .read)
+            #expect(error?.description.contains(people) == true, "\(String(describing: error))")
+            #expect(error?.description.contains("\"age\"") == true, "\(String(describing: error))")
+            let batchError = await #expect(throws: ZDDMError.self) { _ = try await store.readMany(["a"]) }
+            #expect(batchError?.code == .mappingFailed)
+
+            // A key column of a type no key is read from.
+            let numeric = uniqueTableName("numeric")
+            try await database.execute(
+                "CREATE TABLE \"\(numeric)\" (key numeric PRIMARY KEY, value bytea, tombstone boolean NOT NULL)"
+            )
+            try await database.execute("INSERT INTO \"\(numeric)\" VALUES (1.5, NULL, false)")
+            let keys = try PostgresStore<Int64, String>(database: database, table: numeric)
+            let keyError = await #expect(throws: ZDDMError.self) { _ = try await keys.keys(after: nil, limit: 10) }
+            #expect(keyError?.code == .mappingFailed)
+            #expect(keyError?.operation == .listKeys)
+            #expect(keyError?.description.contains(numeric) == true, "\(String(describing: keyError))")
+
+            // A stored value that is not JSON for the value type.
+            let raw = try PostgresStore<String, [UInt8]>(
+                database: database,
+                table: uniqueTableName("junk"),
+                codec: .rawBytes
+            )
+            try await raw.prepare()
+            try await raw.write("k", Array(distinctiveSecret.utf8))
+            let typed = try PostgresStore<String, Person>(database: database, table: raw.schema.table.name)
+            let decodeError = await #expect(throws: ZDDMError.self) { _ = try await typed.read("k") }
+            #expect(decodeError?.code == .mappingFailed)
+            #expect(decodeError?.description.contains(distinctiveSecret) == false)
         }
     }
 }

@@ -1,6 +1,7 @@
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMTesting
 
 @Suite("PostgreSQL stores pass the conformance suite", .postgres, .serialized)

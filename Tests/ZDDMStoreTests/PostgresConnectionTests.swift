@@ -4,9 +4,13 @@ import Logging
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 
 @Suite("PostgreSQL connections: bounded, clear failures; the password never shows")
 struct PostgresConnectionTests {
+    /// How long a failing connect may take at most: far above its timeouts, so only a hang fails the check.
+    static let generousBound = Duration.seconds(60)
+
     @Test("A closed port on 127.0.0.1 fails quickly with connectionFailed naming host and port")
     func closedPort() async throws {
         let secret = "pw-\(UUID().uuidString)"
@@ -14,8 +18,8 @@ struct PostgresConnectionTests {
         let error = await #expect(throws: ZDDMError.self) {
             _ = try await PostgresDatabase.connect(url: "postgres://someone:\(secret)@127.0.0.1:1/db?sslmode=disable")
         }
-        let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .seconds(10))
+        // Bounded, not fast: a loaded machine may take seconds; a hang would take forever.
+        #expect(ContinuousClock.now - started < Self.generousBound)
         #expect(error?.code == .connectionFailed)
         let text = error?.description ?? ""
         #expect(text.contains("127.0.0.1:1"), "\(text)")
@@ -47,16 +51,20 @@ struct PostgresConnectionTests {
         }
         let port = Int(UInt16(bigEndian: address.sin_port))
 
+        let secret = "pw-\(UUID().uuidString)"
         let started = ContinuousClock.now
         let error = await #expect(throws: ZDDMError.self) {
             _ = try await PostgresDatabase.connect(
-                url: "postgres://someone:secret@127.0.0.1:\(port)/db?sslmode=disable",
+                url: "postgres://someone:\(secret)@127.0.0.1:\(port)/db?sslmode=disable",
                 connectTimeout: .seconds(1)
             )
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // The deadline holds (no hang), however loaded the machine; the exact time is not the point.
+        #expect(ContinuousClock.now - started < Self.generousBound)
         #expect(error?.code == .connectionFailed)
         #expect(error?.description.contains("127.0.0.1:\(port)") == true)
+        #expect(error?.description.contains(secret) == false)
+        #expect(!String(reflecting: error as Any).contains(secret))
         // Whichever fires first: ZDDM's overall deadline or the driver's connect timeout.
         let text = error?.description.lowercased() ?? ""
         #expect(text.contains("no answer within") || text.contains("timeout"), "\(text)")
@@ -69,7 +77,7 @@ struct PostgresConnectionTests {
         url.password = wrong
         let started = ContinuousClock.now
         let error = await #expect(throws: ZDDMError.self) { _ = try await PostgresDatabase.connect(url: url) }
-        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(ContinuousClock.now - started < Self.generousBound)
         #expect(error?.code == .connectionFailed)
         let text = error?.description ?? ""
         #expect(text.contains("\(url.host):\(url.port)"), "\(text)")

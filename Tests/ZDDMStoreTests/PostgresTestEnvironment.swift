@@ -3,6 +3,7 @@ import Logging
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 
 /// The PostgreSQL server the tests use, from `POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`,
 /// `POSTGRES_PASSWORD` and `POSTGRES_DB`.

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 import ZDDMTesting
 

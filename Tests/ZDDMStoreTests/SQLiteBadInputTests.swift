@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 import ZDDMTesting
 
@@ -224,7 +225,66 @@ struct SQLiteBadInputTests {
         try await raw.write("k", Array(distinctiveSecret.utf8))
         let typed = try SQLiteStore<String, Person>(database: database, table: "junk")
         let decodeError = await #expect(throws: ZDDMError.self) { _ = try await typed.read("k") }
+        #expect(decodeError?.code == .mappingFailed)
         #expect(decodeError?.description.contains("\"junk\"") == true)
         #expect(decodeError?.description.contains(distinctiveSecret) == false)
+    }
+
+    @Test("A row that cannot be read back as a key or a value fails with mappingFailed, naming the table")
+    func unmappableRows() async throws {
+        let database = try SQLiteDatabase.open(url: "sqlite::memory:")
+        try await database.execute("CREATE TABLE people (id TEXT PRIMARY KEY NOT NULL, full_name TEXT, email TEXT)")
+        try await database.execute("INSERT INTO people VALUES ('a', 'Ada', X'2A'), ('b', 'Bob', 'bob@example.com')")
+        let people = try SQLiteTableStore<String, Person>(
+            database: database,
+            mapping: RowMapping(
+                table: "people",
+                keyColumn: "id",
+                valueColumns: ["full_name", "email"],
+                encode: { ["full_name": .text($0.fullName), "email": .text($0.email)] },
+                decode: { Person(fullName: try $0.text("full_name"), email: try $0.text("email")) }
+            )
+        )
+        try await people.prepare()
+        let error = await #expect(throws: ZDDMError.self) { _ = try await people.read("a") }
+        #expect(error?.code == .mappingFailed)
+        #expect(error?.operation == .read)
+        #expect(error?.description.contains("\"people\"") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("\"email\"") == true, "\(String(describing: error))")
+        #expect(try await people.read("b") == .value(Person(fullName: "Bob", email: "bob@example.com")))
+        let batchError = await #expect(throws: ZDDMError.self) { _ = try await people.readMany(["a", "b"]) }
+        #expect(batchError?.code == .mappingFailed)
+        #expect(batchError?.operation == .readMany)
+
+        // A mapping that gives other columns than it declares is a mapping bug, found before anything is written.
+        let sloppy = try SQLiteTableStore<String, Person>(
+            database: database,
+            mapping: RowMapping(
+                table: "people",
+                keyColumn: "id",
+                valueColumns: ["full_name", "email"],
+                encode: { ["full_name": .text($0.fullName)] },
+                decode: { Person(fullName: try $0.text("full_name"), email: try $0.text("email")) }
+            )
+        )
+        let encodeError = await #expect(throws: ZDDMError.self) {
+            try await sloppy.write("c", Person(fullName: "Cy", email: distinctiveSecret))
+        }
+        #expect(encodeError?.code == .mappingFailed)
+        #expect(encodeError?.operation == .write)
+        #expect(encodeError?.description.contains(distinctiveSecret) == false)
+        #expect(try await people.read("c") == nil)
+
+        // A key column without a type holds an integer where the store's keys are text; a tombstone flag holds text.
+        try await database.execute("CREATE TABLE loose (key PRIMARY KEY, value BLOB, tombstone)")
+        try await database.execute("INSERT INTO loose VALUES (7, X'22783122', 0), ('t', X'22783122', 'yes')")
+        let loose = try SQLiteStore<String, String>(database: database, table: "loose")
+        let keyError = await #expect(throws: ZDDMError.self) { _ = try await loose.keys(after: nil, limit: 10) }
+        #expect(keyError?.code == .mappingFailed)
+        #expect(keyError?.operation == .listKeys)
+        #expect(keyError?.description.contains("\"loose\"") == true, "\(String(describing: keyError))")
+        let flagError = await #expect(throws: ZDDMError.self) { _ = try await loose.read("t") }
+        #expect(flagError?.code == .mappingFailed)
+        #expect(flagError?.description.contains("tombstone") == true, "\(String(describing: flagError))")
     }
 }

@@ -1,5 +1,6 @@
 import Testing
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 import ZDDMTesting
 

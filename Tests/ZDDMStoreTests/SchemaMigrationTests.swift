@@ -1,6 +1,7 @@
 import Testing
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
 
 /// Old is `users(id, first_name, last_name, email)`, New is `accounts(id, full_name, email)`: the same people in

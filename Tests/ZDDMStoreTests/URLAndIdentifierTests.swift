@@ -1,5 +1,8 @@
 import Testing
 import ZDDM
+import ZDDMPostgres
+import ZDDMSQL
+import ZDDMSQLite
 
 @Suite("Database URLs and SQL identifiers")
 struct URLAndIdentifierTests {

@@ -1,6 +1,7 @@
 import Foundation
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 
 /// Registers the PostgreSQL pair when POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD and
 /// POSTGRES_DB are set (each store a fresh table in that database).

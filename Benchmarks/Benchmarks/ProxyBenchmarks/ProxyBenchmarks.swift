@@ -1,6 +1,7 @@
 import Benchmark
 import Foundation
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 import ZDDMTesting
 

@@ -1,7 +1,9 @@
 import Foundation
 import ZDDM
 import ZDDMPostgres
+import ZDDMSQL
 import ZDDMSQLite
+import ZDDMTesting
 
 // A release-mode driver: SQLite → PostgreSQL copies of the same rows, measured one way per process so that each
 // process's peak memory (VmHWM) belongs to one measurement.

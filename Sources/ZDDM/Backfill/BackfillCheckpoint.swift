@@ -1,5 +1,4 @@
 public import Foundation
-import Synchronization
 
 /// Where a backfill stands, saved after every batch so a crashed or stopped run resumes from it.
 public struct BackfillCheckpoint<Key: Codable & Sendable>: Codable, Sendable {
@@ -80,21 +79,5 @@ public struct FileCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointSt
         } catch {
             throw ZDDMError(.io, message: "cannot write checkpoint file \(url.path)", underlying: error)
         }
-    }
-}
-
-/// Keeps checkpoints in memory, for tests and one-shot runs.
-public final class MemoryCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointStore {
-    private let checkpoints = Mutex<[String: BackfillCheckpoint<Key>]>([:])
-
-    /// Creates an empty store.
-    public init() {}
-
-    public func load(name: String) async throws -> BackfillCheckpoint<Key>? {
-        checkpoints.withLock { $0[name] }
-    }
-
-    public func save(_ checkpoint: BackfillCheckpoint<Key>, name: String) async throws {
-        checkpoints.withLock { $0[name] = checkpoint }
     }
 }

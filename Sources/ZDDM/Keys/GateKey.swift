@@ -71,62 +71,24 @@ func withDecimalDigits<I: BinaryInteger, Result>(
     }
 }
 
-extension Int: GateKey {
+extension GateKey where Self: BinaryInteger {
+    /// Calls `body` with the integer's decimal ASCII digits, with a leading `-` when negative.
+    ///
+    /// - Parameter body: A closure that reads the bytes; the buffer is valid only during the call.
+    /// - Returns: What `body` returns.
+    /// - Throws: What `body` throws.
     public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         try withDecimalDigits(of: self, body)
     }
 }
 
-extension Int8: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension Int16: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension Int32: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension Int64: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension UInt: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension UInt8: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension UInt16: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension UInt32: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
-
-extension UInt64: GateKey {
-    public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        try withDecimalDigits(of: self, body)
-    }
-}
+extension Int: GateKey {}
+extension Int8: GateKey {}
+extension Int16: GateKey {}
+extension Int32: GateKey {}
+extension Int64: GateKey {}
+extension UInt: GateKey {}
+extension UInt8: GateKey {}
+extension UInt16: GateKey {}
+extension UInt32: GateKey {}
+extension UInt64: GateKey {}

@@ -1,6 +1,7 @@
 public import Logging
 import Synchronization
 public import ZDDM
+public import ZDDMSQL
 public import ZDDMSQLite
 
 /// The service's migration of users from the Old table `users_v1` to the New table `users_v2`: one shared proxy,

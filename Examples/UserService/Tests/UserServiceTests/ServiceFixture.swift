@@ -5,6 +5,7 @@ import Logging
 import Testing
 import UserService
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 /// A service on a fresh database file, its test client, and direct access to its tables, to check what the proxy

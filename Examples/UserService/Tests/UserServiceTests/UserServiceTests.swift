@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Testing
 import UserService
 import ZDDM
+import ZDDMSQL
 import ZDDMSQLite
 
 @Suite("User service through the ZDDM proxy")

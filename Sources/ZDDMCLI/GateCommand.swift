@@ -1,10 +1,10 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
 import ZDDM
 
 /// `zddm gate`: which keys a rate admits, for operators.
-struct GateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
+package struct GateCommand: ParsableCommand {
+    package static let configuration = CommandConfiguration(
         commandName: "gate",
         abstract: "Print each key's hash rate and whether the gate admits it at a rate.",
         discussion: """
@@ -33,13 +33,15 @@ struct GateCommand: ParsableCommand {
     @Argument(help: "The keys.")
     var keys: [String] = []
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         _ = try parseRate(rate, option: "--rate")
         if !stdin, keys.isEmpty { throw ValidationError("give at least one KEY, or --stdin") }
         if stdin, !keys.isEmpty { throw ValidationError("give keys as arguments or with --stdin, not both") }
     }
 
-    func run() throws {
+    package func run() throws {
         let gateHasher: any GateHasher =
             switch hasher {
             case .sha1: SHA1RateHasher(salt: salt)

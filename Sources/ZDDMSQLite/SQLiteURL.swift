@@ -1,3 +1,5 @@
+import ZDDM
+
 /// Where an SQLite database is, parsed from `sqlite:PATH`, `sqlite:///ABSOLUTE/PATH` or `sqlite::memory:`.
 ///
 /// `?mode=ro` opens the file read-only (`?mode=rw`, the default, opens it for reading and writing and creates it
@@ -28,7 +30,7 @@ public struct SQLiteURL: Sendable, Hashable, CustomStringConvertible {
     /// Parses a URL.
     /// - Parameter url: `sqlite:PATH`, `sqlite:///ABSOLUTE/PATH` or `sqlite::memory:`, optionally followed by
     ///   `?mode=ro` or `?mode=rw`.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` saying what is wrong.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` saying what is wrong.
     public init(_ url: String) throws {
         let prefix = "sqlite:"
         guard url.hasPrefix(prefix) else {
@@ -60,6 +62,12 @@ public struct SQLiteURL: Sendable, Hashable, CustomStringConvertible {
             throw ZDDMError(.invalidArgument, message: "an SQLite URL needs a path: sqlite:PATH or sqlite::memory:")
         }
         self.init(location: .file(rest), readOnly: readOnly)
+    }
+
+    /// The file's path, or `nil` for an in-memory database.
+    public var filePath: String? {
+        guard case .file(let path) = location else { return nil }
+        return path
     }
 
     public var description: String {

@@ -1,3 +1,5 @@
+import ZDDM
+
 /// The names of a key-value table used by the SQL key-value stores: a table with a key column, a value column
 /// and a tombstone flag.
 ///
@@ -18,8 +20,8 @@ public struct KeyValueTableSchema: Sendable, Hashable {
     ///   - keyColumn: The key column's name; `key` by default.
     ///   - valueColumn: The value column's name; `value` by default.
     ///   - tombstoneColumn: The tombstone column's name; `tombstone` by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming the invalid name, or when two
-    ///   columns share a name.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming the invalid name, or
+    ///   when two columns share a name.
     public init(
         table: String,
         keyColumn: String = "key",

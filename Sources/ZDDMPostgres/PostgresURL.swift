@@ -1,3 +1,5 @@
+import ZDDM
+
 /// A PostgreSQL server and login, parsed from `postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=MODE`.
 ///
 /// The password is kept out of ``description``, `debugDescription` and reflection (`dump`), so logging or
@@ -48,7 +50,7 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible, CustomDe
 
     /// Parses a URL.
     /// - Parameter url: `postgres://USER[:PASSWORD]@HOST[:PORT][/DB][?sslmode=disable|prefer|require]`.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` saying which part is wrong; the
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` saying which part is wrong; the
     ///   message never repeats the URL, which may hold a password.
     public init(_ url: String) throws {
         func invalid(_ message: String) -> ZDDMError {

@@ -1,3 +1,5 @@
+import ZDDM
+
 /// How a value type maps to a row of your own table, so a store can read and write it without a key-value
 /// table: the table, its key column, the value columns, and two functions between a value and those columns.
 ///
@@ -36,7 +38,8 @@ public struct RowMapping<Value: Sendable>: Sendable {
     ///   - tombstoneTable: The side table for tombstones; `<table>_zddm_tombstones` by default.
     ///   - encode: Returns a value's column values, by column name, for exactly `valueColumns`.
     ///   - decode: Makes a value from a row holding `valueColumns`.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming an invalid or duplicate name.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming an invalid or duplicate
+    ///   name.
     public init(
         table: String,
         keyColumn: String,
@@ -72,8 +75,8 @@ public struct RowMapping<Value: Sendable>: Sendable {
     /// A value's column values, in ``valueColumns`` order.
     /// - Parameter value: The value.
     /// - Returns: One value per column.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when `encode` gave other columns than
-    ///   ``valueColumns``, or what `encode` throws.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when `encode` gave other columns
+    ///   than ``valueColumns``, or what `encode` throws.
     public func encode(_ value: Value) throws -> [SQLValue] {
         let columns = try encodeRow(value)
         let expected = Set(valueColumns.map(\.name))
@@ -81,7 +84,7 @@ public struct RowMapping<Value: Sendable>: Sendable {
             let extra = Set(columns.keys).subtracting(expected).sorted()
             let missing = expected.subtracting(columns.keys).sorted()
             throw ZDDMError(
-                .invalidArgument,
+                .mappingFailed,
                 message: "the row mapping for \(table) must give exactly its value columns; missing: "
                     + "\(missing.joined(separator: ", ")); not declared: \(extra.count) column(s)"
             )

@@ -1,15 +1,15 @@
 import Foundation
 
-/// Prints the demo's status: a redrawn line with a progress bar on a terminal, plain lines otherwise.
-struct LiveDisplay: Sendable {
-    let isTerminal: Bool
+/// Prints a command's status: a redrawn line with a progress bar on a terminal, plain lines otherwise.
+package struct LiveDisplay: Sendable {
+    package let isTerminal: Bool
 
-    init() {
+    package init() {
         isTerminal = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
     }
 
     /// Shows a status update; on a terminal it replaces the previous one.
-    func update(_ text: String, progress: Double?) {
+    package func update(_ text: String, progress: Double?) {
         if isTerminal {
             var line = "\r\u{1B}[2K"
             if let progress {
@@ -24,12 +24,12 @@ struct LiveDisplay: Sendable {
     }
 
     /// Ends the current status line so normal output can follow.
-    func finishLine() {
+    package func finishLine() {
         if isTerminal { print("") }
     }
 
     /// Prints a line that stays, above the status line.
-    func log(_ text: String) {
+    package func log(_ text: String) {
         if isTerminal { FileHandle.standardOutput.write(Data("\r\u{1B}[2K".utf8)) }
         print(text)
     }

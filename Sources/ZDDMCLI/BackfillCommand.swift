@@ -1,12 +1,13 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
 import ZDDM
+import ZDDMSQL
 
 /// `zddm backfill`: copy cold keys from one table to another, resumable.
-struct BackfillCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
+    package static let configuration = CommandConfiguration(
         commandName: "backfill",
         abstract: "Copy keys the gate admits from Old to New with insert-if-absent, resumably.",
         discussion: """
@@ -29,45 +30,24 @@ struct BackfillCommand: AsyncParsableCommand {
     @Option(help: "The checkpoint's name.")
     var name: String = "zddm-backfill"
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
         if let maxRowsPerSecond, !(maxRowsPerSecond > 0) {
             throw ValidationError("--max-rows-per-second must be above 0, got \(maxRowsPerSecond)")
         }
     }
 
-    func run() async throws {
-        switch stores.keyType {
-        case .integer: try await copy(Int64.self)
-        case .text: try await copy(String.self)
-        case .bytes: try await copy(KeyBytes.self)
-        }
+    package func run() async throws {
+        try await stores.run(self, migration: name, createNew: true)
     }
 
-    private func copy<Key: SQLKey & Codable>(_: Key.Type) async throws {
-        let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            stores.from,
-            table: stores.table,
-            codec: RawBytesValueCodec(),
-            create: false
-        )
-        let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            stores.to,
-            table: stores.toTable ?? stores.table,
-            codec: RawBytesValueCodec(),
-            create: true
-        )
-        let proxy = try MigrationProxy(
-            name: name,
-            old: old.store,
-            new: new.store,
-            gate: TrafficGate(rate: stores.gateRate())
-        )
+    func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
+        let (new, proxy) = (pair.new, pair.proxy)
         let checkpoints: AnyCheckpointStore<Key>
         if let checkpoint {
-            checkpoints = AnyCheckpointStore(
-                base: FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint))
-            )
+            checkpoints = AnyCheckpointStore(FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint)))
         } else {
             try await new.prepareCheckpoints()
             checkpoints = new.checkpoints
@@ -84,7 +64,7 @@ struct BackfillCommand: AsyncParsableCommand {
         var logger = Logger(label: "zddm")
         logger.logLevel = .warning
         let result = ResultBox()
-        let service = BackfillRunner(backfill: backfill, result: result)
+        let service = BackfillRunner(pass: { try await backfill.runPass() }, result: result)
         // Ctrl-C (SIGINT) or SIGTERM: finish the batches in hand, save the checkpoint, return.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
@@ -95,8 +75,6 @@ struct BackfillCommand: AsyncParsableCommand {
         )
         try await group.run()
         display.finishLine()
-        await old.close()
-        await new.close()
         guard let progress = result.progress else { throw ExitCode(1) }
         print(progress.finished ? "backfill finished: \(progress)" : "backfill stopped, checkpoint saved: \(progress)")
         if !progress.finished { throw ExitCode(130) }

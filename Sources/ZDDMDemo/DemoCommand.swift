@@ -1,11 +1,12 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
 import ZDDM
-import ZDDMSQLite
+import ZDDMCLI
+import ZDDMSQL
 
 /// `zddm demo`: the main job, a whole live migration on an embedded default.
-struct DemoCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+package struct DemoCommand: AsyncParsableCommand {
+    package static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Run a whole live migration while simulated clients use the stores, then report.",
         discussion: """
@@ -38,7 +39,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "New store URL (sqlite:PATH or postgres://…); an SQLite file in --out by default.")
     var new: String?
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         guard rows >= 1, rows <= 50_000_000 else { throw ValidationError("--rows must be in 1…50000000, got \(rows)") }
         guard clients >= 1, clients <= 256 else { throw ValidationError("--clients must be in 1…256, got \(clients)") }
         guard phaseSeconds > 0, phaseSeconds <= 600 else {
@@ -46,7 +49,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    package func run() async throws {
         let folder = URL(fileURLWithPath: out, isDirectory: true)
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

@@ -10,12 +10,12 @@ public protocol ValueCodec<Value>: Sendable {
     /// Encodes a value.
     /// - Parameter value: The value.
     /// - Returns: The bytes to store.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the value cannot be encoded.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` when the value cannot be encoded.
     func encode(_ value: Value) throws -> [UInt8]
 
     /// Decodes stored bytes.
     /// - Parameter bytes: The stored bytes.
     /// - Returns: The value.
-    /// - Throws: ``ZDDMError`` when the bytes are not a valid encoding.
+    /// - Throws: ``ZDDM/ZDDMError`` when the bytes are not a valid encoding.
     func decode(_ bytes: [UInt8]) throws -> Value
 }

@@ -1,3 +1,5 @@
+import ZDDM
+
 /// One row of a user's table as a ``RowMapping`` sees it: the mapped columns' values by name.
 public struct SQLRow: Sendable, Hashable {
     /// The values, by column name.
@@ -12,11 +14,12 @@ public struct SQLRow: Sendable, Hashable {
     /// A column's value.
     /// - Parameter column: The column name.
     /// - Returns: The value.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/storeFailed`` when the row has no such column.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the row has no such
+    ///   column.
     public func value(_ column: String) throws -> SQLValue {
         guard let value = values[column] else {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "the row mapping read column \"\(column)\", which it did not declare"
             )
         }
@@ -26,7 +29,7 @@ public struct SQLRow: Sendable, Hashable {
     /// A text column's value.
     /// - Parameter column: The column name.
     /// - Returns: The text.
-    /// - Throws: ``ZDDMError`` when the column is missing or does not hold text.
+    /// - Throws: ``ZDDM/ZDDMError`` when the column is missing or does not hold text.
     public func text(_ column: String) throws -> String {
         try typed(column, "text") { $0.text }
     }
@@ -34,7 +37,7 @@ public struct SQLRow: Sendable, Hashable {
     /// An integer column's value.
     /// - Parameter column: The column name.
     /// - Returns: The integer.
-    /// - Throws: ``ZDDMError`` when the column is missing or does not hold an integer.
+    /// - Throws: ``ZDDM/ZDDMError`` when the column is missing or does not hold an integer.
     public func integer(_ column: String) throws -> Int64 {
         try typed(column, "an integer") { $0.integer }
     }
@@ -42,7 +45,7 @@ public struct SQLRow: Sendable, Hashable {
     /// A byte-string column's value.
     /// - Parameter column: The column name.
     /// - Returns: The bytes.
-    /// - Throws: ``ZDDMError`` when the column is missing or does not hold bytes.
+    /// - Throws: ``ZDDM/ZDDMError`` when the column is missing or does not hold bytes.
     public func bytes(_ column: String) throws -> [UInt8] {
         try typed(column, "bytes") { $0.bytes }
     }
@@ -50,7 +53,7 @@ public struct SQLRow: Sendable, Hashable {
     /// A nullable text column's value.
     /// - Parameter column: The column name.
     /// - Returns: The text, or `nil` for `NULL`.
-    /// - Throws: ``ZDDMError`` when the column is missing or holds neither text nor `NULL`.
+    /// - Throws: ``ZDDM/ZDDMError`` when the column is missing or holds neither text nor `NULL`.
     public func optionalText(_ column: String) throws -> String? {
         let value = try value(column)
         return value.isNull ? nil : try text(column)
@@ -60,7 +63,7 @@ public struct SQLRow: Sendable, Hashable {
         let value = try value(column)
         guard let result = extract(value) else {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "column \"\(column)\" holds \(Self.kind(of: value)), the row mapping expected \(expected)"
             )
         }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import ZDDM
+import ZDDMCLI
 import ZDDMTesting
 
 /// What the demo runs.

@@ -1,8 +1,10 @@
+public import ZDDM
+
 /// A database driver's error reduced to what is safe to show: the database system, its error code and a
 /// message that names tables and columns but never a row's value, an SQL parameter or a password.
 ///
-/// The SQL stores wrap every driver error in one of these before putting it in ``ZDDMError/underlying``, so a
-/// ``ZDDMError``'s description stays clean. The driver's own error is kept in ``driverError`` for debugging;
+/// The SQL stores wrap every driver error in one of these before putting it in ``ZDDM/ZDDMError/underlying``, so a
+/// ``ZDDM/ZDDMError``'s description stays clean. The driver's own error is kept in ``driverError`` for debugging;
 /// it is not part of the description, and inspecting it may show values.
 public struct SQLDatabaseError: Error, Sendable, ValueFreeDescription {
     /// The database system, for example `"SQLite"` or `"PostgreSQL"`.

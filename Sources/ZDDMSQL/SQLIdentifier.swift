@@ -1,3 +1,5 @@
+import ZDDM
+
 /// A table or column name that is safe to put into SQL: validated, then always used quoted.
 ///
 /// A valid identifier starts with an ASCII letter or `_`, continues with ASCII letters, digits or `_`, and is 1 to
@@ -14,8 +16,8 @@ public struct SQLIdentifier: Sendable, Hashable, CustomStringConvertible {
     /// - Parameters:
     ///   - name: The table or column name.
     ///   - role: What the name is for, used in the error message (for example `"table name"`).
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming `role` when the name is not a
-    ///   valid identifier.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming `role` when the name is
+    ///   not a valid identifier.
     public init(_ name: String, role: String = "identifier") throws {
         guard Self.isValid(name) else {
             throw ZDDMError(

@@ -1,34 +1,22 @@
 import Foundation
-import ZDDM
+package import ZDDM
 import ZDDMPostgres
+package import ZDDMSQL
 import ZDDMSQLite
 
 /// A store opened from a URL, its checkpoint storage, and how to close it.
-struct OpenedStore<Key: SQLKey & Codable, Value: Sendable>: Sendable, CustomStringConvertible {
-    let store: AnyKeyValueStore<Key, Value>
+package struct OpenedStore<Key: SQLKey & Codable, Value: Sendable>: Sendable, CustomStringConvertible {
+    package let store: AnyKeyValueStore<Key, Value>
     /// Checkpoints live in New's database, in the `zddm_checkpoints` table.
-    let checkpoints: AnyCheckpointStore<Key>
+    package let checkpoints: AnyCheckpointStore<Key>
     /// Creates the checkpoint table when missing.
-    let prepareCheckpoints: @Sendable () async throws -> Void
-    let description: String
-    let close: @Sendable () async -> Void
-}
-
-/// Type-erased checkpoint storage.
-struct AnyCheckpointStore<Key: Codable & Sendable>: BackfillCheckpointStore {
-    let base: any BackfillCheckpointStore<Key>
-
-    func load(name: String) async throws -> BackfillCheckpoint<Key>? {
-        try await base.load(name: name)
-    }
-
-    func save(_ checkpoint: BackfillCheckpoint<Key>, name: String) async throws {
-        try await base.save(checkpoint, name: name)
-    }
+    package let prepareCheckpoints: @Sendable () async throws -> Void
+    package let description: String
+    package let close: @Sendable () async -> Void
 }
 
 /// Opens key-value tables from `sqlite:` and `postgres://` URLs.
-enum StoreOpener {
+package enum StoreOpener {
     /// Opens a table.
     /// - Parameters:
     ///   - url: The database URL.
@@ -37,7 +25,7 @@ enum StoreOpener {
     ///   - create: Create the table when missing; otherwise a missing table is an error.
     ///   - fresh: Empty the database first (the demo's own files and tables only).
     ///   - busyTimeout: How long an SQLite write waits for another process's lock.
-    static func open<Key: SQLKey & Codable, Value: Sendable>(
+    package static func open<Key: SQLKey & Codable, Value: Sendable>(
         _ url: String,
         table: String,
         codec: some ValueCodec<Value>,
@@ -46,12 +34,13 @@ enum StoreOpener {
         busyTimeout: Duration = .seconds(5)
     ) async throws -> OpenedStore<Key, Value> {
         if url.hasPrefix("sqlite:") {
-            if fresh, let path = SQLiteURL.filePath(url) {
+            let location = try SQLiteURL(url)
+            if fresh, let path = location.filePath {
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-            } else if !create, let path = SQLiteURL.filePath(url), !FileManager.default.fileExists(atPath: path) {
+            } else if !create, let path = location.filePath, !FileManager.default.fileExists(atPath: path) {
                 throw ZDDMError(.invalidArgument, message: "no SQLite database at \(path)")
             }
-            let database = try SQLiteDatabase.open(url: url, busyTimeout: busyTimeout)
+            let database = try SQLiteDatabase(location, busyTimeout: busyTimeout)
             let store = try SQLiteStore<Key, Value>(database: database, table: table, codec: codec)
             if create { try await store.prepare() } else { try await store.checkSchema() }
             let checkpoints = try SQLiteStore<String, BackfillCheckpoint<Key>>(
@@ -61,14 +50,15 @@ enum StoreOpener {
             )
             return OpenedStore(
                 store: AnyKeyValueStore(store),
-                checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                checkpoints: AnyCheckpointStore(KeyValueCheckpointStore(checkpoints)),
                 prepareCheckpoints: { try await checkpoints.prepare() },
                 description: "\(database.url)",
                 close: { try? database.close() }
             )
         }
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            let database = try await PostgresDatabase.connect(url: url)
+            let location = try PostgresURL(url)
+            let database = try await PostgresDatabase.connect(url: location)
             do {
                 let store = try PostgresStore<Key, Value>(database: database, table: table, codec: codec)
                 if fresh { try await database.execute("DROP TABLE IF EXISTS \(store.schema.table.quoted)") }
@@ -81,9 +71,9 @@ enum StoreOpener {
                 if fresh { try await database.execute("DROP TABLE IF EXISTS zddm_checkpoints") }
                 return OpenedStore(
                     store: AnyKeyValueStore(store),
-                    checkpoints: AnyCheckpointStore(base: KeyValueCheckpointStore(checkpoints)),
+                    checkpoints: AnyCheckpointStore(KeyValueCheckpointStore(checkpoints)),
                     prepareCheckpoints: { try await checkpoints.prepare() },
-                    description: "\(database.url)",
+                    description: "\(location)",
                     close: { await database.shutdown() }
                 )
             } catch {
@@ -92,13 +82,5 @@ enum StoreOpener {
             }
         }
         throw ZDDMError(.invalidArgument, message: "unsupported store URL; use sqlite:PATH or postgres://USER@HOST/DB")
-    }
-}
-
-extension SQLiteURL {
-    /// The file path of an `sqlite:` URL, or `nil` for `sqlite::memory:` or a malformed URL.
-    static func filePath(_ url: String) -> String? {
-        guard let parsed = try? SQLiteURL(url), case .file(let path) = parsed.location else { return nil }
-        return path
     }
 }

@@ -9,19 +9,13 @@ final class ResultBox: Sendable {
     func set(_ progress: BackfillProgress) { value.withLock { $0 = progress } }
 }
 
-/// Runs a backfill as a service and keeps its final progress.
-struct BackfillRunner<Old: KeyValueStore, New: KeyValueStore, Checkpoints: BackfillCheckpointStore>: Service
-where
-    Old.Key == New.Key,
-    Old.Value == New.Value,
-    Old.Key: GateKey,
-    Old.Key: Codable,
-    Checkpoints.Key == Old.Key
-{
-    let backfill: Backfill<Old, New, Checkpoints>
+/// Runs one backfill pass as a service and keeps its final progress.
+struct BackfillRunner: Service {
+    /// Runs the pass: `Backfill.runPass()`.
+    let pass: @Sendable () async throws -> BackfillProgress
     let result: ResultBox
 
     func run() async throws {
-        result.set(try await backfill.runPass())
+        result.set(try await pass())
     }
 }

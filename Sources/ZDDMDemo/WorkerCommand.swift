@@ -1,22 +1,25 @@
-import ArgumentParser
+package import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
 import SystemPackage
 import ZDDM
+import ZDDMCLI
 import ZDDMControl
+import ZDDMSQL
 import ZDDMTesting
 
 /// `zddm worker` (hidden): one instance of a fleet, for the multi-process tests.
 ///
 /// Runs a ``MigrationProxy`` over two key-value tables (integer keys, raw-byte values) with a
 /// ``MigrationControlService`` watching a shared JSON file, drives random reads, writes and deletes over a small key
-/// space for a while, and appends every call to a log file as JSON lines: kind, key, value (text), start and end in
-/// nanoseconds of `CLOCK_REALTIME` (shared by all processes of the machine), and whether it failed. Prints a JSON
-/// summary on standard output; control changes are logged on standard error.
-struct WorkerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// space until the stop file appears (or for `--seconds`), and appends every call to a log file as JSON lines: kind,
+/// key, value (text), start and end in nanoseconds of `CLOCK_REALTIME` (shared by all processes of the machine), and
+/// whether it failed. Prints a JSON summary on standard output. Logs `traffic started` on standard error when the
+/// traffic starts, then each control change (so a test can wait for a change to be applied in every process).
+package struct WorkerCommand: AsyncParsableCommand {
+    package static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Run one fleet instance: random traffic through a proxy controlled by a shared JSON file.",
         shouldDisplay: false
@@ -40,8 +43,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "The migration's name.")
     var migration: String = "kv"
 
-    @Option(help: "How long to drive traffic, in seconds.")
+    @Option(help: "How long to drive traffic, in seconds, at the most.")
     var seconds: Double = 5
+
+    @Option(help: "Stop the traffic as soon as this file exists.")
+    var stopFile: String?
 
     @Option(help: "Random seed; also tags the values this process writes.")
     var seed: UInt64 = 1
@@ -64,7 +70,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "Only create the tables (New's afresh) and exit.")
     var prepare = false
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         guard seconds > 0, seconds <= 600 else {
             throw ValidationError("--seconds must be in (0, 600], got \(seconds)")
         }
@@ -75,7 +83,7 @@ struct WorkerCommand: AsyncParsableCommand {
         if !prepare, config == nil || log == nil { throw ValidationError("give --config and --log") }
     }
 
-    func run() async throws {
+    package func run() async throws {
         let busyTimeout = Duration.milliseconds(busyTimeoutMilliseconds)
         let oldStore: OpenedStore<Int64, [UInt8]> = try await StoreOpener.open(
             old,
@@ -97,9 +105,10 @@ struct WorkerCommand: AsyncParsableCommand {
             await newStore.close()
             return
         }
-        var logger = Logger(label: "zddm.worker.\(seed)")
-        logger.logLevel = .info
         let gate = try TrafficGate(rate: 0)
+        let states = GateStateLog()
+        var logger = Logger(label: "zddm.worker.\(seed)") { GateStateRecorder(label: $0, gate: gate, states: states) }
+        logger.logLevel = .info
         let proxy = try MigrationProxy(name: migration, old: oldStore.store, new: newStore.store, gate: gate)
         let control = try await MigrationControlService.watchingJSONFile(
             FilePath(config),
@@ -120,14 +129,16 @@ struct WorkerCommand: AsyncParsableCommand {
             keys: Int64(keys),
             tasks: tasks,
             seed: seed,
-            duration: .milliseconds(Int64(seconds * 1_000))
+            duration: .milliseconds(Int64(seconds * 1_000)),
+            stopFile: stopFile
         )
         let outcome = try await withThrowingTaskGroup(of: WorkerTraffic.Outcome?.self) { running in
             running.addTask {
                 try await group.run()
                 return nil
             }
-            let outcome = await traffic.run()
+            logger.info("traffic started")
+            let outcome = await traffic.run(states: states)
             await group.triggerGracefulShutdown()
             for try await _ in running {}
             return outcome
@@ -147,6 +158,15 @@ struct WorkerOperation: Codable, Sendable {
     var key: Int64
     /// The value written, or read; `nil` for a delete or a read that found nothing.
     var value: String?
+    /// Set once, read by every traffic task.
+    final class StopFlag: Sendable {
+        private let flag = Atomic<Bool>(false)
+
+        var isSet: Bool { flag.load(ordering: .relaxed) }
+
+        func set() { flag.store(true, ordering: .relaxed) }
+    }
+
     /// `CLOCK_REALTIME` in nanoseconds when the call started and ended.
     var start: UInt64
     var end: UInt64
@@ -161,7 +181,7 @@ struct WorkerTraffic: Sendable {
 
     struct Outcome: Sendable {
         var operations: [WorkerOperation]
-        /// Each distinct gate state seen, in order (`rate/killswitch/stage`).
+        /// Each distinct gate state the control file put the gate in, in order (`rate/killswitch/stage`).
         var gateStates: [String]
 
         func appendLog(to path: String) throws {
@@ -205,21 +225,20 @@ struct WorkerTraffic: Sendable {
     let tasks: Int
     let seed: UInt64
     let duration: Duration
+    let stopFile: String?
 
-    func run() async -> Outcome {
+    func run(states: GateStateLog) async -> Outcome {
         let proxy = self.proxy
         let keys = self.keys
         let seed = self.seed
         let deadline = ContinuousClock.now + duration
-        let sampler = Task {
-            var states: [String] = []
-            while ContinuousClock.now < deadline {
-                let gate = proxy.gate
-                let state = "\(gate.rate)/\(gate.isKillswitchOn ? "killswitch" : "on")/\(gate.stage)"
-                if states.last != state { states.append(state) }
-                try? await Task.sleep(for: .milliseconds(5))
+        let stopped = StopFlag()
+        let watcher = Task { [stopFile] in
+            guard let stopFile else { return }
+            while ContinuousClock.now < deadline, !FileManager.default.fileExists(atPath: stopFile) {
+                try? await Task.sleep(for: .milliseconds(10))
             }
-            return states
+            stopped.set()
         }
         let operations = await withTaskGroup(of: [WorkerOperation].self) { group in
             for task in 0..<tasks {
@@ -227,7 +246,7 @@ struct WorkerTraffic: Sendable {
                     var random = SplitMix64(seed: seed &* 1_000 &+ UInt64(task))
                     var operations: [WorkerOperation] = []
                     var step = 0
-                    while ContinuousClock.now < deadline {
+                    while ContinuousClock.now < deadline, !stopped.isSet {
                         step += 1
                         let key = Int64(random.next() % UInt64(keys)) + 1
                         let roll = random.next() % 100
@@ -265,8 +284,19 @@ struct WorkerTraffic: Sendable {
             for await part in group { all += part }
             return all
         }
-        return Outcome(operations: operations, gateStates: await sampler.value)
+        watcher.cancel()
+        states.record(proxy.gate)
+        return Outcome(operations: operations, gateStates: states.all)
     }
+}
+
+/// Set once, read by every traffic task.
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+
+    func set() { flag.store(true, ordering: .relaxed) }
 }
 
 /// `CLOCK_REALTIME` in nanoseconds: one clock for every process of the machine.

@@ -1,4 +1,5 @@
 import Foundation
+import ZDDM
 
 /// Stores `Codable` values as JSON text (UTF-8), with sorted keys so equal values give equal bytes.
 ///
@@ -10,7 +11,8 @@ public struct JSONValueCodec<Value: Codable & Sendable>: ValueCodec {
     /// Encodes a value as JSON.
     /// - Parameter value: The value.
     /// - Returns: The JSON text's UTF-8 bytes.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when JSON cannot represent the value.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` when JSON cannot represent the
+    ///   value.
     public func encode(_ value: Value) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -29,19 +31,20 @@ public struct JSONValueCodec<Value: Codable & Sendable>: ValueCodec {
     /// Decodes JSON bytes.
     /// - Parameter bytes: The stored JSON.
     /// - Returns: The value.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/storeFailed`` when the bytes are not JSON for `Value`.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the bytes are not JSON for
+    ///   `Value`.
     public func decode(_ bytes: [UInt8]) throws -> Value {
         do {
             return try JSONDecoder().decode(Value.self, from: Data(bytes))
         } catch let error as DecodingError {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "a stored value (\(bytes.count) bytes) is not valid JSON for \(Value.self)"
                     + Self.path(of: error)
             )
         } catch {
             throw ZDDMError(
-                .storeFailed,
+                .mappingFailed,
                 message: "a stored value (\(bytes.count) bytes) is not valid JSON for \(Value.self)"
             )
         }

@@ -1,3 +1,5 @@
+public import ZDDM
+
 /// The SQL column type a key is stored in.
 public enum SQLKeyKind: Sendable, Hashable, CustomStringConvertible {
     /// A text column (`TEXT`), ordered by bytes (SQLite `BINARY`, PostgreSQL `COLLATE "C"`).
@@ -37,7 +39,7 @@ public enum SQLKeyValue: Sendable, Hashable {
 
 /// A key type the SQL stores can bind as a parameter and read back.
 ///
-/// Built in: `String` (text), `Int64` (integer) and ``KeyBytes`` (bytes). Conform your own key types by
+/// Built in: `String` (text), `Int64` (integer) and ``ZDDM/KeyBytes`` (bytes). Conform your own key types by
 /// mapping them to one of these, for example a UUID to its lowercase text form.
 public protocol SQLKey: GateKey {
     /// The column kind keys of this type are stored in.
@@ -48,7 +50,8 @@ public protocol SQLKey: GateKey {
 
     /// Reads a key back from a row.
     /// - Parameter sqlKeyValue: The value read from the key column.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the value has the wrong kind.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the value has the wrong
+    ///   kind.
     init(sqlKeyValue: SQLKeyValue) throws
 }
 
@@ -56,7 +59,7 @@ extension SQLKeyValue {
     /// The error thrown when a key column holds a value of another kind than the key type.
     static func mismatch(expected: SQLKeyKind, found: SQLKeyValue) -> ZDDMError {
         ZDDMError(
-            .invalidArgument,
+            .mappingFailed,
             message: "the key column holds a \(found.kind) value where a \(expected) key was expected"
         )
     }

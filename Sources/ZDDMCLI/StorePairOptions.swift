@@ -1,0 +1,93 @@
+import ArgumentParser
+import ZDDM
+import ZDDMSQL
+
+/// The options `backfill` and `verify` share: which two tables, and the gate.
+struct StorePairOptions: ParsableArguments {
+    @Option(help: "Old's URL (sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB).")
+    var from: String
+
+    @Option(help: "New's URL.")
+    var to: String
+
+    @Option(help: "The table, in both databases.")
+    var table: String = "zddm_kv"
+
+    @Option(help: "New's table, when its name differs.")
+    var toTable: String?
+
+    @Option(help: "The key column's type: integer, text or bytes.")
+    var keyType: KeyType = .integer
+
+    @Option(help: "The gate's rate: only keys it admits are copied, or expected in New.")
+    var rate: String = "1"
+
+    func validate() throws {
+        _ = try parseRate(rate, option: "--rate")
+    }
+
+    /// Opens Old's table (which must exist) and New's (created when missing if `createNew`), with raw-byte values
+    /// and keys of the `--key-type`, puts a proxy with the gate at `--rate` in front of them, runs `action` and
+    /// closes both databases.
+    /// - Parameters:
+    ///   - action: What to do with the open tables.
+    ///   - migration: The proxy's name.
+    ///   - createNew: Whether New's table is created when missing.
+    func run(_ action: some StorePairAction, migration: String, createNew: Bool) async throws {
+        switch keyType {
+        case .integer: try await run(action, Int64.self, migration: migration, createNew: createNew)
+        case .text: try await run(action, String.self, migration: migration, createNew: createNew)
+        case .bytes: try await run(action, KeyBytes.self, migration: migration, createNew: createNew)
+        }
+    }
+
+    private func run<Key: SQLKey & Codable>(
+        _ action: some StorePairAction,
+        _: Key.Type,
+        migration: String,
+        createNew: Bool
+    ) async throws {
+        let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
+            from,
+            table: table,
+            codec: RawBytesValueCodec(),
+            create: false
+        )
+        let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
+            to,
+            table: toTable ?? table,
+            codec: RawBytesValueCodec(),
+            create: createNew
+        )
+        do {
+            let proxy = try MigrationProxy(
+                name: migration,
+                old: old.store,
+                new: new.store,
+                gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
+            )
+            try await action.run(StorePair(old: old, new: new, proxy: proxy))
+        } catch {
+            await old.close()
+            await new.close()
+            throw error
+        }
+        await old.close()
+        await new.close()
+    }
+}
+
+/// Old's and New's tables, open, with a proxy in front of them.
+struct StorePair<Key: SQLKey & Codable>: Sendable {
+    typealias Store = AnyKeyValueStore<Key, [UInt8]>
+
+    let old: OpenedStore<Key, [UInt8]>
+    let new: OpenedStore<Key, [UInt8]>
+    let proxy: MigrationProxy<Store, Store>
+}
+
+/// What a command does with Old's and New's tables, for any key type.
+protocol StorePairAction {
+    /// Does the command's work; the tables are closed afterwards.
+    func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws
+}

@@ -1,0 +1,73 @@
+import PostgresNIO
+import ZDDM
+import ZDDMSQL
+
+/// What both PostgreSQL stores do with PostgresNIO around their own statements.
+extension SQLStoreCore {
+    /// Runs `body`, turning failures into the store's errors.
+    func run<T>(
+        _ operation: StoreOperation,
+        on database: PostgresDatabase,
+        _ body: () async throws -> T
+    )
+        async throws -> T
+    {
+        do {
+            return try await body()
+        } catch {
+            throw wrap(
+                error,
+                operation: operation,
+                database: "on \(database.server)",
+                hint: PostgresErrors.hint(for: error),
+                sanitized: PostgresErrors.sanitized
+            )
+        }
+    }
+
+    /// Lists keys in the table's order: `first` lists from the start (`LIMIT $1`), `following` after a cursor
+    /// (`> $1 … LIMIT $2`).
+    func keys(
+        after cursor: Key?,
+        limit: Int,
+        on database: PostgresDatabase,
+        first: String,
+        following: String
+    ) async throws -> [Key] {
+        try checkListLimit(limit)
+        var binds = PostgresBindings()
+        if let cursor { PostgresBinding.append(cursor.sqlKeyValue, to: &binds) }
+        binds.append(Int64(limit))
+        let statement = cursor == nil ? first : following
+        return try await run(.listKeys, on: database) {
+            try await database.rows(statement, binds).map { try key($0.makeRandomAccess()[0], for: .listKeys) }
+        }
+    }
+
+    /// The bindings of a row: the key, then the value's columns.
+    func bindings(_ key: Key, _ value: Value, for operation: StoreOperation) throws -> PostgresBindings {
+        let columns = try encode(value, for: operation)
+        var binds = PostgresBindings(capacity: columns.count + 1)
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        for column in columns { PostgresBinding.append(column, to: &binds) }
+        return binds
+    }
+
+    /// A key read back from a key column.
+    func key(_ cell: PostgresCell, for operation: StoreOperation) throws -> Key {
+        try key(for: operation) { try PostgresBinding.key(cell) }
+    }
+
+    /// A record read back from a row's tombstone flag and value columns.
+    func record(
+        tombstone: PostgresCell,
+        columns: [PostgresCell],
+        for operation: StoreOperation
+    ) throws
+        -> StoreRecord<Value>
+    {
+        try record(for: operation) {
+            (tombstone: try PostgresBinding.value(tombstone), columns: try columns.map(PostgresBinding.value))
+        }
+    }
+}
