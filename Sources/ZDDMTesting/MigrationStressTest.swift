@@ -1,7 +1,7 @@
 import Synchronization
 public import ZDDM
 
-/// A seeded concurrency stress test of a proxy over two stores, checking DESIGN.md §7's invariants afterwards.
+/// A seeded concurrency stress test of a proxy over two stores, checking the invariants in the Semantics article.
 ///
 /// Many tasks do random reads, writes and deletes over a small key space through one ``MigrationProxy``; both
 /// stores are wrapped in ``FaultInjectingStore`` to add random delays and, optionally, New failures; a controller

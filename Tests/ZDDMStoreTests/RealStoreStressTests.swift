@@ -40,7 +40,7 @@ private func configuration(
     return configuration
 }
 
-@Suite("DESIGN.md §7 invariants with real stores", .serialized)
+@Suite("Migration invariants with real stores", .serialized)
 struct RealStoreStressTests {
     @Test("SQLite → SQLite, delays only: invariants 1-4", arguments: [false, true])
     func sqliteToSQLite(failures: Bool) async throws {

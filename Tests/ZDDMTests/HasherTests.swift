@@ -3,7 +3,7 @@ import ZDDM
 
 @Suite("Hashers")
 struct HasherTests {
-    // Reference values: DESIGN.md §4 (the original's Erlang zddm_hashers:sha_hash_rate), and an independent
+    // Reference values: the original ZDDM's Erlang zddm_hashers:sha_hash_rate for the first three, and an independent
     // Python implementation (hashlib.sha1) of the same formula for the others.
     @Test(
         "SHA-1 rate matches the original ZDDM bit for bit",

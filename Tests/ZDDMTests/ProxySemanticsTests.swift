@@ -2,7 +2,7 @@ import Testing
 import ZDDM
 import ZDDMTesting
 
-@Suite("Proxy: DESIGN.md §3 semantics")
+@Suite("Proxy: read, write and delete semantics")
 struct ProxySemanticsTests {
     @Test("Delete removes from Old and leaves a tombstone in New; reads answer not-found without asking Old")
     func deleteTombstone() async throws {

@@ -34,7 +34,7 @@ func runStress<Key: GateKey & Comparable, Value: Hashable & Sendable>(
     return report
 }
 
-@Suite("Concurrency stress: DESIGN.md §7 invariants")
+@Suite("Concurrency stress: the migration invariants")
 struct StressTests {
     @Test("Random reads, writes and deletes with random delays: invariants 1-4 hold")
     func delaysOnly() async throws {
