@@ -12,24 +12,51 @@ public enum ReadSource: String, Sendable, CaseIterable {
     case oldFallback = "old_fallback"
 }
 
-/// The proxy's metric objects, created once.
+/// A migration's metric objects, created once per ``MigrationCore``.
 ///
-/// | metric | type | dimensions |
-/// | --- | --- | --- |
-/// | `zddm_reads_total` | counter | `migration`, `served_by` (new, old_after_miss, old_only, old_fallback) |
-/// | `zddm_fills_total` | counter | `migration`, `outcome` (inserted, lost) |
-/// | `zddm_new_failures_total` | counter | `migration`, `operation` |
-/// | `zddm_old_failures_total` | counter | `migration`, `operation` |
-/// | `zddm_unsafe_keys` | gauge | `migration` |
-/// | `zddm_degraded` | gauge (0 or 1) | `migration` |
-/// | `zddm_verify_mismatches_total` | counter | `migration`, `kind` (missing_in_new, extra_in_new, different_value, tombstone_in_new) |
-/// | `zddm_shadow_comparisons_total` | counter | `migration`, `result` (match, mismatch, new_missing, skipped) |
-/// | `zddm_shadow_read_duration` | timer | `migration`, `store` (old, new) |
-/// | `zddm_new_timeouts_total` | counter | `migration` (New calls that ran out of budget) |
-/// | `zddm_breaker_trips_total` | counter | `migration` |
-/// | `zddm_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `migration` |
-/// | `zddm_backfill_rows_total` | counter | `migration`, `outcome` (copied, present, skipped) |
+/// Every label is a constant in ``Label``, and ``labels`` lists them all: the metrics table in the Runbook article
+/// is checked against that list by the documentation tests, and the list against the metrics this initializer
+/// creates, so documentation and code cannot drift apart.
 struct ProxyMetrics: Sendable {
+    /// The label of every metric ZDDM defines.
+    enum Label {
+        /// Counter; `migration`, `served_by` (new, old_after_miss, old_only, old_fallback).
+        static let reads = "zddm_reads_total"
+        /// Counter; `migration`, `outcome` (inserted, lost).
+        static let fills = "zddm_fills_total"
+        /// Counter; `migration`, `operation`.
+        static let newFailures = "zddm_new_failures_total"
+        /// Counter; `migration`, `operation`.
+        static let oldFailures = "zddm_old_failures_total"
+        /// Gauge; `migration`.
+        static let unsafeKeys = "zddm_unsafe_keys"
+        /// Gauge (0 or 1); `migration`.
+        static let degraded = "zddm_degraded"
+        /// Counter; `migration`, `kind` (missing_in_new, extra_in_new, different_value, tombstone_in_new).
+        static let verifyMismatches = "zddm_verify_mismatches_total"
+        /// Counter; `migration`, `result` (match, mismatch, new_missing, skipped).
+        static let shadowComparisons = "zddm_shadow_comparisons_total"
+        /// Timer; `migration`, `store` (old, new).
+        static let shadowReadDuration = "zddm_shadow_read_duration"
+        /// Counter; `migration` (New calls that ran out of budget).
+        static let newTimeouts = "zddm_new_timeouts_total"
+        /// Counter; `migration`.
+        static let breakerTrips = "zddm_breaker_trips_total"
+        /// Gauge (0 closed, 1 half-open, 2 open); `migration`.
+        static let breakerState = "zddm_breaker_state"
+        /// Counter; `migration`, `outcome` (copied, present, skipped).
+        static let backfillRows = "zddm_backfill_rows_total"
+
+        /// Every label above.
+        static let all = [
+            reads, fills, newFailures, oldFailures, unsafeKeys, degraded, verifyMismatches, shadowComparisons,
+            shadowReadDuration, newTimeouts, breakerTrips, breakerState, backfillRows,
+        ]
+    }
+
+    /// The label of every metric the initializer creates.
+    static let labels: [String] = Label.all
+
     let reads: [ReadSource: Counter]
     let fillsInserted: Counter
     let fillsLost: Counter
@@ -51,25 +78,25 @@ struct ProxyMetrics: Sendable {
         var reads: [ReadSource: Counter] = [:]
         for source in ReadSource.allCases {
             reads[source] = Counter(
-                label: "zddm_reads_total",
+                label: Label.reads,
                 dimensions: [name, ("served_by", source.rawValue)],
                 factory: factory
             )
         }
         self.reads = reads
         self.fillsInserted = Counter(
-            label: "zddm_fills_total",
+            label: Label.fills,
             dimensions: [name, ("outcome", "inserted")],
             factory: factory
         )
-        self.fillsLost = Counter(label: "zddm_fills_total", dimensions: [name, ("outcome", "lost")], factory: factory)
+        self.fillsLost = Counter(label: Label.fills, dimensions: [name, ("outcome", "lost")], factory: factory)
         let newOperations: [StoreOperation] = [
             .read, .write, .insertIfAbsent, .writeTombstone, .invalidate, .insertManyIfAbsent,
         ]
         var newFailures: [StoreOperation: Counter] = [:]
         for operation in newOperations {
             newFailures[operation] = Counter(
-                label: "zddm_new_failures_total",
+                label: Label.newFailures,
                 dimensions: [name, ("operation", operation.rawValue)],
                 factory: factory
             )
@@ -78,18 +105,18 @@ struct ProxyMetrics: Sendable {
         var oldFailures: [StoreOperation: Counter] = [:]
         for operation in [StoreOperation.read, .write, .delete, .readMany] {
             oldFailures[operation] = Counter(
-                label: "zddm_old_failures_total",
+                label: Label.oldFailures,
                 dimensions: [name, ("operation", operation.rawValue)],
                 factory: factory
             )
         }
         self.oldFailures = oldFailures
-        self.unsafeKeys = Gauge(label: "zddm_unsafe_keys", dimensions: [name], factory: factory)
-        self.degraded = Gauge(label: "zddm_degraded", dimensions: [name], factory: factory)
+        self.unsafeKeys = Gauge(label: Label.unsafeKeys, dimensions: [name], factory: factory)
+        self.degraded = Gauge(label: Label.degraded, dimensions: [name], factory: factory)
         var verifyMismatchCounters: [MismatchKind: Counter] = [:]
         for kind in MismatchKind.allCases {
             verifyMismatchCounters[kind] = Counter(
-                label: "zddm_verify_mismatches_total",
+                label: Label.verifyMismatches,
                 dimensions: [name, ("kind", kind.rawValue)],
                 factory: factory
             )
@@ -98,29 +125,29 @@ struct ProxyMetrics: Sendable {
         var shadowResults: [String: Counter] = [:]
         for result in ["match", "mismatch", "new_missing", "skipped"] {
             shadowResults[result] = Counter(
-                label: "zddm_shadow_comparisons_total",
+                label: Label.shadowComparisons,
                 dimensions: [name, ("result", result)],
                 factory: factory
             )
         }
         self.shadowResults = shadowResults
-        self.newTimeouts = Counter(label: "zddm_new_timeouts_total", dimensions: [name], factory: factory)
-        self.breakerTrips = Counter(label: "zddm_breaker_trips_total", dimensions: [name], factory: factory)
-        self.breakerState = Gauge(label: "zddm_breaker_state", dimensions: [name], factory: factory)
+        self.newTimeouts = Counter(label: Label.newTimeouts, dimensions: [name], factory: factory)
+        self.breakerTrips = Counter(label: Label.breakerTrips, dimensions: [name], factory: factory)
+        self.breakerState = Gauge(label: Label.breakerState, dimensions: [name], factory: factory)
         self.shadowOldLatency = Timer(
-            label: "zddm_shadow_read_duration",
+            label: Label.shadowReadDuration,
             dimensions: [name, ("store", "old")],
             factory: factory
         )
         self.shadowNewLatency = Timer(
-            label: "zddm_shadow_read_duration",
+            label: Label.shadowReadDuration,
             dimensions: [name, ("store", "new")],
             factory: factory
         )
         var backfillRows: [String: Counter] = [:]
         for outcome in ["copied", "present", "skipped"] {
             backfillRows[outcome] = Counter(
-                label: "zddm_backfill_rows_total",
+                label: Label.backfillRows,
                 dimensions: [name, ("outcome", outcome)],
                 factory: factory
             )
