@@ -44,7 +44,7 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
-        let (new, proxy) = (pair.new, pair.proxy)
+        let (new, core) = (pair.new, pair.core)
         let checkpoints: AnyCheckpointStore<Key>
         if let checkpoint {
             checkpoints = AnyCheckpointStore(FileCheckpointStore<Key>(directory: URL(fileURLWithPath: checkpoint)))
@@ -56,7 +56,7 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
         options.batchSize = batch
         options.maxRowsPerSecond = maxRowsPerSecond
         let display = LiveDisplay()
-        let backfill = try Backfill(proxy: proxy, checkpoints: checkpoints, name: name, options: options) { progress in
+        let backfill = try Backfill(core: core, checkpoints: checkpoints, name: name, options: options) { progress in
             var text = "\(progress.rowsScanned) rows scanned, \(progress.rowsCopied) copied"
             text += String(format: ", %.0f rows/s", progress.rowsPerSecond)
             display.update(text, progress: nil)

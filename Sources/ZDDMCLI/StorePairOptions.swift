@@ -60,13 +60,13 @@ struct StorePairOptions: ParsableArguments {
             create: createNew
         )
         do {
-            let proxy = try MigrationProxy(
+            let core = try MigrationCore(
                 name: migration,
                 old: old.store,
                 new: new.store,
                 gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
             )
-            try await action.run(StorePair(old: old, new: new, proxy: proxy))
+            try await action.run(StorePair(old: old, new: new, core: core))
         } catch {
             await old.close()
             await new.close()
@@ -77,13 +77,14 @@ struct StorePairOptions: ParsableArguments {
     }
 }
 
-/// Old's and New's tables, open, with a proxy in front of them.
+/// Old's and New's tables, open, with the migration's core (gate and safety memory) over them: what backfill and
+/// verify run on; no proxy is needed.
 struct StorePair<Key: SQLKey & Codable>: Sendable {
     typealias Store = AnyKeyValueStore<Key, [UInt8]>
 
     let old: OpenedStore<Key, [UInt8]>
     let new: OpenedStore<Key, [UInt8]>
-    let proxy: MigrationProxy<Store, Store>
+    let core: MigrationCore<Store, Store>
 }
 
 /// What a command does with Old's and New's tables, for any key type.

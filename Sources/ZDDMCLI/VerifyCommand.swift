@@ -33,7 +33,7 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         var options = VerifyOptions()
         options.repair = repair
         options.sampleLimit = sample
-        let report = try await Verify(proxy: pair.proxy, options: options).verify()
+        let report = try await Verify(core: pair.core, options: options).verify()
         print("verify: \(report)")
         for mismatch in report.sample { print("  \(mismatch.kind.rawValue)\t\(mismatch.key)") }
         if report.mismatches > sample, sample > 0 { print("  … \(report.mismatches - sample) more") }

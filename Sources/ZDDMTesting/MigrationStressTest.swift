@@ -152,148 +152,156 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
                 circuitBreaker: config.circuitBreaker
             )
         )
-        let shared = Shared()
-        let marker = MemoryWriteBackMarker()
-        if config.writeBack { try await proxy.startWriteBack(maxPending: 8, marker: marker) }
+        return try await withBackgroundWork(of: proxy) {
+            let shared = Shared()
+            let marker = MemoryWriteBackMarker()
+            if config.writeBack { try await proxy.startWriteBack(maxPending: 8, marker: marker) }
 
-        let flips = Task {
-            var random = SplitMix64(seed: config.seed &+ 2)
-            var flips = 0
-            guard config.flipControls else { return 0 }
-            while shared.running.load(ordering: .acquiring) {
-                try? await Task.sleep(for: .milliseconds(2))
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: try? gate.setRate([0, 0.25, 0.5, 1].randomElement(using: &random) ?? 1)
-                case 1: gate.setKillswitch(Int.random(in: 0..<3, using: &random) == 0)
-                default:
-                    let stages: [MigrationStage] = [.off, .dualwrite, .shadow, .live, .live]
-                    try? gate.setStage(stages.randomElement(using: &random) ?? .live)
-                }
-                flips += 1
-            }
-            return flips
-        }
-
-        let records = await withTaskGroup(of: [Record].self) { group in
-            for worker in 0..<config.tasks {
-                group.addTask {
-                    var random = SplitMix64(seed: config.seed &+ 100 &+ UInt64(worker))
-                    var records: [Record] = []
-                    records.reserveCapacity(config.operationsPerTask)
-                    for step in 0..<config.operationsPerTask {
-                        let index = Int.random(in: 0..<config.keySpace, using: &random)
-                        let roll = Int.random(in: 0..<100, using: &random)
-                        let kind: Kind = roll < 50 ? .read : roll < 85 ? .write : .delete
-                        var record = Record(kind: kind, key: index, value: nil, start: 0, end: 0, failed: false)
-                        if kind == .write { record.value = value(worker * 1_000_000 + step + 1) }
-                        record.start = shared.clock.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
-                        do {
-                            switch kind {
-                            case .read: record.value = try await proxy.read(keys[index])
-                            case .write: try await proxy.write(keys[index], record.value ?? value(0))
-                            case .delete: try await proxy.delete(keys[index])
-                            }
-                        } catch {
-                            record.failed = true
-                        }
-                        record.end = shared.clock.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
-                        records.append(record)
+            let flips = Task {
+                var random = SplitMix64(seed: config.seed &+ 2)
+                var flips = 0
+                guard config.flipControls else { return 0 }
+                while shared.running.load(ordering: .acquiring) {
+                    try? await Task.sleep(for: .milliseconds(2))
+                    switch Int.random(in: 0..<3, using: &random) {
+                    case 0: try? gate.setRate([0, 0.25, 0.5, 1].randomElement(using: &random) ?? 1)
+                    case 1: gate.setKillswitch(Int.random(in: 0..<3, using: &random) == 0)
+                    default:
+                        let stages: [MigrationStage] = [.off, .dualwrite, .shadow, .live, .live]
+                        try? gate.setStage(stages.randomElement(using: &random) ?? .live)
                     }
-                    return records
+                    flips += 1
+                }
+                return flips
+            }
+
+            let records = await withTaskGroup(of: [Record].self) { group in
+                for worker in 0..<config.tasks {
+                    group.addTask {
+                        var random = SplitMix64(seed: config.seed &+ 100 &+ UInt64(worker))
+                        var records: [Record] = []
+                        records.reserveCapacity(config.operationsPerTask)
+                        for step in 0..<config.operationsPerTask {
+                            let index = Int.random(in: 0..<config.keySpace, using: &random)
+                            let roll = Int.random(in: 0..<100, using: &random)
+                            let kind: Kind = roll < 50 ? .read : roll < 85 ? .write : .delete
+                            var record = Record(kind: kind, key: index, value: nil, start: 0, end: 0, failed: false)
+                            if kind == .write { record.value = value(worker * 1_000_000 + step + 1) }
+                            record.start = shared.clock.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+                            do {
+                                switch kind {
+                                case .read: record.value = try await proxy.read(keys[index])
+                                case .write: try await proxy.write(keys[index], record.value ?? value(0))
+                                case .delete: try await proxy.delete(keys[index])
+                                }
+                            } catch {
+                                record.failed = true
+                            }
+                            record.end = shared.clock.wrappingAdd(1, ordering: .sequentiallyConsistent).oldValue
+                            records.append(record)
+                        }
+                        return records
+                    }
+                }
+                var all: [Record] = []
+                for await part in group { all += part }
+                return all
+            }
+            shared.running.store(false, ordering: .releasing)
+            let controlFlips = await flips.value
+
+            // Quiescence: background comparisons and abandoned New calls done, New healthy, killswitch off, stage
+            // live, rate fixed.
+            await proxy.waitForBackgroundWork()
+            if config.writeBack { try await proxy.stopWriteBack(marker: marker) }
+            newStore.setFaults(.init())
+            gate.setKillswitch(false)
+            try gate.setStage(.live)
+            var violations: [String] = []
+            let failedCalls = records.filter(\.failed).count
+            if failedCalls > 0 { violations.append("invariant 2: \(failedCalls) calls failed") }
+
+            var byKey: [Int: [Record]] = [:]
+            for record in records where !record.failed { byKey[record.key, default: []].append(record) }
+
+            for index in 0..<config.keySpace {
+                let ops = byKey[index] ?? []
+                let mutations = ops.filter { $0.kind != .read }
+                let finalOld = try await old.read(keys[index])?.value
+                // Invariant 1: Old holds the effect of a mutation that no other mutation strictly followed.
+                let allowed: [Value?] =
+                    mutations.isEmpty
+                    ? [initial[index]]
+                    : mutations.filter { m in !mutations.contains { $0.start > m.end } }.map(\.value)
+                if !allowed.contains(where: { $0 == finalOld }) {
+                    violations.append("invariant 1: key \(index): Old's final value is not the last acknowledged one")
+                }
+                // No stale read.
+                let initialWrite = Record(
+                    kind: .write,
+                    key: index,
+                    value: initial[index],
+                    start: 0,
+                    end: 0,
+                    failed: false
+                )
+                let writers = [initialWrite] + mutations
+                for read in ops where read.kind == .read {
+                    let fresh = writers.contains { w in
+                        w.value == read.value && w.start < read.end
+                            && !mutations.contains { m in m.start > w.end && m.end < read.start }
+                    }
+                    if !fresh {
+                        violations.append(
+                            "stale read: key \(index) read at [\(read.start), \(read.end)] returned an overwritten value"
+                        )
+                    }
                 }
             }
-            var all: [Record] = []
-            for await part in group { all += part }
-            return all
-        }
-        shared.running.store(false, ordering: .releasing)
-        let controlFlips = await flips.value
 
-        // Quiescence: background comparisons and abandoned New calls done, New healthy, killswitch off, stage
-        // live, rate fixed.
-        while proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
-        if config.writeBack { try await proxy.stopWriteBack(marker: marker) }
-        if config.newCallTimeout != nil { try await Task.sleep(for: config.maxDelay * 4 + .milliseconds(50)) }
-        newStore.setFaults(.init())
-        gate.setKillswitch(false)
-        try gate.setStage(.live)
-        var violations: [String] = []
-        let failedCalls = records.filter(\.failed).count
-        if failedCalls > 0 { violations.append("invariant 2: \(failedCalls) calls failed") }
-
-        var byKey: [Int: [Record]] = [:]
-        for record in records where !record.failed { byKey[record.key, default: []].append(record) }
-
-        for index in 0..<config.keySpace {
-            let ops = byKey[index] ?? []
-            let mutations = ops.filter { $0.kind != .read }
-            let finalOld = try await old.read(keys[index])?.value
-            // Invariant 1: Old holds the effect of a mutation that no other mutation strictly followed.
-            let allowed: [Value?] =
-                mutations.isEmpty
-                ? [initial[index]]
-                : mutations.filter { m in !mutations.contains { $0.start > m.end } }.map(\.value)
-            if !allowed.contains(where: { $0 == finalOld }) {
-                violations.append("invariant 1: key \(index): Old's final value is not the last acknowledged one")
+            // Invariant 4 (no New failures, fixed rate), before any repair.
+            let inconsistentBefore = try await inconsistentKeys(keys)
+            if config.newFailureRate == 0, !config.flipControls, !inconsistentBefore.isEmpty {
+                violations.append("invariant 4: keys \(inconsistentBefore) differ in New before any repair")
             }
-            // No stale read.
-            let initialWrite = Record(kind: .write, key: index, value: initial[index], start: 0, end: 0, failed: false)
-            let writers = [initialWrite] + mutations
-            for read in ops where read.kind == .read {
-                let fresh = writers.contains { w in
-                    w.value == read.value && w.start < read.end
-                        && !mutations.contains { m in m.start > w.end && m.end < read.start }
-                }
-                if !fresh {
-                    violations.append(
-                        "stale read: key \(index) read at [\(read.start), \(read.end)] returned an overwritten value"
-                    )
+            // Invariant 3: after the proxy's own repair (and a verify-and-repair pass if it degraded).
+            await proxy.repairUnsafeKeys()
+            let degraded = proxy.isDegraded
+            if degraded {
+                for index in try await inconsistentKeys(keys) { try await new.invalidate(keys[index]) }
+                proxy.resetAfterVerify()
+            }
+            let inconsistentAfter = try await inconsistentKeys(keys)
+            if !inconsistentAfter.isEmpty {
+                violations.append("invariant 3: keys \(inconsistentAfter) differ in New after repair")
+            }
+            if proxy.unsafeKeyCount != 0 {
+                violations.append("\(proxy.unsafeKeyCount) keys still unsafe after repair")
+            }
+            // Through the proxy, with every key admitted, every key reads as Old has it.
+            try gate.setRate(1)
+            for index in 0..<config.keySpace {
+                for _ in 0..<2 {
+                    let viaProxy = try await proxy.read(keys[index])
+                    let inOld = try await old.read(keys[index])?.value
+                    if viaProxy != inOld {
+                        violations.append("key \(index): the proxy served a value Old does not hold")
+                        break
+                    }
                 }
             }
+            return Report(
+                seed: config.seed,
+                operations: records.count,
+                reads: records.filter { $0.kind == .read }.count,
+                failedCalls: failedCalls,
+                injectedNewFailures: newStore.injectedFailures,
+                controlFlips: controlFlips,
+                keysInconsistentBeforeRepair: inconsistentBefore.count,
+                degraded: degraded,
+                violations: violations
+            )
         }
-
-        // Invariant 4 (no New failures, fixed rate), before any repair.
-        let inconsistentBefore = try await inconsistentKeys(keys)
-        if config.newFailureRate == 0, !config.flipControls, !inconsistentBefore.isEmpty {
-            violations.append("invariant 4: keys \(inconsistentBefore) differ in New before any repair")
-        }
-        // Invariant 3: after the proxy's own repair (and a verify-and-repair pass if it degraded).
-        await proxy.repairUnsafeKeys()
-        let degraded = proxy.isDegraded
-        if degraded {
-            for index in try await inconsistentKeys(keys) { try await new.invalidate(keys[index]) }
-            proxy.resetAfterVerify()
-        }
-        let inconsistentAfter = try await inconsistentKeys(keys)
-        if !inconsistentAfter.isEmpty {
-            violations.append("invariant 3: keys \(inconsistentAfter) differ in New after repair")
-        }
-        if proxy.unsafeKeyCount != 0 {
-            violations.append("\(proxy.unsafeKeyCount) keys still unsafe after repair")
-        }
-        // Through the proxy, with every key admitted, every key reads as Old has it.
-        try gate.setRate(1)
-        for index in 0..<config.keySpace {
-            for _ in 0..<2 {
-                let viaProxy = try await proxy.read(keys[index])
-                let inOld = try await old.read(keys[index])?.value
-                if viaProxy != inOld {
-                    violations.append("key \(index): the proxy served a value Old does not hold")
-                    break
-                }
-            }
-        }
-        return Report(
-            seed: config.seed,
-            operations: records.count,
-            reads: records.filter { $0.kind == .read }.count,
-            failedCalls: failedCalls,
-            injectedNewFailures: newStore.injectedFailures,
-            controlFlips: controlFlips,
-            keysInconsistentBeforeRepair: inconsistentBefore.count,
-            degraded: degraded,
-            violations: violations
-        )
     }
 
     /// Keys whose New record is neither absent, nor Old's value, nor a tombstone where Old has nothing.

@@ -194,12 +194,19 @@ struct BackfillTests {
         let old = InMemoryStore<String, String>(["a": "1", "b": "2"])
         let new = FaultInjectingStore(InMemoryStore<String, String>())
         let gate = try TrafficGate(rate: 1, killswitch: true)
-        let proxy = try MigrationProxy(name: "bf", old: old, new: new, gate: gate)
+        let clock = ManualClock()
+        let proxy = try MigrationProxy(name: "bf", old: old, new: new, gate: gate, clock: clock)
         let backfill = try Backfill(proxy: proxy, checkpoints: MemoryCheckpointStore<String>())
         let task = Task { try await backfill.runPass() }
-        try await Task.sleep(for: .milliseconds(250))
+        // The backfill has started and is waiting for New traffic, and it stays waiting as time passes.
+        await clock.waitForSleepers(1)
+        for _ in 0..<5 {
+            clock.advance(by: .seconds(1))
+            await clock.waitForSleepers(1)
+        }
         #expect(new.calls == 0)
         gate.setKillswitch(false)
+        clock.advance(by: .seconds(1))
         let result = try await task.value
         #expect(result.finished)
         #expect(new.base.count == 2)

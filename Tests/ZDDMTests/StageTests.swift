@@ -111,43 +111,44 @@ struct StageTests {
                 publish: { m in published.withLock { $0.append(m) } }
             )
         )
-        // New is held: the reads must still return.
-        let release = AsyncSignal()
-        new.setHooks(before: { _, _ in await release.wait() }, after: nil)
-        #expect(try await proxy.read("same") == "1")
-        #expect(try await proxy.read("differs") == "old")
-        #expect(try await proxy.read("tombstoned") == "t")
-        #expect(try await proxy.read("extra") == nil)
-        #expect(try await proxy.read("never") == nil)
-        #expect(published.withLock { $0.isEmpty })
-        release.signal()
-        new.setHooks(before: nil, after: nil)
-        for _ in 0..<200 where published.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(5)) }
-        try await Task.sleep(for: .milliseconds(50))
-        let mismatches = published.withLock { $0 }
-        #expect(Set(mismatches.map(\.key)) == ["differs", "tombstoned", "extra"])
-        let differs = try #require(mismatches.first { $0.key == "differs" })
-        #expect(differs.kind == .differentValue)
-        #expect(differs.old == "len 3" && differs.new == "len 3")
-        #expect(mismatches.first { $0.key == "tombstoned" }?.kind == .tombstoneInNew)
-        #expect(mismatches.first { $0.key == "extra" }?.kind == .extraInNew)
-        func results(_ result: String) -> Int64 {
-            metrics.counterTotal(
-                label: "zddm_shadow_comparisons_total",
-                dimensions: [("migration", "shadow"), ("result", result)]
+        try await withBackgroundWork(of: proxy) {
+            // New is held: the reads must still return.
+            let release = AsyncSignal()
+            new.setHooks(before: { _, _ in await release.wait() }, after: nil)
+            #expect(try await proxy.read("same") == "1")
+            #expect(try await proxy.read("differs") == "old")
+            #expect(try await proxy.read("tombstoned") == "t")
+            #expect(try await proxy.read("extra") == nil)
+            #expect(try await proxy.read("never") == nil)
+            #expect(published.withLock { $0.isEmpty })
+            release.signal()
+            new.setHooks(before: nil, after: nil)
+            await proxy.waitForBackgroundWork()
+            let mismatches = published.withLock { $0 }
+            #expect(Set(mismatches.map(\.key)) == ["differs", "tombstoned", "extra"])
+            let differs = try #require(mismatches.first { $0.key == "differs" })
+            #expect(differs.kind == .differentValue)
+            #expect(differs.old == "len 3" && differs.new == "len 3")
+            #expect(mismatches.first { $0.key == "tombstoned" }?.kind == .tombstoneInNew)
+            #expect(mismatches.first { $0.key == "extra" }?.kind == .extraInNew)
+            func results(_ result: String) -> Int64 {
+                metrics.counterTotal(
+                    label: "zddm_shadow_comparisons_total",
+                    dimensions: [("migration", "shadow"), ("result", result)]
+                )
+            }
+            #expect(results("mismatch") == 3)
+            #expect(results("match") == 1)  // "same"
+            #expect(results("new_missing") == 1)  // "never": New has nothing to compare
+            // Repaired: New no longer holds the mismatched values.
+            #expect(try await newBase.read("differs") == nil)
+            #expect(try await newBase.read("extra") == nil)
+            #expect(try await newBase.read("same") == .value("1"))
+            #expect(
+                try metrics.expectTimer("zddm_shadow_read_duration", [("migration", "shadow"), ("store", "new")]).values
+                    .count == 5
             )
         }
-        #expect(results("mismatch") == 3)
-        #expect(results("match") == 1)  // "same"
-        #expect(results("new_missing") == 1)  // "never": New has nothing to compare
-        // Repaired: New no longer holds the mismatched values.
-        #expect(try await newBase.read("differs") == nil)
-        #expect(try await newBase.read("extra") == nil)
-        #expect(try await newBase.read("same") == .value("1"))
-        #expect(
-            try metrics.expectTimer("zddm_shadow_read_duration", [("migration", "shadow"), ("store", "new")]).values
-                .count == 5
-        )
     }
 
     @Test("shadow: sampling is deterministic per key; errors are compared (both failing alike is a match)")
@@ -169,8 +170,9 @@ struct StageTests {
                     repairMismatches: false
                 )
             )
-            for key in keys { _ = try await proxy.read(key) }
-            try await Task.sleep(for: .milliseconds(200))
+            try await withBackgroundWork(of: proxy) {
+                for key in keys { _ = try await proxy.read(key) }
+            }
             return Set(published.withLock { $0 }.map(\.key))
         }
         let first = try await sampledKeys()
@@ -190,13 +192,14 @@ struct StageTests {
             metricsFactory: metrics,
             shadow: ShadowComparison(publish: { m in published.withLock { $0.append(m) } })
         )
-        old.setOutage(true)
-        new.setOutage(true)
-        await #expect(throws: ZDDMError.self) { try await proxy.read("k") }
-        try await Task.sleep(for: .milliseconds(100))  // the comparison runs after the call returned
-        new.setOutage(false)
-        await #expect(throws: ZDDMError.self) { try await proxy.read("k") }
-        try await Task.sleep(for: .milliseconds(100))
+        try await withBackgroundWork(of: proxy) {
+            old.setOutage(true)
+            new.setOutage(true)
+            await #expect(throws: ZDDMError.self) { try await proxy.read("k") }
+            await proxy.waitForBackgroundWork()  // the comparison runs after the call returned
+            new.setOutage(false)
+            await #expect(throws: ZDDMError.self) { try await proxy.read("k") }
+        }
         #expect(published.withLock { $0.map(\.kind) } == [.differentOutcome])
         #expect(
             metrics.counterTotal(

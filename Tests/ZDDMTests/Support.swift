@@ -1,6 +1,7 @@
 import CoreMetrics
 import Logging
 import Synchronization
+import Testing
 import ZDDM
 import ZDDMTesting
 
@@ -57,4 +58,19 @@ final class CallCounter: Sendable {
             return counts[name, default: 0]
         }
     }
+}
+
+/// Polls `condition` until it holds, for at most `deadline` (generous: a busy machine is slow, not wrong).
+func eventually(
+    within deadline: Duration = .seconds(60),
+    _ condition: () async throws -> Bool,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    let clock = ContinuousClock()
+    let end = clock.now + deadline
+    while clock.now < end {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+    Issue.record("condition not met within \(deadline)", sourceLocation: sourceLocation)
 }

@@ -12,45 +12,48 @@ struct WriteBackTests {
     @Test("Writes return once Old has them; until New has them too, reads are answered by Old")
     func acknowledgesBeforeNew() async throws {
         let h = try Harness()
-        try await h.oldBase.write("k", "v0")
-        #expect(try await h.proxy.read("k") == "v0")
-        let marker = marker()
-        try await h.proxy.startWriteBack(maxPending: 10, marker: marker)
-        #expect(try await marker.isSet())
-        let release = AsyncSignal()
-        h.new.setHooks(before: { operation, _ in if operation == .write { await release.wait() } }, after: nil)
-        try await h.proxy.write("k", "v1")  // returns although New's write is held
-        #expect(h.proxy.writeBackPendingCount == 1)
-        #expect(try await h.newRecord("k") == .value("v0"))
-        #expect(try await h.proxy.read("k") == "v1")
-        release.signal()
-        await h.proxy.drainWriteBack()
-        #expect(try await h.newRecord("k") == .value("v1"))
-        let oldCalls = h.old.calls
-        #expect(try await h.proxy.read("k") == "v1")
-        #expect(h.old.calls == oldCalls)  // served by New again
-        try await h.proxy.stopWriteBack(marker: marker)
-        #expect(try await !marker.isSet())
+        try await withBackgroundWork(of: h.proxy) {
+            try await h.oldBase.write("k", "v0")
+            #expect(try await h.proxy.read("k") == "v0")
+            let marker = marker()
+            try await h.proxy.startWriteBack(maxPending: 10, marker: marker)
+            #expect(try await marker.isSet())
+            let release = AsyncSignal()
+            h.new.setHooks(before: { operation, _ in if operation == .write { await release.wait() } }, after: nil)
+            try await h.proxy.write("k", "v1")  // returns although New's write is held
+            #expect(h.proxy.writeBackPendingCount == 1)
+            #expect(try await h.newRecord("k") == .value("v0"))
+            #expect(try await h.proxy.read("k") == "v1")
+            release.signal()
+            await h.proxy.drainWriteBack()
+            #expect(try await h.newRecord("k") == .value("v1"))
+            let oldCalls = h.old.calls
+            #expect(try await h.proxy.read("k") == "v1")
+            #expect(h.old.calls == oldCalls)  // served by New again
+            try await h.proxy.stopWriteBack(marker: marker)
+            #expect(try await !marker.isSet())
+        }
     }
 
     @Test("A full queue makes writes wait for New (back-pressure), never drops them")
     func backPressure() async throws {
         let h = try Harness()
         let marker = marker()
-        defer { Task { try? await marker.clear() } }
-        try await h.proxy.startWriteBack(maxPending: 1, marker: marker)
-        let release = AsyncSignal()
-        h.new.setHooks(before: { operation, _ in if operation == .write { await release.wait() } }, after: nil)
-        try await h.proxy.write("a", "1")  // queued
-        let second = Task { try await h.proxy.write("b", "2") }  // the queue is full: it waits for New
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(try await h.oldRecord("b") == .value("2"))
-        #expect(h.proxy.writeBackPendingCount == 1)
-        release.signal()
-        try await second.value
-        await h.proxy.drainWriteBack()
-        #expect(try await h.newRecord("a") == .value("1"))
-        #expect(try await h.newRecord("b") == .value("2"))
+        defer { try? FileManager.default.removeItem(at: marker.url) }
+        try await withBackgroundWork(of: h.proxy) {
+            try await h.proxy.startWriteBack(maxPending: 1, marker: marker)
+            let release = AsyncSignal()
+            h.new.setHooks(before: { operation, _ in if operation == .write { await release.wait() } }, after: nil)
+            try await h.proxy.write("a", "1")  // queued
+            let second = Task { try await h.proxy.write("b", "2") }  // the queue is full: it waits for New
+            try await eventually { try await h.oldRecord("b") == .value("2") }
+            #expect(h.proxy.writeBackPendingCount == 1)
+            release.signal()
+            try await second.value
+            await h.proxy.drainWriteBack()
+            #expect(try await h.newRecord("a") == .value("1"))
+            #expect(try await h.newRecord("b") == .value("2"))
+        }
     }
 
     @Test("A process that dies with New writes queued is noticed: the next one keeps New out until verified")
@@ -59,27 +62,32 @@ struct WriteBackTests {
         try await h.oldBase.write("k", "v0")
         _ = try await h.proxy.read("k")
         let marker = marker()
-        defer { Task { try? await marker.clear() } }
-        try await h.proxy.startWriteBack(marker: marker)
-        let never = AsyncSignal()
-        h.new.setHooks(before: { operation, _ in if operation == .write { await never.wait() } }, after: nil)
-        try await h.proxy.write("k", "v1")  // acknowledged; New's step never happens: the process "dies"
-        #expect(try await h.newRecord("k") == .value("v0"))
+        defer { try? FileManager.default.removeItem(at: marker.url) }
+        try await withThrowingTaskGroup(of: Void.self) { background in
+            background.addTask { try await h.proxy.run() }
+            await h.proxy.core.waitUntilAcceptingBackgroundWork()
+            try await h.proxy.startWriteBack(marker: marker)
+            let never = AsyncSignal()
+            h.new.setHooks(before: { operation, _ in if operation == .write { await never.wait() } }, after: nil)
+            try await h.proxy.write("k", "v1")  // acknowledged; New's step never happens: the process "dies"
+            #expect(try await h.newRecord("k") == .value("v0"))
 
-        // A new process: same stores, empty safety memory.
-        h.new.setHooks(before: nil, after: nil)
-        let restarted = try MigrationProxy(name: "test", old: h.old, new: h.new, gate: h.gate)
-        try await restarted.startWriteBack(marker: marker)
-        #expect(restarted.isDegraded)
-        #expect(try await restarted.read("k") == "v1")  // not New's stale v0
-        var options = VerifyOptions()
-        options.repair = true
-        let report = try await Verify(proxy: restarted, options: options).verify()
-        #expect(report.mismatches == 1)
-        restarted.resetAfterVerify(report)
-        #expect(!restarted.isDegraded)
-        #expect(try await restarted.read("k") == "v1")
-        never.signal()
+            // A new process: same stores, empty safety memory.
+            h.new.setHooks(before: nil, after: nil)
+            let restarted = try MigrationProxy(name: "test", old: h.old, new: h.new, gate: h.gate)
+            try await restarted.startWriteBack(marker: marker)
+            #expect(restarted.isDegraded)
+            #expect(try await restarted.read("k") == "v1")  // not New's stale v0
+            var options = VerifyOptions()
+            options.repair = true
+            let report = try await Verify(proxy: restarted, options: options).verify()
+            #expect(report.mismatches == 1)
+            restarted.resetAfterVerify(report)
+            #expect(!restarted.isDegraded)
+            #expect(try await restarted.read("k") == "v1")
+            never.signal()
+            background.cancelAll()
+        }
     }
 
     @Test("resetAfterVerify(report) forgets only what happened before the pass started")

@@ -85,7 +85,9 @@ public final class TrafficGate: Sendable {
 
     /// Applies a change to the control state and publishes the result; runs nothing else under the lock.
     @discardableResult
-    private func change(_ body: (inout GateControlState) throws -> GateControlState.Events) rethrows
+    private func change(
+        _ body: (inout GateControlState) throws -> GateControlState.Events
+    ) rethrows
         -> GateControlState.Events
     {
         try control.withLock { state in

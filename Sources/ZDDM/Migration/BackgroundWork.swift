@@ -14,6 +14,7 @@ final class BackgroundWork: Sendable {
         var queue: [Job] = []
         var pending = 0
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        var runningWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -66,16 +67,30 @@ final class BackgroundWork: Sendable {
         }
     }
 
+    /// Waits until ``run()`` accepts work.
+    func waitUntilRunning() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let running = state.withLock { state in
+                if state.wake != nil { return true }
+                state.runningWaiters.append(continuation)
+                return false
+            }
+            if running { continuation.resume() }
+        }
+    }
+
     /// Runs submitted jobs until cancelled or shut down gracefully, then stops taking work and finishes the jobs it
     /// has. Under cancellation those jobs run cancelled: a New call that gives up leaves its key unsafe, as any New
     /// failure does, so nothing is left half-recorded.
     func run() async {
         let (wakeUps, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let started = state.withLock { state in
-            guard state.wake == nil else { return false }
+        let (started, waiters) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+            guard state.wake == nil else { return (false, []) }
             state.wake = wake
-            return true
+            defer { state.runningWaiters = [] }
+            return (true, state.runningWaiters)
         }
+        for waiter in waiters { waiter.resume() }
         guard started else { return }
         await withDiscardingTaskGroup { group in
             func start(_ jobs: [Job]) {

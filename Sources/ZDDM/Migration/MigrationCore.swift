@@ -9,9 +9,9 @@ public import Tracing
 /// protected against every race the proxy's calls are.
 ///
 /// It is also a `Service`: ``run()`` runs the migration's background work (New calls that outlive their budget,
-/// write-back steps, `shadow` comparisons). Run it in the application's `ServiceGroup` when any of those is used;
-/// without it they happen in the caller's task (a budget is then not enforced, comparisons are skipped), and the
-/// core says so once in a warning.
+/// write-back steps, `shadow` comparisons). Run it in the application's `ServiceGroup` when any of those is used.
+/// Without it, New calls that have a budget are not made (the keys are kept out of New, as after a timeout),
+/// write-back steps run before the write returns and comparisons are skipped; the core says so once in a warning.
 public final class MigrationCore<Old: KeyValueStore, New: KeyValueStore>: Service, Sendable
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     public typealias Key = Old.Key
@@ -148,6 +148,15 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         await background.waitUntilIdle()
     }
 
+    /// Waits until ``run()`` is accepting background work (for tests and for applications that must not start
+    /// serving before it).
+    public func waitUntilAcceptingBackgroundWork() async {
+        await background.waitUntilRunning()
+    }
+
+    /// Whether ``run()`` is accepting background work now.
+    public var isAcceptingBackgroundWork: Bool { background.isRunning }
+
     /// Number of background jobs submitted and not yet finished.
     public var backgroundWorkPending: Int { background.pending }
 
@@ -157,8 +166,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         if warnedNoBackground.setIfUnset() {
             logger.warning(
                 """
-                the migration's background work is not running (run the proxy as a Service): New calls run without \
-                a budget, write-back steps in the caller's task, and shadow comparisons are skipped
+                the migration's background work is not running (run the proxy as a Service): New calls with a \
+                budget are skipped (their keys are kept out of New), write-back steps run in the caller's task, \
+                and shadow comparisons are skipped
                 """
             )
         }
@@ -223,16 +233,19 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    /// Runs a New step (`work`, which calls ``callNew(_:_:)`` and does the step's bookkeeping) within the New-call
-    /// budget: the one place where the budget is enforced. Without a budget, or without background work running,
-    /// `work` runs in the caller's task. Past the budget it goes on in the background and this returns `nil`.
+    /// Runs a New step within the New-call budget: the one place where the budget is enforced. `work` is the
+    /// step (its New calls through ``callNew(_:_:)`` and its bookkeeping); its argument says whether it may call
+    /// New. Without a budget it runs in the caller's task. With one, it runs as background work and the caller
+    /// waits at most the budget: past it, `work` goes on in the background and this returns `nil`. With a budget
+    /// but no background work running, New is not called at all (`work(false)`, in the caller's task): a request
+    /// never waits longer than its budget, and the step records New as unavailable.
     func withinBudget<R: Sendable>(
         _ operation: StoreOperation,
-        _ work: @escaping @Sendable () async -> R
+        _ work: @escaping @Sendable (_ newAvailable: Bool) async -> R
     ) async -> R? {
-        guard let budget = newCallTimeout else { return await work() }
+        guard let budget = newCallTimeout else { return await work(true) }
         let result = OneShot<R>()
-        guard submitBackground({ result.fulfil(await work()) }) else { return await work() }
+        guard submitBackground({ result.fulfil(await work(true)) }) else { return await work(false) }
         let clock = self.clock
         let finished = await withTaskGroup(of: R?.self) { group in
             group.addTask { await result.wait() }

@@ -23,7 +23,7 @@ public import Tracing
 /// writes, and between two writes of the same key, that dual writes otherwise lose. If
 /// the caller's task is cancelled after Old's step, the proxy still runs New's step; if the store gives up on it,
 /// the key is marked unsafe like any other New failure. The set of unsafe keys is bounded
-/// (``Options/maxUnsafeKeys``); past it the proxy is *degraded*: every read goes to Old and no read fills New
+/// (``MigrationOptions/maxUnsafeKeys``); past it the proxy is *degraded*: every read goes to Old and no read fills New
 /// until ``resetAfterVerify()`` is called after a verify-and-repair pass.
 ///
 /// Old's errors are the caller's, wrapped in a ``ZDDMError`` that names Old and the operation. "Not found" is `nil`.
@@ -190,25 +190,39 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         case .repair(let epoch):
             let core = self.core
-            _ = await core.withinBudget(.invalidate) { await core.repair(key, epoch: epoch) }
+            _ = await core.withinBudget(.invalidate) { newAvailable in
+                if newAvailable {
+                    await core.repair(key, epoch: epoch)
+                } else {
+                    core.ledger.finishRepair(key, epoch: epoch, succeeded: false)
+                }
+            }
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
         let new = self.new
-        let outcome = await core.withinBudget(.read) { await self.core.callNew(.read) { try await new.read(key) } }
+        let core = self.core
+        let outcome = await core.withinBudget(.read) {
+            newAvailable -> MigrationCore<Old, New>.NewOutcome<StoreRecord<Value>?>? in
+            guard newAvailable else { return nil }
+            return await core.callNew(.read) { try await new.read(key) }
+        }
         switch outcome {
-        case .succeeded(.value(let value)):
+        case .succeeded(.value(let value))??:
             metrics.read(.new)
             return (value, .new)
-        case .succeeded(.tombstone):
+        case .succeeded(.tombstone)??:
             metrics.read(.new)
             return (nil, .new)
-        case .succeeded(nil):
+        case .succeeded(nil)??:
             return try await readOldAndFill(key)
         case nil:
             // Out of budget: counted as a failed read of New (the call goes on in the background).
             metrics.newFailure(.read)
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
-        case .failed:
+        case .some(nil):
+            // New was not called (a budget without background work to enforce it).
+            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+        case .failed??:
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
     }
@@ -251,7 +265,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return (nil, .oldAfterMiss)
         }
         // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
-        _ = await core.withinBudget(.insertIfAbsent) { await self.fill(key, value) }
+        _ = await core.withinBudget(.insertIfAbsent) { newAvailable in
+            if newAvailable {
+                await self.fill(key, value)
+            } else {
+                await self.endFill(key, mayRepair: false)
+            }
+        }
         return (value, .oldAfterMiss)
     }
 
@@ -383,7 +403,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return
         }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
-        let finished: Void? = await core.withinBudget(newOperation) {
+        let finished: Void? = await core.withinBudget(newOperation) { newAvailable in
+            let plan = newAvailable ? plan : plan.withNewUnavailable()
             await self.finishMutation(key, ticket, plan, newOperation, newStep)
         }
         if finished == nil {
@@ -424,7 +445,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .oldOnly, .newThenOld, .newOnly:
             outcome = .notOverwritten
         }
-        let mayRepair = !newFailed && isNewTrafficAllowed
+        // A held-back step leaves New alone entirely, repairs included (New is off, or unavailable to this call).
+        let mayRepair = plan != .oldThenHoldBack && !newFailed && isNewTrafficAllowed
         if let epoch = ledger.endMutation(key, ticket, outcome, mayRepair: mayRepair, acknowledged: acknowledged) {
             await core.repair(key, epoch: epoch)
         } else {
