@@ -144,7 +144,7 @@ public final class MigrationControlService: Service, Sendable {
                         for await snapshot in updates { self.apply(snapshot) }
                     }
                     // Static providers only: nothing more will change, but a service runs until it is stopped.
-                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
+                    try? await gracefulShutdown()
                 }
                 // The watch ends on cancellation; a provider ends on graceful shutdown or failure. Either way, stop
                 // the rest.

@@ -120,7 +120,7 @@ package struct WorkerCommand: AsyncParsableCommand {
         control.applyCurrentConfiguration()
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: control)],
+                services: [.init(service: proxy), .init(service: control)],
                 logger: Logger(label: "zddm.worker", factory: { _ in SwiftLogNoOpLogHandler() })
             )
         )
@@ -137,13 +137,14 @@ package struct WorkerCommand: AsyncParsableCommand {
                 try await group.run()
                 return nil
             }
+            await proxy.core.waitUntilAcceptingBackgroundWork()
             logger.info("traffic started")
             let outcome = await traffic.run(states: states)
+            await proxy.waitForBackgroundWork()  // shadow comparisons started by the traffic
             await group.triggerGracefulShutdown()
             for try await _ in running {}
             return outcome
         }
-        for _ in 0..<2_000 where proxy.shadowComparisonsInFlight > 0 { try await Task.sleep(for: .milliseconds(5)) }
         await oldStore.close()
         await newStore.close()
         try outcome.appendLog(to: log)
