@@ -270,3 +270,33 @@ struct TracingTests {
         #expect(proxy.core.tracer == nil)
     }
 }
+
+@Suite("Error codes mean one thing")
+struct ErrorCodeTests {
+    @Test("A file that cannot be written or read is an I/O error naming the file, not a bad argument")
+    func io() async throws {
+        let missing = FileManager.default.temporaryDirectory.appendingPathComponent("zddm-missing-\(UUID())")
+        let marker = FileWriteBackMarker(url: missing.appendingPathComponent("marker"))
+        let markerError = await #expect(throws: ZDDMError.self) { try await marker.set() }
+        #expect(markerError?.code == .io)
+        #expect(markerError?.description.contains("marker") == true)
+        // A folder that cannot exist: its parent is a regular file.
+        let blocker = FileManager.default.temporaryDirectory.appendingPathComponent("zddm-file-\(UUID())")
+        try Data("x".utf8).write(to: blocker)
+        defer { try? FileManager.default.removeItem(at: blocker) }
+        let checkpoints = FileCheckpointStore<String>(directory: blocker.appendingPathComponent("sub"))
+        let checkpoint = BackfillCheckpoint<String>(
+            cursor: "k",
+            rate: 1,
+            rowsScanned: 1,
+            rowsCopied: 1,
+            finished: false
+        )
+        let saveError = await #expect(throws: ZDDMError.self) { try await checkpoints.save(checkpoint, name: "run") }
+        #expect(saveError?.code == .io)
+        // A refused stage change is a refused transition, not an invalid argument.
+        let gate = try TrafficGate(rate: 1)
+        let refused = #expect(throws: ZDDMError.self) { try gate.setStage(.complete) }
+        #expect(refused?.code == .refusedTransition)
+    }
+}

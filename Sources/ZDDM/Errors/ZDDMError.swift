@@ -15,7 +15,6 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
             case io
             case refusedTransition
             case mappingFailed
-            case timeout
         }
 
         private let base: Base
@@ -38,8 +37,6 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
         /// A row read from a table could not be turned into a key or a value (the table's data or the mapping is
         /// wrong, not the caller's argument).
         public static let mappingFailed = Code(.mappingFailed)
-        /// A call ran out of its time budget; ``ZDDMError/role`` and ``ZDDMError/operation`` say which.
-        public static let timeout = Code(.timeout)
 
         public var description: String {
             switch base {
@@ -51,7 +48,6 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
             case .io: "I/O failed"
             case .refusedTransition: "refused transition"
             case .mappingFailed: "mapping failed"
-            case .timeout: "timed out"
             }
         }
     }
