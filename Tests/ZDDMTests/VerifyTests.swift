@@ -128,3 +128,75 @@ struct VerifyTests {
         #expect(again.rowsScanned == progress.rowsScanned && again.finished)
     }
 }
+
+@Suite("Verify and repair converge")
+struct VerifyConvergenceTests {
+    func repairOptions() -> VerifyOptions {
+        var options = VerifyOptions()
+        options.repair = true
+        return options
+    }
+
+    @Test("Keys the safety memory held back are repaired by one pass, which reports only what it did")
+    func heldBackKeys() async throws {
+        let h = try Harness()
+        let keys = (0..<10).map { "k\($0)" }
+        for key in keys { try await h.oldBase.write(key, "v0") }
+        for key in keys { _ = try await h.proxy.read(key) }  // filled: New holds v0
+        h.new.setFaults(.init(failureRate: 1, operations: [.write, .invalidate], appliedShare: 0))
+        for key in keys { try await h.proxy.write(key, "v1") }  // New's steps fail: New is stale, keys unsafe
+        #expect(h.proxy.unsafeKeyCount == 10)
+        h.new.setFaults(.init())
+        let report = try await Verify(proxy: h.proxy, options: repairOptions()).verify()
+        #expect(report.mismatches == 10)
+        #expect(report.repaired == 10)
+        #expect(report.notRepaired == 0 && report.repairFailed == 0)
+        #expect(h.proxy.unsafeKeyCount == 0)
+        let again = try await Verify(proxy: h.proxy).verify()
+        #expect(again.mismatches == 0)
+        for key in keys { #expect(try await h.newRecord(key) == .value("v1")) }
+        // Served by New again.
+        let calls = h.old.calls
+        for key in keys { #expect(try await h.proxy.read(key) == "v1") }
+        #expect(h.old.calls == calls)
+    }
+
+    @Test(
+        "A New that fails during the pass: the pass goes on past failed keys, counts them, and a later pass converges"
+    )
+    func failuresDuringThePass() async throws {
+        let h = try Harness()
+        let keys = (0..<60).map { "k\($0)" }
+        for key in keys {
+            try await h.oldBase.write(key, "new-\(key)")
+            try await h.newBase.write(key, "stale")
+        }
+        h.new.setFaults(.init(failureRate: 0.3, operations: [.invalidate, .insertManyIfAbsent]))
+        let first = try await Verify(proxy: h.proxy, options: repairOptions()).verify()
+        #expect(first.mismatches == 60)
+        #expect(first.repairFailed > 0)
+        #expect(first.repaired + first.notRepaired + first.repairFailed == first.mismatches)
+        h.new.setFaults(.init())
+        let second = try await Verify(proxy: h.proxy, options: repairOptions()).verify()
+        #expect(second.repaired == second.mismatches && second.repairFailed == 0)
+        #expect(try await Verify(proxy: h.proxy).verify().mismatches == 0)
+    }
+
+    @Test("A degraded migration: one repair pass over a quiet migration leaves no mismatch")
+    func degraded() async throws {
+        let h = try Harness(maxUnsafeKeys: 2)
+        let keys = (0..<8).map { "k\($0)" }
+        for key in keys { try await h.oldBase.write(key, "v0") }
+        for key in keys { _ = try await h.proxy.read(key) }
+        h.new.setFaults(.init(failureRate: 1, operations: [.write, .invalidate], appliedShare: 0))
+        for key in keys { try await h.proxy.write(key, "v1") }
+        #expect(h.proxy.isDegraded)
+        h.new.setFaults(.init())
+        let report = try await Verify(proxy: h.proxy, options: repairOptions()).verify()
+        #expect(report.repaired == report.mismatches)
+        #expect(try await Verify(proxy: h.proxy).verify().mismatches == 0)
+        h.proxy.resetAfterVerify(report)
+        #expect(!h.proxy.isDegraded)
+        for key in keys { #expect(try await h.proxy.read(key) == "v1") }
+    }
+}

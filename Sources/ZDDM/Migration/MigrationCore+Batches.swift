@@ -13,12 +13,13 @@ extension MigrationCore {
 
     /// Copies the admitted keys of a batch from Old into New with insert-if-absent, protected by the same safety
     /// memory as read-through fills.
-    func copyBatch(_ keys: [Key]) async throws -> BatchCopyResult {
+    /// - Parameter afterRepair: The keys were just invalidated by a repair: they may be filled even while degraded.
+    func copyBatch(_ keys: [Key], afterRepair: Bool = false) async throws -> BatchCopyResult {
         var result = BatchCopyResult()
         let admitted = keys.filter { gate.admits($0) }
         result.skipped = keys.count - admitted.count
         metrics.backfillRows["skipped"]?.increment(by: result.skipped)
-        let registered = ledger.beginFills(admitted)
+        let registered = ledger.beginFills(admitted, whileDegraded: afterRepair)
         result.heldBack = admitted.count - registered.count
         guard !registered.isEmpty else { return result }
         var newFailure = false
@@ -64,8 +65,9 @@ extension MigrationCore {
             _ = ledger.endMutation(key, ticket, .unsafe, mayRepair: false)
             throw ZDDMError.store(.new, .invalidate, error)
         }
-        if let epoch = ledger.endMutation(key, ticket, .notOverwritten, mayRepair: isNewTrafficAllowed) {
+        if let epoch = ledger.endMutation(key, ticket, .invalidated, mayRepair: isNewTrafficAllowed) {
             await repair(key, epoch: epoch)
         }
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
     }
 }

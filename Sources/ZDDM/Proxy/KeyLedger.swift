@@ -58,12 +58,17 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
         case notOverwritten
         /// New may hold an older value than Old.
         case unsafe
+        /// New's copy was invalidated by a repair: like ``notOverwritten``, and the key's unsafe mark is cleared if
+        /// nothing marked it since the repair began and nothing else is in flight on it.
+        case invalidated
     }
 
     /// A snapshot taken when a write or delete begins.
     struct MutationTicket: Sendable {
         var fillsInFlight: Bool
         var fillStarts: UInt64
+        /// The key's mark count when the mutation began (after its own overlap mark, if any).
+        var unsafeEpoch: UInt64 = 0
     }
 
     private let shards: [Shard]
@@ -206,9 +211,20 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Registers fills for a batch (backfill, repair); returns the keys that may be filled, in order.
-    func beginFills(_ keys: [Key]) -> [Key] {
-        if isDegraded { return [] }
-        return keys.filter(beginFill)
+    /// - Parameter whileDegraded: Whether the batch may fill while the ledger is degraded: only for keys a repair
+    ///   has just invalidated (registered as mutations), so that nothing older than Old's value can be in New for
+    ///   them; a race during the fill marks them again, and a degraded ledger stays degraded until a reset that
+    ///   covers that mark.
+    func beginFills(_ keys: [Key], whileDegraded: Bool = false) -> [Key] {
+        if isDegraded, !whileDegraded { return [] }
+        return keys.filter { key in
+            update(key) { state, _ in
+                if state.unsafe || state.repairing || state.acknowledged > 0 { return false }
+                state.fills += 1
+                state.fillStarts &+= 1
+                return true
+            }
+        }
     }
 
     /// Ends a batch of fills; returns the repair claims of keys left unsafe and idle.
@@ -223,7 +239,11 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             state.mutations += 1
             // Two writes in flight on one key may reach New in another order than they reached Old.
             if state.mutations > 1 { markUnsafe(&state, &events) }
-            return MutationTicket(fillsInFlight: state.fills > 0, fillStarts: state.fillStarts)
+            return MutationTicket(
+                fillsInFlight: state.fills > 0,
+                fillStarts: state.fillStarts,
+                unsafeEpoch: state.unsafeEpoch
+            )
         }
     }
 
@@ -243,10 +263,15 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
             switch outcome {
             case .overwritten:
                 break
-            case .notOverwritten:
+            case .notOverwritten, .invalidated:
                 // A fill that overlapped this mutation may have read Old before it and insert afterwards.
                 if ticket.fillsInFlight || state.fills > 0 || state.fillStarts != ticket.fillStarts {
                     markUnsafe(&state, &events)
+                } else if outcome == .invalidated, state.unsafeEpoch == ticket.unsafeEpoch, state.mutations == 0,
+                    !state.repairing
+                {
+                    // New holds nothing for the key now, and nothing happened to it meanwhile: it is repaired.
+                    clearUnsafe(&state)
                 }
             case .unsafe:
                 markUnsafe(&state, &events)

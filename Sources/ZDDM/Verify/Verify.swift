@@ -8,9 +8,11 @@ public import ServiceLifecycle
 /// write in flight is not reported. Keys the gate does not admit are not expected in New: their absence is not a
 /// mismatch.
 ///
-/// Repair makes New agree with Old without ever writing a value older than Old's: a stale key is invalidated in New
-/// (registered with the migration's safety memory like a write), then missing and invalidated keys are copied from
-/// Old with insert-if-absent, like a backfill batch. A verify pass needs no proxy: build it on the migration's
+/// Repair makes New agree with Old without ever writing a value older than Old's: each mismatched key is invalidated
+/// in New (registered with the migration's safety memory like a write, which also clears a mark the memory held for
+/// it), then copied from Old with insert-if-absent, like a backfill batch. The report counts only what the pass did:
+/// keys repaired, keys held back (an operation in flight, New traffic off) and keys whose repair failed; a failure
+/// of New does not stop the pass. A verify pass needs no proxy: build it on the migration's
 /// ``MigrationCore`` (the proxy's ``MigrationProxy/core`` when the process also serves traffic).
 public final class Verify<Old: KeyValueStore, New: KeyValueStore>: Service
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
@@ -95,7 +97,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             for suspect in suspects { record(suspect.key, suspect.kind) }
             if options.repair, !suspects.isEmpty {
                 if core.isNewTrafficAllowed {
-                    report.repaired += try await repair(suspects)
+                    let outcome = await repair(suspects.map(\.key))
+                    report.repaired += outcome.repaired
+                    report.notRepaired += outcome.notRepaired
+                    report.repairFailed += outcome.failed
                 } else {
                     report.notRepaired += suspects.count
                 }
@@ -121,8 +126,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                         report.notRepaired += 1
                         continue
                     }
-                    try await core.invalidateForRepair(key)
-                    report.repaired += 1
+                    do {
+                        try await core.invalidateForRepair(key)
+                        report.repaired += 1
+                    } catch {
+                        report.repairFailed += 1
+                    }
                 }
             }
             if keys.count < options.batchSize { break }
@@ -167,12 +176,38 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         return keys.filter { oldRecords[$0]?.value == nil && newRecords[$0]?.value != nil }
     }
 
-    private func repair(_ suspects: [VerifyMismatch<Key>]) async throws -> Int {
-        for suspect in suspects where suspect.kind != .missingInNew {
-            try await core.invalidateForRepair(suspect.key)
+    /// What repairing some keys did.
+    private struct RepairOutcome {
+        var repaired = 0
+        var notRepaired = 0
+        var failed = 0
+    }
+
+    /// Repairs keys from Old: each is invalidated in New (registered like a write, which also clears a mark the
+    /// migration's safety memory held for it), then copied from Old with insert-if-absent. A key whose repair fails
+    /// is counted and the pass goes on.
+    private func repair(_ keys: [Key]) async -> RepairOutcome {
+        var outcome = RepairOutcome()
+        var invalidated: [Key] = []
+        for key in keys {
+            do {
+                try await core.invalidateForRepair(key)
+                invalidated.append(key)
+            } catch {
+                outcome.failed += 1
+            }
         }
-        _ = try await core.copyBatch(suspects.map(\.key))
-        return suspects.count
+        guard !invalidated.isEmpty else { return outcome }
+        do {
+            let copy = try await core.copyBatch(invalidated, afterRepair: true)
+            // Held back: an operation on the key is in flight, or it was marked again meanwhile; a later pass
+            // (or the proxy's own repair) finishes it.
+            outcome.notRepaired += copy.heldBack
+            outcome.repaired += invalidated.count - copy.heldBack
+        } catch {
+            outcome.failed += invalidated.count
+        }
+        return outcome
     }
 
     private static func store<R>(

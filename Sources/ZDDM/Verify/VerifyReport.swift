@@ -26,12 +26,15 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
     public var keysInNew = 0
     /// Mismatches by kind (each key counted once, after a re-check that rules out writes in flight).
     public var counts: [MismatchKind: Int] = [:]
-    /// Keys repaired from Old.
+    /// Keys the pass made agree with Old (invalidated in New, and copied from Old where Old has a value).
     public var repaired = 0
     /// Up to the sample limit of mismatched keys, in the order found.
     public var sample: [VerifyMismatch<Key>] = []
-    /// Mismatches found but not repaired because New traffic was off (killswitch, stage `off`, breaker open).
+    /// Mismatches found but left for later: New traffic was off (killswitch, stage `off`, breaker open), or an
+    /// operation on the key was in flight.
     public var notRepaired = 0
+    /// Mismatches whose repair failed because New failed; the pass went on.
+    public var repairFailed = 0
     /// The proxy's safety-memory mark when the pass started, for ``MigrationProxy/resetAfterVerify(_:)``.
     public internal(set) var safetyMark: UInt64 = 0
 
@@ -46,6 +49,8 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
         let kinds = MismatchKind.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ")
         return
             "\(keysInOld) keys in Old, \(keysInNew) in New, \(mismatches) mismatches (\(kinds)), \(repaired) repaired"
+            + (notRepaired > 0 ? ", \(notRepaired) not repaired" : "")
+            + (repairFailed > 0 ? ", \(repairFailed) repairs failed" : "")
     }
 }
 
