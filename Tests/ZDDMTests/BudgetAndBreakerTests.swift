@@ -42,9 +42,10 @@ struct BudgetAndBreakerTests {
         let metrics = TestMetrics()
         let (h, proxy) = try harness(timeout: .milliseconds(20), metrics: metrics, realClock: true)
         try await withBackgroundWork(of: proxy) {
+            // New holds the key already (on a busy machine even a first read may outlast the budget, so no fill).
             try await h.oldBase.write("k", "v0")
+            try await h.newBase.write("k", "v0")
             #expect(try await proxy.read("k") == "v0")
-            #expect(try await h.newRecord("k") == .value("v0"))
             let release = AsyncSignal()
             h.new.setHooks(before: { _, _ in await release.wait() }, after: nil)
             // Every New call now hangs until released; these return anyway (else this test would hang).
@@ -85,7 +86,7 @@ struct BudgetAndBreakerTests {
         let (h, proxy) = try harness(timeout: .milliseconds(20), realClock: true)
         try await withBackgroundWork(of: proxy) {
             try await h.oldBase.write("k", "v0")
-            _ = try await proxy.read("k")
+            try await h.newBase.write("k", "v0")
             let release = AsyncSignal()
             let counter = CallCounter()
             h.new.setHooks(
@@ -98,7 +99,6 @@ struct BudgetAndBreakerTests {
             try await proxy.write("k", "v2")  // completes: New = v2
             release.signal()  // the abandoned v1 lands after v2
             await proxy.waitForBackgroundWork()
-            #expect(h.new.calls >= 4)
             #expect(try await proxy.read("k") == "v2")
             #expect(try await proxy.read("k") == "v2")
             let record = try await h.newRecord("k")
