@@ -224,6 +224,29 @@ struct BackgroundWorkTests {
     }
 }
 
+extension BackgroundWorkTests {
+    @Test("A second run() (the proxy and its core both in a service group) waits instead of ending the group")
+    func secondRunWaits() async throws {
+        let h = try Harness()
+        let core = h.proxy.core
+        let secondEnded = Flag()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await h.proxy.run() }
+            await core.waitUntilAcceptingBackgroundWork()
+            group.addTask {
+                try await core.run()
+                secondEnded.set()
+            }
+            try await eventually { core.background.runCalls.load(ordering: .relaxed) == 2 }
+            for _ in 0..<1_000 { await Task.yield() }
+            #expect(!secondEnded.isSet)
+            #expect(core.isAcceptingBackgroundWork)
+            group.cancelAll()
+        }
+        #expect(secondEnded.isSet)
+    }
+}
+
 @Suite("Tracing")
 struct TracingTests {
     @Test("A span per call, child spans per store step, attributes without keys or values")

@@ -18,6 +18,8 @@ final class BackgroundWork: Sendable {
     }
 
     private let state = Mutex(State())
+    /// How many times ``run()`` was entered (for tests).
+    let runCalls = Atomic<Int>(0)
 
     /// Whether ``run()`` is accepting work.
     var isRunning: Bool { state.withLock { $0.wake != nil } }
@@ -80,9 +82,10 @@ final class BackgroundWork: Sendable {
     }
 
     /// Runs submitted jobs until cancelled or shut down gracefully, then stops taking work and finishes the jobs it
-    /// has. Under cancellation those jobs run cancelled: a New call that gives up leaves its key unsafe, as any New
+    /// has. A second `run()` while one runs does nothing until it is shut down or cancelled. Under cancellation those jobs run cancelled: a New call that gives up leaves its key unsafe, as any New
     /// failure does, so nothing is left half-recorded.
     func run() async {
+        runCalls.wrappingAdd(1, ordering: .relaxed)
         let (wakeUps, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let (started, waiters) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
             guard state.wake == nil else { return (false, []) }
@@ -91,7 +94,12 @@ final class BackgroundWork: Sendable {
             return (true, state.runningWaiters)
         }
         for waiter in waiters { waiter.resume() }
-        guard started else { return }
+        guard started else {
+            // Already run elsewhere (the proxy and its core both in a service group): this one has nothing to do,
+            // but returning early would end the whole group, so it runs until shut down like the other.
+            try? await gracefulShutdown()
+            return
+        }
         await withDiscardingTaskGroup { group in
             func start(_ jobs: [Job]) {
                 for job in jobs {
