@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(name: "zddm", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.3.0"),
     ],
     targets: [
         .executableTarget(
@@ -23,6 +24,8 @@ let package = Package(
                 .product(name: "ZDDMSQL", package: "zddm"),
                 .product(name: "ZDDMSQLite", package: "zddm"),
                 .product(name: "ZDDMPostgres", package: "zddm"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             path: "Benchmarks/ProxyBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

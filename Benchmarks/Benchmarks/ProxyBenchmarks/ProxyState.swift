@@ -1,4 +1,5 @@
 import Synchronization
+import Tracing
 import ZDDM
 
 /// Fresh, distinct key ranges for benchmarks that insert (each round gets keys nobody used).
@@ -19,10 +20,16 @@ where Old.Key == Int64, New.Key == Int64, Old.Value == [UInt8], New.Value == [UI
     let proxy: MigrationProxy<Old, New>
     let round: KeyRounds
 
-    init(_ old: Old, _ new: New, filled: Bool, roundSize: Int64 = 1_000_000) async throws {
+    init(
+        _ old: Old,
+        _ new: New,
+        filled: Bool,
+        roundSize: Int64 = 1_000_000,
+        tracer: (any Tracer)? = nil
+    ) async throws {
         self.old = old
         self.new = new
-        self.proxy = try MigrationProxy(name: "bench", old: old, new: new, gate: TrafficGate(rate: 1))
+        self.proxy = try MigrationProxy(name: "bench", old: old, new: new, gate: TrafficGate(rate: 1), tracer: tracer)
         self.round = KeyRounds(size: roundSize)
         if filled {
             let entries = (0..<Int64(keyCount)).map { (key: $0, value: value) }
