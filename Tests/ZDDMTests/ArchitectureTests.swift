@@ -323,3 +323,24 @@ struct ErrorCodeTests {
         #expect(refused?.code == .refusedTransition)
     }
 }
+
+@Suite("A repair clears a key's mark only when nothing else touched the key")
+struct RepairClearingTests {
+    @Test("A repair that overlapped writes in flight leaves the key unsafe; a lone repair clears it")
+    func overlapKeepsMark() {
+        let ledger = KeyLedger<String>(maxUnsafeKeys: 100)
+        let w1 = ledger.beginMutation("k")
+        let w2 = ledger.beginMutation("k")  // overlap: marked
+        let repair = ledger.beginMutation("k")
+        _ = ledger.endMutation("k", w2, .overwritten, mayRepair: false)
+        _ = ledger.endMutation("k", w1, .overwritten, mayRepair: false)  // may land in New after w2
+        _ = ledger.endMutation("k", repair, .invalidated, mayRepair: false)
+        #expect(ledger.unsafeKeys == 1)
+        #expect(ledger.readPlan("k") != .normal)
+
+        ledger.markUnsafe("lone")
+        let alone = ledger.beginMutation("lone")
+        _ = ledger.endMutation("lone", alone, .invalidated, mayRepair: false)
+        #expect(ledger.readPlan("lone") == .normal)
+    }
+}

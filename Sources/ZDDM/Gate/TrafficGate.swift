@@ -22,7 +22,7 @@ public final class TrafficGate: Sendable {
     private let control: Mutex<GateControlState>
     /// What the request path reads, published from `control` after every change (a sequence lock: odd while a
     /// change is being published, so a reader retries rather than mixing two states).
-    private let version = Atomic<UInt64>(0)
+    private let sequence = Atomic<UInt64>(0)
     private let rateBits: Atomic<UInt64>
     private let highWaterBits: Atomic<UInt64>
     /// Bit 8: killswitch; bits 0–7: the stage's code.
@@ -64,20 +64,24 @@ public final class TrafficGate: Sendable {
 
     /// Rate, high-water rate, killswitch and stage, read together: a consistent view even while another task
     /// changes them. A couple of atomic loads, no lock.
-    public var snapshot: GateSnapshot {
+    public var snapshot: GateSnapshot { versionedSnapshot.snapshot }
+
+    /// The snapshot and the version of the control state it was read at; ``version`` changes with every change.
+    var versionedSnapshot: (snapshot: GateSnapshot, version: UInt64) {
         while true {
-            let before = version.load(ordering: .acquiring)
+            let before = sequence.load(ordering: .acquiring)
             if before & 1 == 0 {
                 let rate = rateBits.load(ordering: .acquiring)
                 let highWater = highWaterBits.load(ordering: .acquiring)
                 let flags = flags.load(ordering: .acquiring)
-                if version.load(ordering: .acquiring) == before {
-                    return GateSnapshot(
+                if sequence.load(ordering: .acquiring) == before {
+                    let snapshot = GateSnapshot(
                         rate: Double(bitPattern: rate),
                         highWaterRate: Double(bitPattern: highWater),
                         killswitch: flags & (1 << 8) != 0,
                         stage: MigrationStage(code: UInt8(truncatingIfNeeded: flags))
                     )
+                    return (snapshot, before)
                 }
             }
         }
@@ -94,16 +98,19 @@ public final class TrafficGate: Sendable {
             let events = try body(&state)
             if events.contains(.published) {
                 let snapshot = state.snapshot
-                let odd = version.load(ordering: .relaxed) &+ 1
-                version.store(odd, ordering: .relaxed)
+                let odd = sequence.load(ordering: .relaxed) &+ 1
+                sequence.store(odd, ordering: .relaxed)
                 highWaterBits.store(snapshot.highWaterRate.bitPattern, ordering: .releasing)
                 rateBits.store(snapshot.rate.bitPattern, ordering: .releasing)
                 flags.store(Self.flags(snapshot), ordering: .releasing)
-                version.store(odd &+ 1, ordering: .releasing)
+                sequence.store(odd &+ 1, ordering: .releasing)
             }
             return events
         }
     }
+
+    /// The version of the control state now: it changes with every change to what ``snapshot`` shows.
+    var version: UInt64 { sequence.load(ordering: .acquiring) }
 
     /// The current rate.
     public var rate: Double { snapshot.rate }

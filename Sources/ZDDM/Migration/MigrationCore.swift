@@ -160,9 +160,16 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// Number of background jobs submitted and not yet finished.
     public var backgroundWorkPending: Int { background.pending }
 
-    /// Hands `job` to the background work, or reports that it is not running (warning once).
+    /// Hands `job` to the background work, or reports that it is not running (warning once). With a tracer, the
+    /// job runs in the submitting task's service context, so its spans stay children of the request's.
     func submitBackground(_ job: @escaping @Sendable () async -> Void) -> Bool {
-        if background.submit(job) { return true }
+        let submitted: Bool
+        if tracer != nil, let context = ServiceContext.current {
+            submitted = background.submit { await ServiceContext.withValue(context) { await job() } }
+        } else {
+            submitted = background.submit(job)
+        }
+        if submitted { return true }
         if warnedNoBackground.setIfUnset() {
             logger.warning(
                 """
@@ -233,21 +240,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    /// Runs a New step within the New-call budget: the one place where the budget is enforced. `work` is the
-    /// step (its New calls through ``callNew(_:_:)`` and its bookkeeping); its argument says whether it may call
-    /// New. Without a budget it runs in the caller's task. With one, it runs as background work and the caller
-    /// waits at most the budget: past it, `work` goes on in the background and this returns `nil`. With a budget
-    /// but no background work running, New is not called at all (`work(false)`, in the caller's task): a request
-    /// never waits longer than its budget, and the step records New as unavailable.
-    func withinBudget<R: Sendable>(
-        _ operation: StoreOperation,
-        _ work: @escaping @Sendable (_ newAvailable: Bool) async -> R
-    ) async -> R? {
-        guard let budget = newCallTimeout else { return await work(true) }
-        let result = OneShot<R>()
-        guard submitBackground({ result.fulfil(await work(true)) }) else { return await work(false) }
+    /// Runs a New step within the New-call budget: the one place where the budget is enforced. The step does its
+    /// New calls through ``callNew(_:_:)`` and its bookkeeping; its argument says whether it may call New. Without
+    /// a budget it runs in the caller's task (a value, not a closure: nothing is allocated). With one, it runs as
+    /// background work and the caller waits at most the budget: past it, the step goes on in the background and
+    /// this returns `nil`. With a budget but no background work running, New is not called at all (`run(false)`,
+    /// in the caller's task): a request never waits longer than its budget, and the step records New as
+    /// unavailable. A caller cancelled while waiting also gets `nil`, without counting a timeout.
+    func withinBudget<Step: NewStep>(_ operation: StoreOperation, _ step: Step) async -> Step.Result? {
+        guard let budget = newCallTimeout else { return await step.run(newAvailable: true) }
+        let result = OneShot<Step.Result>()
+        guard submitBackground({ result.fulfil(await step.run(newAvailable: true)) }) else {
+            return await step.run(newAvailable: false)
+        }
         let clock = self.clock
-        let finished = await withTaskGroup(of: R?.self) { group in
+        let finished = await withTaskGroup(of: Step.Result?.self) { group in
             group.addTask { await result.wait() }
             group.addTask {
                 try? await clock.sleep(for: budget)
@@ -257,7 +264,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             group.cancelAll()
             return first
         }
-        if finished == nil {
+        if finished == nil, !Task.isCancelled {
             metrics.newTimeouts.increment()
             breaker?.record(failed: true, duration: budget)
             logger.debug(
@@ -385,4 +392,12 @@ public struct MigrationOptions: Sendable {
         }
         try circuitBreaker?.validate()
     }
+}
+
+/// One New step of a proxy call (a read, a fill, a write's New step, a repair), as a value: what
+/// ``MigrationCore/withinBudget(_:_:)`` runs in the caller's task or in the background.
+protocol NewStep: Sendable {
+    associatedtype Result: Sendable
+    /// Runs the step; `newAvailable` is `false` when New must not be called (the step records New as unavailable).
+    func run(newAvailable: Bool) async -> Result
 }

@@ -41,6 +41,9 @@ enum CallPlan {
         /// Whether the New step runs after Old's (and may be handed to write-back).
         var hasNewStepAfterOld: Bool { self == .oldThenNew || self == .oldThenInvalidate }
 
+        /// Whether Old is written first (Old is the source of truth): the safety memory tracks the call.
+        var isOldFirst: Bool { self != .newThenOld && self != .newOnly }
+
         /// Whether New may hold a copy of the key: a failed Old step must then keep New out of it.
         var mayBeInNew: Bool { self != .oldOnly }
 

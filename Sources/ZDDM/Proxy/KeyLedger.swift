@@ -67,7 +67,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     struct MutationTicket: Sendable {
         var fillsInFlight: Bool
         var fillStarts: UInt64
-        /// The key's mark count when the mutation began (after its own overlap mark, if any).
+        /// The key's mark count when the mutation began (before its own overlap mark, if any).
         var unsafeEpoch: UInt64 = 0
     }
 
@@ -237,13 +237,11 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     func beginMutation(_ key: Key) -> MutationTicket {
         update(key) { state, events in
             state.mutations += 1
+            // Taken before this mutation's own overlap mark: a repair that overlapped other mutations never clears.
+            let epoch = state.unsafeEpoch
             // Two writes in flight on one key may reach New in another order than they reached Old.
             if state.mutations > 1 { markUnsafe(&state, &events) }
-            return MutationTicket(
-                fillsInFlight: state.fills > 0,
-                fillStarts: state.fillStarts,
-                unsafeEpoch: state.unsafeEpoch
-            )
+            return MutationTicket(fillsInFlight: state.fills > 0, fillStarts: state.fillStarts, unsafeEpoch: epoch)
         }
     }
 

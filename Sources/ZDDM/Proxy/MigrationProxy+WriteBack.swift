@@ -109,9 +109,9 @@ extension MigrationProxy {
         try await marker.clear()
     }
 
-    /// Waits until no write-back New step is pending (with the rest of the proxy's background work).
+    /// Waits until no write-back New step is pending.
     public func drainWriteBack() async {
-        await core.waitForBackgroundWork()
+        await writeBack.pending.waitUntilZero()
     }
 
     /// Number of write-back New steps queued or running.

@@ -189,23 +189,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .bypass:
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         case .repair(let epoch):
-            let core = self.core
-            _ = await core.withinBudget(.invalidate) { newAvailable in
-                if newAvailable {
-                    await core.repair(key, epoch: epoch)
-                } else {
-                    core.ledger.finishRepair(key, epoch: epoch, succeeded: false)
-                }
-            }
+            _ = await core.withinBudget(.invalidate, RepairStep(core: core, key: key, epoch: epoch))
             return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
         }
-        let new = self.new
-        let core = self.core
-        let outcome = await core.withinBudget(.read) {
-            newAvailable -> MigrationCore<Old, New>.NewOutcome<StoreRecord<Value>?>? in
-            guard newAvailable else { return nil }
-            return await core.callNew(.read) { try await new.read(key) }
-        }
+        let outcome = await core.withinBudget(.read, ReadStep(core: core, key: key))
         switch outcome {
         case .succeeded(.value(let value))??:
             metrics.read(.new)
@@ -265,18 +252,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return (nil, .oldAfterMiss)
         }
         // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
-        _ = await core.withinBudget(.insertIfAbsent) { newAvailable in
-            if newAvailable {
-                await self.fill(key, value)
-            } else {
-                await self.endFill(key, mayRepair: false)
-            }
-        }
+        _ = await core.withinBudget(.insertIfAbsent, FillStep(proxy: self, key: key, value: value))
         return (value, .oldAfterMiss)
     }
 
     /// Inserts Old's value into New if New still holds nothing, then ends the fill.
-    private func fill(_ key: Key, _ value: Value) async {
+    fileprivate func fill(_ key: Key, _ value: Value) async {
         let new = self.new
         let outcome = await core.callNew(.insertIfAbsent) { try await new.insertIfAbsent(key, value) }
         switch outcome {
@@ -291,7 +272,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    private func endFill(_ key: Key, mayRepair: Bool) async {
+    fileprivate func endFill(_ key: Key, mayRepair: Bool) async {
         if let epoch = ledger.endFill(key, mayRepair: mayRepair && isNewTrafficAllowed) {
             await core.repair(key, epoch: epoch)
         }
@@ -342,8 +323,25 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         oldStep: @Sendable () async throws -> Void,
         newStep: @escaping @Sendable () async throws -> Void
     ) async throws {
-        let snapshot = gate.snapshot
+        let (first, version) = gate.versionedSnapshot
+        var snapshot = first
         var plan = CallPlan.mutation(snapshot) { gate.hasher.hashRate(of: key) }
+        var ticket: KeyLedger<Key>.MutationTicket?
+        if plan.isOldFirst {
+            // The safety memory must know of the write before the gate state its plan rests on: a fill that ended
+            // before the registration ran under a gate state this plan sees. If the gate changed in between, plan
+            // again (rare: a gate change, so the usual call reads the gate once).
+            let registered = ledger.beginMutation(key)
+            ticket = registered
+            if gate.version != version {
+                snapshot = gate.snapshot
+                plan = CallPlan.mutation(snapshot) { gate.hasher.hashRate(of: key) }
+                if !plan.isOldFirst {
+                    _ = ledger.endMutation(key, registered, .overwritten, mayRepair: false)
+                    ticket = nil
+                }
+            }
+        }
         // The circuit breaker is asked only when the plan would touch New, so that a half-open probe is not claimed
         // by a call that never reaches New.
         if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
@@ -351,13 +349,22 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             span?.attributes["zddm.stage"] = snapshot.stage.rawValue
             span?.attributes["zddm.admitted"] = plan == .oldThenNew
             span?.attributes["db.operation.name"] = kind.rawValue
-            try await perform(plan, key, oldOperation: oldOperation, newOperation: newOperation, oldStep, newStep)
+            try await perform(
+                plan,
+                key,
+                ticket,
+                oldOperation: oldOperation,
+                newOperation: newOperation,
+                oldStep,
+                newStep
+            )
         }
     }
 
     private func perform(
         _ plan: CallPlan.Mutation,
         _ key: Key,
+        _ registered: KeyLedger<Key>.MutationTicket?,
         oldOperation: StoreOperation,
         newOperation: StoreOperation,
         _ oldStep: @Sendable () async throws -> Void,
@@ -378,7 +385,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .oldOnly, .oldThenNew, .oldThenInvalidate, .oldThenHoldBack:
             break
         }
-        let ticket = ledger.beginMutation(key)
+        let ticket = registered ?? ledger.beginMutation(key)
         do {
             try await core.storeSpan(.old, oldOperation, oldStep)
         } catch {
@@ -403,17 +410,22 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return
         }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
-        let finished: Void? = await core.withinBudget(newOperation) { newAvailable in
-            let plan = newAvailable ? plan : plan.withNewUnavailable()
-            await self.finishMutation(key, ticket, plan, newOperation, newStep)
-        }
+        let step = MutationStep(
+            proxy: self,
+            key: key,
+            ticket: ticket,
+            plan: plan,
+            newOperation: newOperation,
+            newStep: newStep
+        )
+        let finished: Void? = await core.withinBudget(newOperation, step)
         if finished == nil {
             ledger.markUnsafe(key)
             metrics.unsafeKeys.record(ledger.unsafeKeys)
         }
     }
 
-    private func finishMutation(
+    fileprivate func finishMutation(
         _ key: Key,
         _ ticket: KeyLedger<Key>.MutationTicket,
         _ plan: CallPlan.Mutation,
@@ -512,5 +524,66 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Parameter report: The report of a verify pass with repair (or one that found no mismatch).
     public func resetAfterVerify(_ report: VerifyReport<Key>) {
         core.resetAfterVerify(report)
+    }
+}
+
+// MARK: New steps, as values (no closure is allocated when no budget is set)
+
+extension MigrationProxy {
+    /// A read of New.
+    fileprivate struct ReadStep: NewStep {
+        let core: MigrationCore<Old, New>
+        let key: Key
+
+        func run(newAvailable: Bool) async -> MigrationCore<Old, New>.NewOutcome<StoreRecord<Value>?>? {
+            guard newAvailable else { return nil }
+            let (new, key) = (core.new, key)
+            return await core.callNew(.read) { try await new.read(key) }
+        }
+    }
+
+    /// A fill of Old's value into New, and the end of the fill in the safety memory.
+    fileprivate struct FillStep: NewStep {
+        let proxy: MigrationProxy
+        let key: Key
+        let value: Value
+
+        func run(newAvailable: Bool) async {
+            if newAvailable {
+                await proxy.fill(key, value)
+            } else {
+                await proxy.endFill(key, mayRepair: false)
+            }
+        }
+    }
+
+    /// The repair of an unsafe key claimed by a read.
+    fileprivate struct RepairStep: NewStep {
+        let core: MigrationCore<Old, New>
+        let key: Key
+        let epoch: UInt64
+
+        func run(newAvailable: Bool) async {
+            if newAvailable {
+                await core.repair(key, epoch: epoch)
+            } else {
+                core.ledger.finishRepair(key, epoch: epoch, succeeded: false)
+            }
+        }
+    }
+
+    /// A write's or delete's New step, and its end in the safety memory.
+    fileprivate struct MutationStep: NewStep {
+        let proxy: MigrationProxy
+        let key: Key
+        let ticket: KeyLedger<Key>.MutationTicket
+        let plan: CallPlan.Mutation
+        let newOperation: StoreOperation
+        let newStep: @Sendable () async throws -> Void
+
+        func run(newAvailable: Bool) async {
+            let plan = newAvailable ? plan : plan.withNewUnavailable()
+            await proxy.finishMutation(key, ticket, plan, newOperation, newStep)
+        }
     }
 }
