@@ -228,15 +228,24 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// Runs one call to New: the circuit breaker hears of its outcome and duration, a failure is counted and logged,
     /// and it gets its own span. It never throws.
     func callNew<R: Sendable>(_ operation: StoreOperation, _ body: () async throws -> R) async -> NewOutcome<R> {
+        do {
+            return .succeeded(try await callNewOrThrow(operation, body))
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    /// ``callNew(_:_:)`` for callers that handle a failure with `catch` (the request path: no result enum to build).
+    func callNewOrThrow<R>(_ operation: StoreOperation, _ body: () async throws -> R) async throws -> R {
         let started = breaker == nil ? nil : clock.now
         do {
             let result = try await storeSpan(.new, operation, body)
             if let started { breaker?.record(failed: false, duration: clock.now - started) }
-            return .succeeded(result)
+            return result
         } catch {
             if let started { breaker?.record(failed: true, duration: clock.now - started) }
             newFailed(operation, error)
-            return .failed(error)
+            throw error
         }
     }
 
@@ -244,7 +253,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// New calls through ``callNew(_:_:)`` and its bookkeeping; its argument says whether it may call New. Without
     /// a budget it runs in the caller's task (a value, not a closure: nothing is allocated). With one, it runs as
     /// background work and the caller waits at most the budget: past it, the step goes on in the background and
-    /// this returns `nil`. With a budget but no background work running, New is not called at all (`run(false)`,
+    /// this returns `nil`. (The request path calls the step's work directly when no budget is set, so that no step
+    /// value is built on the hot path.) With a budget but no background work running, New is not called at all (`run(false)`,
     /// in the caller's task): a request never waits longer than its budget, and the step records New as
     /// unavailable. A caller cancelled while waiting also gets `nil`, without counting a timeout.
     func withinBudget<Step: NewStep>(_ operation: StoreOperation, _ step: Step) async -> Step.Result? {
@@ -306,10 +316,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Invalidates an unsafe key in New (a repair claimed from the safety memory) and records the outcome.
     func repair(_ key: Key, epoch: UInt64) async {
-        let outcome = await callNew(.invalidate) { try await new.invalidate(key) }
-        if case .succeeded = outcome {
+        do {
+            try await callNewOrThrow(.invalidate) { try await new.invalidate(key) }
             ledger.finishRepair(key, epoch: epoch, succeeded: true)
-        } else {
+        } catch {
             ledger.finishRepair(key, epoch: epoch, succeeded: false)
         }
         metrics.unsafeKeys.record(ledger.unsafeKeys)

@@ -162,60 +162,72 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             span?.attributes["zddm.stage"] = snapshot.stage.rawValue
             span?.attributes["zddm.admitted"] = plan != .oldOnly
             span?.attributes["db.operation.name"] = "read"
-            let (value, source) = try await perform(plan, key)
-            span?.attributes["zddm.served_by"] = source.rawValue
-            return value
+            return try await perform(plan, key, span)
         }
     }
 
-    private func perform(_ plan: CallPlan.Read, _ key: Key) async throws -> (Value?, ReadSource) {
+    private func perform(_ plan: CallPlan.Read, _ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch plan {
         case .oldOnly:
-            return (try await core.readOld(key, servedBy: .oldOnly), .oldOnly)
+            return served(try await core.readOld(key, servedBy: .oldOnly), .oldOnly, span)
         case .shadow:
-            return (try await shadowRead(key), .oldOnly)
+            return served(try await shadowRead(key), .oldOnly, span)
         case .newAuthoritative(let fillFromOld):
-            return try await readAuthoritativeNew(key, fillFromOld: fillFromOld)
+            return try await readAuthoritativeNew(key, fillFromOld: fillFromOld, span)
         case .newFirst:
-            return try await readThrough(key)
+            return try await readThrough(key, span)
         }
     }
 
     /// The original ZDDM read-through, with the safety memory's protection.
-    private func readThrough(_ key: Key) async throws -> (Value?, ReadSource) {
+    private func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch ledger.readPlan(key) {
         case .normal:
             break
         case .bypass:
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         case .repair(let epoch):
-            _ = await core.withinBudget(.invalidate, RepairStep(core: core, key: key, epoch: epoch))
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+            if core.newCallTimeout == nil {
+                await core.repair(key, epoch: epoch)
+            } else {
+                _ = await core.withinBudget(.invalidate, RepairStep(core: core, key: key, epoch: epoch))
+            }
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
-        let outcome = await core.withinBudget(.read, ReadStep(core: core, key: key))
-        switch outcome {
-        case .succeeded(.value(let value))??:
+        let record: StoreRecord<Value>?
+        if core.newCallTimeout == nil {
+            do {
+                record = try await core.callNewOrThrow(.read) { try await new.read(key) }
+            } catch {
+                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+            }
+        } else {
+            switch await core.withinBudget(.read, ReadStep(core: core, key: key)) {
+            case .succeeded(let found)??:
+                record = found
+            case nil:
+                // Out of budget: counted as a failed read of New (the call goes on in the background).
+                metrics.newFailure(.read)
+                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+            case .some(nil), .failed??:
+                // New was not called (a budget without background work to enforce it), or failed.
+                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+            }
+        }
+        switch record {
+        case .value(let value):
             metrics.read(.new)
-            return (value, .new)
-        case .succeeded(.tombstone)??:
+            return served(value, .new, span)
+        case .tombstone:
             metrics.read(.new)
-            return (nil, .new)
-        case .succeeded(nil)??:
-            return try await readOldAndFill(key)
+            return served(nil, .new, span)
         case nil:
-            // Out of budget: counted as a failed read of New (the call goes on in the background).
-            metrics.newFailure(.read)
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
-        case .some(nil):
-            // New was not called (a budget without background work to enforce it).
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
-        case .failed??:
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+            return try await readOldAndFill(key, span)
         }
     }
 
     /// Reads in `rampdown` and `complete`, where New is the source of truth: its failures are the caller's.
-    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool) async throws -> (Value?, ReadSource) {
+    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool, _ span: (any Span)?) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
             record = try await core.storeSpan(.new, .read) { try await new.read(key) }
@@ -226,19 +238,19 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         switch record {
         case .value(let value):
             metrics.read(.new)
-            return (value, .new)
+            return served(value, .new, span)
         case .tombstone:
             metrics.read(.new)
-            return (nil, .new)
+            return served(nil, .new, span)
         case nil:
             // Old is still written in rampdown, so a key New never received (cold, or invalidated) is there.
-            return fillFromOld ? try await readOldAndFill(key) : (nil, .new)
+            return fillFromOld ? try await readOldAndFill(key, span) : served(nil, .new, span)
         }
     }
 
-    private func readOldAndFill(_ key: Key) async throws -> (Value?, ReadSource) {
+    private func readOldAndFill(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         guard ledger.beginFill(key) else {
-            return (try await core.readOld(key, servedBy: .oldFallback), .oldFallback)
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
         let value: Value?
         do {
@@ -249,33 +261,44 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
         guard let value else {
             await endFill(key, mayRepair: true)
-            return (nil, .oldAfterMiss)
+            return served(nil, .oldAfterMiss, span)
         }
         // The fill finishes in the background if it runs out of budget; the ledger keeps it in flight until then.
-        _ = await core.withinBudget(.insertIfAbsent, FillStep(proxy: self, key: key, value: value))
-        return (value, .oldAfterMiss)
+        if core.newCallTimeout == nil {
+            await fill(key, value)
+        } else {
+            _ = await core.withinBudget(.insertIfAbsent, FillStep(proxy: self, key: key, value: value))
+        }
+        return served(value, .oldAfterMiss, span)
     }
 
     /// Inserts Old's value into New if New still holds nothing, then ends the fill.
     fileprivate func fill(_ key: Key, _ value: Value) async {
         let new = self.new
-        let outcome = await core.callNew(.insertIfAbsent) { try await new.insertIfAbsent(key, value) }
-        switch outcome {
-        case .succeeded(true): metrics.fillsInserted.increment()
-        case .succeeded(false): metrics.fillsLost.increment()
-        case .failed: break  // either stored Old's value or nothing; races are the ledger's job
-        }
-        if case .failed = outcome {
+        do {
+            if try await core.callNewOrThrow(.insertIfAbsent, { try await new.insertIfAbsent(key, value) }) {
+                metrics.fillsInserted.increment()
+            } else {
+                metrics.fillsLost.increment()
+            }
+        } catch {
+            // Either stored Old's value or nothing; races are the ledger's job.
             await endFill(key, mayRepair: false)
-        } else {
-            await endFill(key, mayRepair: true)
+            return
         }
+        await endFill(key, mayRepair: true)
     }
 
     fileprivate func endFill(_ key: Key, mayRepair: Bool) async {
         if let epoch = ledger.endFill(key, mayRepair: mayRepair && isNewTrafficAllowed) {
             await core.repair(key, epoch: epoch)
         }
+    }
+
+    /// Notes in the call's span where a read was served from, and passes the value on.
+    private func served(_ value: Value?, _ source: ReadSource, _ span: (any Span)?) -> Value? {
+        span?.attributes["zddm.served_by"] = source.rawValue
+        return value
     }
 
     // MARK: Write and delete
@@ -410,6 +433,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return
         }
         // It runs within the budget; past it, it goes on in the background and the key stays in flight until then.
+        guard core.newCallTimeout != nil else {
+            await finishMutation(key, ticket, plan, newOperation, newStep)
+            return
+        }
         let step = MutationStep(
             proxy: self,
             key: key,
@@ -437,19 +464,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         var newFailed = false
         switch plan {
         case .oldThenNew:
-            if case .failed = await core.callNew(newOperation, newStep) {
+            do {
+                try await core.callNewOrThrow(newOperation, newStep)
+                outcome = .overwritten
+            } catch {
                 newFailed = true
                 outcome = .unsafe
-            } else {
-                outcome = .overwritten
             }
         case .oldThenInvalidate:
             let new = self.new
-            if case .failed = await core.callNew(.invalidate, { try await new.invalidate(key) }) {
+            do {
+                try await core.callNewOrThrow(.invalidate) { try await new.invalidate(key) }
+                outcome = .notOverwritten
+            } catch {
                 newFailed = true
                 outcome = .unsafe
-            } else {
-                outcome = .notOverwritten
             }
         case .oldThenHoldBack:
             // New is not touched while it is off; the key stays unsafe until a read repairs it.
