@@ -186,6 +186,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Runs `body` in a span named `name` when a tracer is installed; otherwise just runs it. An error is recorded
     /// in the span by its type's name only (never its description, which may hold a store's details).
+    @inline(__always)
     func traced<R>(
         _ name: String,
         kind: SpanKind = .internal,
@@ -204,6 +205,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Runs one store call in a child span `zddm.old.<operation>` or `zddm.new.<operation>`.
+    @inline(__always)
     func storeSpan<R>(
         _ role: StoreRole,
         _ operation: StoreOperation,
@@ -236,6 +238,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// ``callNew(_:_:)`` for callers that handle a failure with `catch` (the request path: no result enum to build).
+    @inline(__always)
     func callNewOrThrow<R>(_ operation: StoreOperation, _ body: () async throws -> R) async throws -> R {
         let started = breaker == nil ? nil : clock.now
         do {
@@ -300,6 +303,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     // MARK: Old
 
     /// Reads Old for a caller, counting where the read was served from.
+    @inline(__always)
     func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {

@@ -60,6 +60,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             throw ZDDMError(.invalidArgument, message: "the shadow sample ratio must be in [0, 1] and maxInFlight ≥ 1")
         }
         self.core = core
+        self.ledger = core.ledger
+        self.metrics = core.metrics
+        self.logger = core.logger
         self.shadowComparison = shadow
     }
 
@@ -112,9 +115,11 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// The gate deciding which keys take part.
     public var gate: TrafficGate { core.gate }
 
-    var ledger: KeyLedger<Key> { core.ledger }
-    var metrics: ProxyMetrics { core.metrics }
-    var logger: Logger { core.logger }
+    // The core's, held here too: a stored `let` is borrowed on the request path, where a computed property would
+    // copy (and retain every metric handle of) the whole struct on each access.
+    let ledger: KeyLedger<Key>
+    let metrics: ProxyMetrics
+    let logger: Logger
 
     /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
     public var isEnabled: Bool { !gate.isKillswitchOn }
@@ -158,6 +163,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .oldOnly, .newAuthoritative:
             break
         }
+        // Without a tracer (the usual case) the call goes straight to the plan's steps.
+        guard core.tracer != nil else { return try await perform(plan, key, nil) }
         return try await core.traced("zddm.read") { span in
             span?.attributes["zddm.stage"] = snapshot.stage.rawValue
             span?.attributes["zddm.admitted"] = plan != .oldOnly
@@ -166,6 +173,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
+    @inline(__always)
     private func perform(_ plan: CallPlan.Read, _ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch plan {
         case .oldOnly:
@@ -180,6 +188,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// The original ZDDM read-through, with the safety memory's protection.
+    @inline(__always)
     private func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch ledger.readPlan(key) {
         case .normal:
@@ -296,6 +305,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Notes in the call's span where a read was served from, and passes the value on.
+    @inline(__always)
     private func served(_ value: Value?, _ source: ReadSource, _ span: (any Span)?) -> Value? {
         span?.attributes["zddm.served_by"] = source.rawValue
         return value
@@ -368,6 +378,17 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         // The circuit breaker is asked only when the plan would touch New, so that a half-open probe is not claimed
         // by a call that never reaches New.
         if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
+        guard core.tracer != nil else {
+            return try await perform(
+                plan,
+                key,
+                ticket,
+                oldOperation: oldOperation,
+                newOperation: newOperation,
+                oldStep,
+                newStep
+            )
+        }
         try await core.traced("zddm.\(kind.rawValue)") { span in
             span?.attributes["zddm.stage"] = snapshot.stage.rawValue
             span?.attributes["zddm.admitted"] = plan == .oldThenNew
