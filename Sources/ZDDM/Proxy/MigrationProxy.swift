@@ -188,7 +188,6 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// The original ZDDM read-through, with the safety memory's protection.
-    @inline(__always)
     private func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch ledger.readPlan(key) {
         case .normal:
@@ -204,24 +203,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
         let record: StoreRecord<Value>?
-        if core.newCallTimeout == nil {
-            do {
-                record = try await core.callNewOrThrow(.read) { try await new.read(key) }
-            } catch {
-                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-            }
-        } else {
-            switch await core.withinBudget(.read, ReadStep(core: core, key: key)) {
-            case .succeeded(let found)??:
-                record = found
-            case nil:
-                // Out of budget: counted as a failed read of New (the call goes on in the background).
-                metrics.newFailure(.read)
-                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-            case .some(nil), .failed??:
-                // New was not called (a budget without background work to enforce it), or failed.
-                return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-            }
+        do {
+            record =
+                core.newCallTimeout == nil
+                ? try await core.callNewOrThrow(.read) { try await new.read(key) }
+                : try await readNewWithinBudget(key)
+        } catch {
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
         switch record {
         case .value(let value):
@@ -235,7 +223,24 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
+    /// Reads New within the budget; throws when New failed, ran out of budget (counted as a failed read of New; the
+    /// call goes on in the background) or was not called (a budget without background work to enforce it). Kept out
+    /// of ``readThrough(_:_:)`` so that the hit path does not set up this path's generic values.
+    @inline(never)
+    private func readNewWithinBudget(_ key: Key) async throws -> StoreRecord<Value>? {
+        switch await core.withinBudget(.read, ReadStep(core: core, key: key)) {
+        case .succeeded(let found)??:
+            return found
+        case nil:
+            metrics.newFailure(.read)
+            throw CancellationError()
+        case .some(nil), .failed??:
+            throw CancellationError()
+        }
+    }
+
     /// Reads in `rampdown` and `complete`, where New is the source of truth: its failures are the caller's.
+    @inline(never)
     private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool, _ span: (any Span)?) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
@@ -257,6 +262,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
+    @inline(never)
     private func readOldAndFill(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         guard ledger.beginFill(key) else {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
