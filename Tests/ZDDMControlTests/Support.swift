@@ -10,7 +10,7 @@ import ZDDMControl
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 /// - Returns: Whether the condition held before the deadline.
 func eventually(
-    timeout: Duration = .seconds(10),
+    timeout: Duration = .seconds(60),
     _ condition: () throws -> Bool
 ) async throws -> Bool {
     let clock = ContinuousClock()
