@@ -6,24 +6,52 @@ public import ZDDM
 ///
 /// Keys are listed in their `Comparable` order. Listing after a change sorts the keys again (O(n log n)), so
 /// it suits tests and demos, not large production data.
+///
+/// The store keeps versions the way a SQL store with change capture does: every change (a write, an insert that
+/// stored, a delete that removed something, a tombstone) makes the key's version larger, and a deletion keeps it;
+/// ``writeIfNewer(_:_:)`` stores the version it is given. With `captureChanges`, every change is also appended to
+/// a change table (``capturedChanges(limit:)``), as a trigger on an SQL table would.
 public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: Sendable>: KeyValueStore, Sendable {
     private struct Storage {
         var records: [Key: StoreRecord<Value>] = [:]
+        /// Every key's version; kept when the key's record is removed.
+        var versions: [Key: UInt64] = [:]
         /// Keys holding values, sorted; `nil` when a change made it out of date.
         var sortedValueKeys: [Key]? = []
+        var captureChanges = false
+        var changes: [(change: CapturedChange<Key>, at: ContinuousClock.Instant)] = []
+        var nextSequence: Int64 = 1
+
+        /// Gives the key its next version and records the change.
+        mutating func changed(_ key: Key, to version: UInt64? = nil) -> UInt64 {
+            let next = version ?? ((versions[key] ?? 0) + 1)
+            versions[key] = next
+            if captureChanges {
+                changes.append((CapturedChange(sequence: nextSequence, key: key, version: next), .now))
+                nextSequence += 1
+            }
+            return next
+        }
     }
 
     private let storage: Mutex<Storage>
 
-    public let capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
+    public let capabilities: StoreCapabilities
 
-    /// Creates an empty store, or one holding the given values.
-    /// - Parameter values: Initial values.
-    public init(_ values: [Key: Value] = [:]) {
+    /// Creates an empty store, or one holding the given values (each at version 1).
+    /// - Parameters:
+    ///   - values: Initial values.
+    ///   - captureChanges: Whether to record every change in a change table, as change capture on an SQL Old does.
+    public init(_ values: [Key: Value] = [:], captureChanges: Bool = false) {
         var storage = Storage()
         storage.records = values.mapValues { .value($0) }
+        storage.versions = values.mapValues { _ in 1 }
         storage.sortedValueKeys = nil
+        storage.captureChanges = captureChanges
         self.storage = Mutex(storage)
+        var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches, .versions]
+        if captureChanges { capabilities.insert(.changeCapture) }
+        self.capabilities = capabilities
     }
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
@@ -31,10 +59,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     }
 
     public func write(_ key: Key, _ value: Value) async throws {
-        storage.withLock { storage in
-            let previous = storage.records.updateValue(.value(value), forKey: key)
-            if previous?.value == nil { storage.sortedValueKeys = nil }
-        }
+        _ = try await writeVersioned(key, value)
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
@@ -42,19 +67,99 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
             guard storage.records[key] == nil else { return false }
             storage.records[key] = .value(value)
             storage.sortedValueKeys = nil
+            _ = storage.changed(key)
             return true
         }
     }
 
     public func delete(_ key: Key) async throws {
-        storage.withLock { storage in
-            if storage.records.removeValue(forKey: key)?.value != nil { storage.sortedValueKeys = nil }
-        }
+        _ = try await deleteVersioned(key)
     }
 
     public func writeTombstone(_ key: Key) async throws {
         storage.withLock { storage in
             if storage.records.updateValue(.tombstone, forKey: key)?.value != nil { storage.sortedValueKeys = nil }
+            _ = storage.changed(key)
+        }
+    }
+
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        storage.withLock { storage in
+            guard let version = storage.versions[key] else { return nil }
+            return VersionedRecord(storage.records[key] ?? .tombstone, version: version)
+        }
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        storage.withLock { storage in
+            var found: [Key: VersionedRecord<Value>] = [:]
+            for key in keys {
+                if let version = storage.versions[key] {
+                    found[key] = VersionedRecord(storage.records[key] ?? .tombstone, version: version)
+                }
+            }
+            return found
+        }
+    }
+
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        storage.withLock { storage in
+            let previous = storage.records.updateValue(.value(value), forKey: key)
+            if previous?.value == nil { storage.sortedValueKeys = nil }
+            return storage.changed(key)
+        }
+    }
+
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        storage.withLock { storage in
+            guard let removed = storage.records.removeValue(forKey: key) else { return storage.versions[key] ?? 0 }
+            if removed.value != nil { storage.sortedValueKeys = nil }
+            return storage.changed(key)
+        }
+    }
+
+    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
+        storage.withLock { storage in Self.storeIfNewer(&storage, key, record) }
+    }
+
+    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
+        storage.withLock { storage in
+            var stored: Set<Key> = []
+            for entry in entries where Self.storeIfNewer(&storage, entry.key, entry.record) {
+                stored.insert(entry.key)
+            }
+            return stored
+        }
+    }
+
+    private static func storeIfNewer(_ storage: inout Storage, _ key: Key, _ record: VersionedRecord<Value>) -> Bool {
+        if let held = storage.versions[key], held >= record.version, storage.records[key] != nil { return false }
+        let previous = storage.records.updateValue(record.record, forKey: key)
+        if (previous?.value == nil) != (record.record.value == nil) { storage.sortedValueKeys = nil }
+        _ = storage.changed(key, to: record.version)
+        return true
+    }
+
+    public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
+        guard limit >= 1 else {
+            throw ZDDMError(.invalidArgument, operation: .changes, message: "limit must be at least 1, got \(limit)")
+        }
+        return try storage.withLock { storage in
+            guard storage.captureChanges else {
+                throw ZDDMError(.unsupported, operation: .changes, message: "this store captures no changes")
+            }
+            return storage.changes.prefix(limit).map(\.change)
+        }
+    }
+
+    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+        let removed = Set(sequences)
+        storage.withLock { storage in storage.changes.removeAll { removed.contains($0.change.sequence) } }
+    }
+
+    public func changeBacklog() async throws -> ChangeBacklog {
+        storage.withLock { storage in
+            ChangeBacklog(entries: storage.changes.count, oldestAge: storage.changes.first.map { .now - $0.at })
         }
     }
 

@@ -23,6 +23,7 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
     private let key: @Sendable (Int) -> Store.Key
     private let value: @Sendable (Int) -> Store.Value
     private let areInIncreasingOrder: (@Sendable (Store.Key, Store.Key) -> Bool)?
+    let versionRoles: StoreVersionRoles
 
     /// Creates the suite.
     /// - Parameters:
@@ -31,16 +32,19 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
     ///   - value: Distinct values for distinct integers.
     ///   - areInIncreasingOrder: The store's key order, to check that listings are sorted; `nil` checks only
     ///     that pages are disjoint, complete and stable.
+    ///   - versionRoles: For a store with ``ZDDM/StoreCapabilities/versions``, which roles to check.
     public init(
         makeStore: @escaping @Sendable () async throws -> Store,
         key: @escaping @Sendable (Int) -> Store.Key,
         value: @escaping @Sendable (Int) -> Store.Value,
-        areInIncreasingOrder: (@Sendable (Store.Key, Store.Key) -> Bool)? = nil
+        areInIncreasingOrder: (@Sendable (Store.Key, Store.Key) -> Bool)? = nil,
+        versionRoles: StoreVersionRoles = [.assigns, .fence]
     ) {
         self.makeStore = makeStore
         self.key = key
         self.value = value
         self.areInIncreasingOrder = areInIncreasingOrder
+        self.versionRoles = versionRoles
     }
 
     /// Runs every check.
@@ -294,8 +298,27 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
             do { _ = try await store.keys(after: nil, limit: 0) } catch { rejected = true }
             expect(rejected, "list-limit", "a limit below 1 must be rejected")
         }
+        if capabilities.contains(.versions) {
+            failures += try await versionFailures(capabilities)
+        }
         return failures
     }
+
+    var factory: @Sendable () async throws -> Store { makeStore }
+    var makeKey: @Sendable (Int) -> Store.Key { key }
+    var makeValue: @Sendable (Int) -> Store.Value { value }
+}
+
+/// Which of a versioned store's roles to check. An SQL table with change capture assigns versions (Old's role)
+/// and a table without it keeps the versions it is given (New's role), so such stores run the suite once per
+/// role; the in-memory store plays both.
+public struct StoreVersionRoles: OptionSet, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Old's role: every change makes the key's version larger (``ZDDM/KeyValueStore/writeVersioned(_:_:)``).
+    public static let assigns = StoreVersionRoles(rawValue: 1 << 0)
+    /// New's role: records are stored only over older versions (``ZDDM/KeyValueStore/writeIfNewer(_:_:)``).
+    public static let fence = StoreVersionRoles(rawValue: 1 << 1)
 }
 
 /// The checks of a ``StoreConformanceSuite`` that a store failed.

@@ -153,6 +153,9 @@ public enum StoreOperation: String, Sendable, Hashable, CaseIterable, CustomStri
     case readMany = "read_many"
     case insertManyIfAbsent = "insert_many_if_absent"
     case prepare
+    case writeIfNewer = "write_if_newer"
+    case changes
+    case fleetState = "fleet_state"
 
     public var description: String { rawValue }
 }

@@ -39,6 +39,14 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable {
     public static let orderedKeys = StoreCapabilities(rawValue: 1 << 2)
     /// `readMany` and `insertManyIfAbsent` are done natively in few round trips, not one call per key.
     public static let batches = StoreCapabilities(rawValue: 1 << 3)
+    /// The store keeps a version per key. As Old it assigns them: every change, by any writer, makes the key's
+    /// version larger inside the change's own transaction, and a deletion keeps it (``KeyValueStore/writeVersioned(_:_:)``,
+    /// ``KeyValueStore/deleteVersioned(_:)``, ``KeyValueStore/readVersioned(_:)``). As New it keeps the versions it
+    /// is given and stores a record only over an older one (``KeyValueStore/writeIfNewer(_:_:)``).
+    public static let versions = StoreCapabilities(rawValue: 1 << 4)
+    /// The store records every change (key and version) in a change table, whoever made it
+    /// (``KeyValueStore/capturedChanges(limit:)``).
+    public static let changeCapture = StoreCapabilities(rawValue: 1 << 5)
 
     /// Everything a New store needs.
     public static let newStoreRequirements: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones]
@@ -64,6 +72,18 @@ public struct StoreCapabilities: OptionSet, Sendable, Hashable {
 /// | ``writeTombstone(_:)`` | upsert of a tombstone |
 /// | ``invalidate(_:)`` | forgets the key so the next read finds nothing; by default the same as ``delete(_:)`` |
 /// | ``keys(after:limit:)`` | up to `limit` keys that hold a value, strictly after the cursor, in the store's order |
+///
+/// Stores with ``StoreCapabilities/versions`` also implement the versioned operations:
+///
+/// | operation | effect |
+/// | --- | --- |
+/// | ``writeVersioned(_:_:)`` | a ``write(_:_:)`` that returns the version the change got; every change makes the key's version larger |
+/// | ``deleteVersioned(_:)`` | a ``delete(_:)`` that returns the version the deletion got (the current version when there was nothing to delete); the version survives the deletion |
+/// | ``readVersioned(_:)`` | the key's record and version; a key deleted at version *v* reads as a tombstone at *v*; `nil` for a key never written |
+/// | ``writeIfNewer(_:_:)`` | stores the record (value or tombstone) with its version when the store holds nothing for the key or an older version; returns whether it stored |
+///
+/// Stores with ``StoreCapabilities/changeCapture`` list their change table (``capturedChanges(limit:)``), remove
+/// entries once applied (``removeCapturedChanges(_:)``) and report its size (``changeBacklog()``).
 public protocol KeyValueStore<Key, Value>: Sendable {
     /// The key type.
     associatedtype Key: Hashable & Sendable
@@ -128,6 +148,63 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Returns: The keys that were inserted.
     /// - Throws: When the store fails.
     func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key>
+
+    /// Reads a key with its version.
+    /// - Parameter key: The key.
+    /// - Returns: The record and its version (a deleted key is a tombstone at the deletion's version), or `nil` for a
+    ///   key never written.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>?
+
+    /// Reads many keys with their versions.
+    /// - Parameter keys: The keys.
+    /// - Returns: The records found; keys never written are left out.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>]
+
+    /// Stores a value (upsert) and returns the version the store gave the change.
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - value: The value.
+    /// - Returns: The key's new version, larger than any it had.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64
+
+    /// Deletes a key and returns the version of the deletion.
+    /// - Parameter key: The key.
+    /// - Returns: The version the deletion gave the key, or its current version (0 if never written) when the store
+    ///   held no value.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func deleteVersioned(_ key: Key) async throws -> UInt64
+
+    /// Stores a record with its version if the store holds nothing for the key or an older version (the fence).
+    /// - Parameters:
+    ///   - key: The key.
+    ///   - record: The value or tombstone, and Old's version of it.
+    /// - Returns: Whether the record was stored (`false` when the store holds this version or a newer one).
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool
+
+    /// Fenced writes of many records, each as ``writeIfNewer(_:_:)``.
+    /// - Parameter entries: The keys and records; each key at most once.
+    /// - Returns: The keys whose record was stored.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key>
+
+    /// The oldest entries of the change table, in the order they were made.
+    /// - Parameter limit: The largest number of entries to return; at least 1.
+    /// - Returns: Up to `limit` entries that have not been removed.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.
+    func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>]
+
+    /// Removes applied entries from the change table.
+    /// - Parameter sequences: The entries' sequence numbers.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.
+    func removeCapturedChanges(_ sequences: [Int64]) async throws
+
+    /// How many entries the change table holds and how old the oldest is.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.
+    func changeBacklog() async throws -> ChangeBacklog
 }
 
 extension KeyValueStore {

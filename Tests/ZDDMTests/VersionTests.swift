@@ -1,0 +1,122 @@
+import Synchronization
+import Testing
+import ZDDM
+import ZDDMTesting
+
+@Suite("Versions, fenced writes, change capture and the fleet's shared state")
+struct VersionTests {
+    @Test("The in-memory store passes the version, fence and change-capture checks")
+    func inMemoryVersions() async throws {
+        let suite = StoreConformanceSuite(
+            makeStore: { InMemoryStore<String, String>(captureChanges: true) },
+            key: { "key-\($0)" },
+            value: { "value-\($0)" },
+            areInIncreasingOrder: { $0 < $1 }
+        )
+        #expect(try await suite.failures().isEmpty)
+        let store = InMemoryStore<String, String>(captureChanges: true)
+        #expect(store.capabilities.isSuperset(of: [.versions, .changeCapture]))
+        #expect(!InMemoryStore<String, String>().capabilities.contains(.changeCapture))
+    }
+
+    @Test("The suite catches a store whose fence lets an older version through")
+    func suiteCatchesUnfencedStore() async throws {
+        let suite = StoreConformanceSuite(
+            makeStore: { UnfencedStore() },
+            key: { "k\($0)" },
+            value: { "v\($0)" },
+            versionRoles: .fence
+        )
+        let failures = try await suite.failures().map(\.check)
+        #expect(failures.contains("fence-older"))
+        #expect(failures.contains("fence-concurrent"))
+    }
+
+    @Test("Operator changes follow the fleet's rules: high water never falls, stopping New's writes moves behind on")
+    func fleetStateRules() throws {
+        var state = try FleetState().applying(FleetControlChange(stage: .live, rate: 0.7))
+        #expect(state.highWaterRate == 0.7 && state.writesNew && state.isCaughtUp)
+        state = try state.applying(FleetControlChange(rate: 0.1))
+        #expect(state.rate == 0.1 && state.highWaterRate == 0.7)
+        state = try state.applying(FleetControlChange(killswitch: true))
+        #expect(state.behind == 1 && !state.writesNew && !state.isCaughtUp)
+        state = try state.applying(FleetControlChange(stage: .off, killswitch: false))
+        #expect(state.behind == 1, "already not writing New: nothing new fell behind")
+        state = try state.applying(FleetControlChange(stage: .dualwrite))
+        state = try state.applying(FleetControlChange(stage: .off))
+        #expect(state.behind == 2)
+        #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: .nan)) }
+        #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: -0.1)) }
+    }
+
+    @Test("The in-memory fleet state passes the fleet-state checks")
+    func inMemoryFleetState() async throws {
+        let suite = FleetStateConformanceSuite(makeStore: { InMemoryFleetStateStore() })
+        let failures = try await suite.failures()
+        #expect(failures.isEmpty, "\(failures)")
+    }
+
+    @Test("The fleet-state suite catches a store that publishes caught-up without checking the lease")
+    func fleetSuiteCatchesUnfencedPublish() async throws {
+        let suite = FleetStateConformanceSuite(makeStore: { UnfencedFleetState() })
+        let failures = try await suite.failures().map(\.check)
+        #expect(failures.contains("caught-up-fenced"))
+        #expect(failures.contains("caught-up-stale-holder"))
+    }
+
+    @Test("A lease expires by the store's clock and goes to the next holder with a larger token")
+    func leaseExpiryByInjectedClock() async throws {
+        let clock = ManualClock()
+        let store = InMemoryFleetStateStore(clock: clock)
+        let first = try #require(try await store.acquireLease("m", holder: "a", duration: .seconds(5)))
+        clock.advance(by: .seconds(4))
+        #expect(try await store.acquireLease("m", holder: "b", duration: .seconds(5)) == nil)
+        #expect(try await store.acquireLease("m", holder: "a", duration: .seconds(5)) == first)
+        clock.advance(by: .seconds(4))
+        #expect(try await store.acquireLease("m", holder: "b", duration: .seconds(5)) == nil, "renewed at 4 s")
+        clock.advance(by: .seconds(2))
+        let second = try #require(try await store.acquireLease("m", holder: "b", duration: .seconds(5)))
+        #expect(second > first)
+        #expect(try await store.publishCaughtUp("m", through: 1, token: first) == false)
+    }
+}
+
+/// A store whose "fenced" write ignores versions: what the fence checks must catch.
+private struct UnfencedStore: KeyValueStore {
+    let base = InMemoryStore<String, String>()
+    var capabilities: StoreCapabilities { base.capabilities.subtracting(.orderedKeys) }
+    func read(_ key: String) async throws -> StoreRecord<String>? { try await base.read(key) }
+    func write(_ key: String, _ value: String) async throws { try await base.write(key, value) }
+    func insertIfAbsent(_ key: String, _ value: String) async throws -> Bool {
+        try await base.insertIfAbsent(key, value)
+    }
+    func delete(_ key: String) async throws { try await base.delete(key) }
+    func writeTombstone(_ key: String) async throws { try await base.writeTombstone(key) }
+    func readVersioned(_ key: String) async throws -> VersionedRecord<String>? { try await base.readVersioned(key) }
+    func writeIfNewer(_ key: String, _ record: VersionedRecord<String>) async throws -> Bool {
+        try await base.delete(key)
+        return try await base.writeIfNewer(key, record)
+    }
+}
+
+/// A fleet state whose caught-up mark ignores the lease token.
+private final class UnfencedFleetState: FleetStateStore {
+    let base = InMemoryFleetStateStore()
+    let lastGranted = Mutex<UInt64>(0)
+    func state(of migration: String) async throws -> FleetState { try await base.state(of: migration) }
+    func update(_ migration: String, _ change: FleetControlChange) async throws -> FleetState {
+        try await base.update(migration, change)
+    }
+    func markBehind(_ migration: String) async throws -> UInt64 { try await base.markBehind(migration) }
+    func publishCaughtUp(_ migration: String, through behind: UInt64, token: UInt64) async throws -> Bool {
+        try await base.publishCaughtUp(migration, through: behind, token: lastGranted.withLock { $0 })
+    }
+    func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64? {
+        let token = try await base.acquireLease(migration, holder: holder, duration: duration)
+        if let token { lastGranted.withLock { $0 = token } }
+        return token
+    }
+    func releaseLease(_ migration: String, holder: String, token: UInt64) async throws {
+        try await base.releaseLease(migration, holder: holder, token: token)
+    }
+}
