@@ -1,0 +1,80 @@
+import ZDDM
+
+/// The names of the objects change capture adds to an Old table: a version column kept by triggers, a side table
+/// keeping the versions of deleted keys, and a change table recording each change.
+///
+/// | object | default name | holds |
+/// | --- | --- | --- |
+/// | version column | `zddm_version` | the row's version; the triggers set it on every insert and update, whatever the statement says |
+/// | deleted-versions table | `<table>_zddm_deleted` | `(key PRIMARY KEY, version)`: the version a deletion gave a key, so a key created again continues above it |
+/// | change table | `<table>_zddm_changes` | `(seq, key, version, changed_at)`: one entry per change, for the change applier |
+/// | triggers and functions | `<table>_zddm_<what>` | installed on the table, so writers that bypass the proxy get versions and entries too |
+///
+/// All names are validated as ``SQLIdentifier``s; a derived name longer than 63 characters is refused with a
+/// message that says to pass the name explicitly.
+public struct ChangeCaptureSchema: Sendable, Hashable {
+    /// The captured table.
+    public let table: SQLIdentifier
+    /// Its key column (the primary key).
+    public let keyColumn: SQLIdentifier
+    /// The version column in the captured table.
+    public let versionColumn: SQLIdentifier
+    /// The side table of deleted keys' versions.
+    public let deletedTable: SQLIdentifier
+    /// The change table.
+    public let changeTable: SQLIdentifier
+    /// The prefix of the triggers' and functions' names (`<prefix>_before`, `<prefix>_after`, …).
+    public let objectPrefix: String
+
+    /// Validates the names.
+    /// - Parameters:
+    ///   - table: The captured table.
+    ///   - keyColumn: Its key column.
+    ///   - versionColumn: The version column; `zddm_version` by default.
+    ///   - deletedTable: The deleted-versions table; `<table>_zddm_deleted` by default.
+    ///   - changeTable: The change table; `<table>_zddm_changes` by default.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` naming the invalid name.
+    public init(
+        table: String,
+        keyColumn: String,
+        versionColumn: String = "zddm_version",
+        deletedTable: String? = nil,
+        changeTable: String? = nil
+    ) throws {
+        self.table = try SQLIdentifier(table, role: "table name")
+        self.keyColumn = try SQLIdentifier(keyColumn, role: "key column name")
+        self.versionColumn = try SQLIdentifier(versionColumn, role: "version column name")
+        self.deletedTable = try Self.derived(deletedTable, table + "_zddm_deleted", role: "deleted-versions table")
+        self.changeTable = try Self.derived(changeTable, table + "_zddm_changes", role: "change table")
+        let prefix = table + "_zddm"
+        guard SQLIdentifier.isValid(prefix + "_before_write") else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "the table name is too long to derive change capture's trigger names (at most 50 characters)"
+            )
+        }
+        self.objectPrefix = prefix
+        guard keyColumn.lowercased() != versionColumn.lowercased() else {
+            throw ZDDMError(.invalidArgument, message: "the key and version columns need distinct names")
+        }
+    }
+
+    /// A trigger's or function's name: the prefix and a suffix.
+    /// - Parameter suffix: What the object does, e.g. `before_write`.
+    /// - Returns: The validated identifier.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` when it is too long.
+    public func object(_ suffix: String) throws -> SQLIdentifier {
+        try SQLIdentifier(objectPrefix + "_" + suffix, role: "change capture object name")
+    }
+
+    private static func derived(_ explicit: String?, _ derived: String, role: String) throws -> SQLIdentifier {
+        if let explicit { return try SQLIdentifier(explicit, role: role + " name") }
+        guard SQLIdentifier.isValid(derived) else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "the \(role)'s derived name would be longer than 63 characters: pass its name explicitly"
+            )
+        }
+        return try SQLIdentifier(derived, role: role + " name")
+    }
+}
