@@ -191,6 +191,42 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.writeTombstone, key) { try await base.writeTombstone(key) }
     }
 
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        try await run(.read, key) { try await base.readVersioned(key) }
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        try await run(.readMany, nil) { try await base.readManyVersioned(keys) }
+    }
+
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        try await run(.write, key) { try await base.writeVersioned(key, value) }
+    }
+
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        try await run(.delete, key) { try await base.deleteVersioned(key) }
+    }
+
+    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
+        try await run(.writeIfNewer, key) { try await base.writeIfNewer(key, record) }
+    }
+
+    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
+        try await run(.writeIfNewer, nil) { try await base.writeManyIfNewer(entries) }
+    }
+
+    public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
+        try await run(.changes, nil) { try await base.capturedChanges(limit: limit) }
+    }
+
+    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+        try await run(.changes, nil) { try await base.removeCapturedChanges(sequences) }
+    }
+
+    public func changeBacklog() async throws -> ChangeBacklog {
+        try await base.changeBacklog()
+    }
+
     public func invalidate(_ key: Key) async throws {
         try await run(.invalidate, key) { try await base.invalidate(key) }
     }

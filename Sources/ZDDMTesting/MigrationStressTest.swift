@@ -47,6 +47,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
         public var circuitBreaker: CircuitBreakerConfiguration?
         /// Whether writes go through write-back (acknowledged once Old has them; New follows in the background).
         public var writeBack = false
+        /// Whether the proxy uses versions when the stores keep them (fenced writes); write-back needs `false`.
+        public var usesVersions = true
 
         /// Creates a configuration.
         /// - Parameter seed: The seed.
@@ -149,7 +151,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey, Old.Value: H
             options: .init(
                 maxUnsafeKeys: 10_000,
                 newCallTimeout: config.newCallTimeout,
-                circuitBreaker: config.circuitBreaker
+                circuitBreaker: config.circuitBreaker,
+                usesVersions: config.usesVersions && !config.writeBack
             )
         )
         return try await withBackgroundWork(of: proxy) {

@@ -17,8 +17,10 @@ struct Harness {
     let gate: TrafficGate
     let proxy: MigrationProxy<Faulty, Faulty>
 
+    /// - Parameter versions: Whether the proxy uses the stores' versions; the per-process protection by default.
     init(
         rate: Double = 1,
+        versions: Bool = false,
         maxUnsafeKeys: Int = 100_000,
         metrics: (any MetricsFactory)? = nil,
         logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -31,7 +33,7 @@ struct Harness {
             old: old,
             new: new,
             gate: gate,
-            options: .init(maxUnsafeKeys: maxUnsafeKeys),
+            options: .init(maxUnsafeKeys: maxUnsafeKeys, usesVersions: versions),
             logger: logger,
             metricsFactory: metrics
         )

@@ -74,7 +74,13 @@ struct WriteBackTests {
 
             // A new process: same stores, empty safety memory.
             h.new.setHooks(before: nil, after: nil)
-            let restarted = try MigrationProxy(name: "test", old: h.old, new: h.new, gate: h.gate)
+            let restarted = try MigrationProxy(
+                name: "test",
+                old: h.old,
+                new: h.new,
+                gate: h.gate,
+                options: .init(usesVersions: false)
+            )
             try await restarted.startWriteBack(marker: marker)
             #expect(restarted.isDegraded)
             #expect(try await restarted.read("k") == "v1")  // not New's stale v0

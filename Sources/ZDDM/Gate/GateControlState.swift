@@ -123,6 +123,28 @@ struct GateControlState: Sendable, Equatable {
         return [.published, .stageChanged]
     }
 
+    /// Takes the fleet's shared state as it is: the shared table is the authority, and whoever changed it checked
+    /// the change. The high-water rate only rises.
+    mutating func follow(_ fleet: FleetState) -> Events {
+        var events: Events = []
+        if fleet.rate.isFinite, fleet.rate >= 0, fleet.rate <= 1, fleet.rate != rate {
+            if fleet.rate < rate { events.formUnion(markNewBehind()) }
+            rate = fleet.rate
+            events.insert(.published)
+        }
+        let highWater = max(highWaterRate, rate, fleet.highWaterRate.isFinite ? min(1, fleet.highWaterRate) : 0)
+        if highWater != highWaterRate {
+            highWaterRate = highWater
+            events.insert(.published)
+        }
+        if fleet.killswitch != killswitch { events.formUnion(setKillswitch(fleet.killswitch)) }
+        if fleet.stage != stage {
+            stage = fleet.stage
+            events.formUnion([.published, .stageChanged])
+        }
+        return events
+    }
+
     mutating func markNewBehind() -> Events {
         newBehindEpoch &+= 1
         return .newFellBehind

@@ -167,6 +167,12 @@ public final class TrafficGate: Sendable {
         try change { try $0.setStage(newStage) }
     }
 
+    /// Takes a fleet's shared state (stage, rate, high-water rate, killswitch) as it is, without the transition
+    /// checks of ``setStage(_:)``: whoever changed the shared state checked it.
+    func follow(_ fleet: FleetState) {
+        change { $0.follow(fleet) }
+    }
+
     /// Records that New may have fallen behind Old (a clean verify from before no longer counts).
     func markNewBehind() {
         change { $0.markNewBehind() }

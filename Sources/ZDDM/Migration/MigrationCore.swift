@@ -36,6 +36,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     let breaker: CircuitBreaker?
     private let warnedNoBackground = AtomicFlag()
 
+    /// Whether both stores keep versions: writes into New are then fenced ("if newer"), fills and repairs copy
+    /// Old's version, and concurrent writers of a key no longer need to keep it out of New.
+    public let usesVersions: Bool
+    /// The instance's membership in a fleet, when the migration's state is shared by several processes.
+    public let fleet: FleetMember?
+
     /// Creates a migration's core.
     /// - Parameters:
     ///   - name: The migration's name (a metrics dimension; keep it short and stable).
@@ -48,8 +54,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     ///   - tracer: Where spans go; by default the tracer installed in `InstrumentationSystem` when the core is
     ///     created. With none installed (the no-op tracer), no span is made at all.
     ///   - clock: The clock budgets, the circuit breaker and throttles measure time with.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability, or
-    ///   ``ZDDMError/Code/invalidArgument`` for an empty name or an option out of range.
+    ///   - fleet: This instance's membership in a fleet sharing the migration's state; its gate must be `gate`.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/unsupported`` when New lacks a required capability or a
+    ///   fleet is given over stores without versions, or ``ZDDMError/Code/invalidArgument`` for an empty name or
+    ///   an option out of range.
     public init(
         name: String,
         old: Old,
@@ -59,7 +67,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         logger: Logger = Logger(label: "zddm", factory: { _ in SwiftLogNoOpLogHandler() }),
         metricsFactory: (any MetricsFactory)? = nil,
         tracer: (any Tracer)? = nil,
-        clock: some Clock<Duration> = ContinuousClock()
+        clock: some Clock<Duration> = ContinuousClock(),
+        fleet: FleetMember? = nil
     ) throws {
         guard !name.isEmpty else {
             throw ZDDMError(.invalidArgument, message: "the migration name must not be empty")
@@ -76,13 +85,41 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 message: "the New store must support \(names.joined(separator: " and "))"
             )
         }
+        let unversioned = [
+            old.capabilities.contains(.versions) ? nil : "Old (\(type(of: old)))",
+            new.capabilities.contains(.versions) ? nil : "New (\(type(of: new)))",
+        ].compactMap { $0 }
+        if let fleet {
+            guard unversioned.isEmpty else {
+                throw ZDDMError(
+                    .unsupported,
+                    message: "a fleet needs stores that keep versions; \(unversioned.joined(separator: " and ")) do not"
+                )
+            }
+            guard options.usesVersions else {
+                throw ZDDMError(.invalidArgument, message: "a fleet needs MigrationOptions.usesVersions")
+            }
+            guard fleet.gate === gate else {
+                throw ZDDMError(.invalidArgument, message: "the fleet member must follow this migration's gate")
+            }
+        }
         self.name = name
         self.old = old
         self.new = new
         self.gate = gate
+        self.usesVersions = unversioned.isEmpty && options.usesVersions
+        self.fleet = fleet
         var logger = logger
         logger[metadataKey: "zddm.migration"] = .string(name)
         self.logger = logger
+        if !unversioned.isEmpty {
+            logger.warning(
+                """
+                \(unversioned.joined(separator: " and ")) keep no versions: protection against stale reads and \
+                out-of-order writes holds within this process only, not across a fleet
+                """
+            )
+        }
         let metrics = ProxyMetrics(migration: name, factory: metricsFactory ?? MetricsSystem.factory)
         self.metrics = metrics
         let tracer = tracer ?? InstrumentationSystem.tracer
@@ -318,15 +355,32 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     // MARK: Repairs
 
-    /// Invalidates an unsafe key in New (a repair claimed from the safety memory) and records the outcome.
+    /// Makes New safe for an unsafe key (a repair claimed from the safety memory) and records the outcome: with
+    /// versions, Old's record is copied through the fence; without, the key is invalidated.
     func repair(_ key: Key, epoch: UInt64) async {
         do {
-            try await callNewOrThrow(.invalidate) { try await new.invalidate(key) }
+            try await repairInNew(key)
             ledger.finishRepair(key, epoch: epoch, succeeded: true)
         } catch {
             ledger.finishRepair(key, epoch: epoch, succeeded: false)
         }
         metrics.unsafeKeys.record(ledger.unsafeKeys)
+    }
+
+    /// Brings New's copy of a key up to Old's: Old's versioned record through the fence, or an invalidation.
+    private func repairInNew(_ key: Key) async throws {
+        guard usesVersions else {
+            try await callNewOrThrow(.invalidate) { try await new.invalidate(key) }
+            return
+        }
+        let record: VersionedRecord<Value>
+        do {
+            record = try await storeSpan(.old, .read) { try await old.readVersioned(key) } ?? .tombstone(version: 0)
+        } catch {
+            metrics.oldFailure(.read)
+            throw error
+        }
+        _ = try await callNewOrThrow(.writeIfNewer) { try await new.writeIfNewer(key, record) }
     }
 
     /// Invalidates in New the keys marked unsafe that have no operation in flight, so they can be served from New
@@ -339,8 +393,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         guard isNewTrafficAllowed else { return 0 }
         var repaired = 0
         for (key, epoch) in ledger.claimRepairs(limit: limit) {
-            let outcome = await callNew(.invalidate) { try await new.invalidate(key) }
-            if case .succeeded = outcome {
+            if (try? await repairInNew(key)) != nil {
                 ledger.finishRepair(key, epoch: epoch, succeeded: true)
                 repaired += 1
             } else {
@@ -381,20 +434,26 @@ public struct MigrationOptions: Sendable {
     public var newCallTimeout: Duration?
     /// Turns New traffic off when it fails or slows down too much, and probes it back on; `nil` for none.
     public var circuitBreaker: CircuitBreakerConfiguration?
+    /// Whether to use versions when both stores keep them (fenced writes into New); `true` by default. Turn it
+    /// off only for write-back, or to compare with the per-process protection.
+    public var usesVersions: Bool
 
     /// Creates options.
     /// - Parameters:
     ///   - maxUnsafeKeys: At least 1; 100 000 by default (a few MB at most).
     ///   - newCallTimeout: The budget for each New call on a request's path; none by default.
     ///   - circuitBreaker: The automatic killswitch; none by default.
+    ///   - usesVersions: Whether to use versions when both stores keep them; `true` by default.
     public init(
         maxUnsafeKeys: Int = 100_000,
         newCallTimeout: Duration? = nil,
-        circuitBreaker: CircuitBreakerConfiguration? = nil
+        circuitBreaker: CircuitBreakerConfiguration? = nil,
+        usesVersions: Bool = true
     ) {
         self.maxUnsafeKeys = maxUnsafeKeys
         self.newCallTimeout = newCallTimeout
         self.circuitBreaker = circuitBreaker
+        self.usesVersions = usesVersions
     }
 
     func validate() throws {

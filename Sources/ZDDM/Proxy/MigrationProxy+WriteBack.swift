@@ -92,6 +92,15 @@ extension MigrationProxy {
         guard maxPending >= 1 else {
             throw ZDDMError(.invalidArgument, message: "maxPending must be at least 1, got \(maxPending)")
         }
+        guard !core.usesVersions else {
+            throw ZDDMError(
+                .unsupported,
+                message: """
+                    write-back acknowledges a write before New has it, which the fenced, versioned writes of this \
+                    migration do not allow; create it with MigrationOptions.usesVersions = false to use write-back
+                    """
+            )
+        }
         if try await marker.isSet() {
             logger.warning("the last write-back session did not end cleanly; New is not trusted until a verify pass")
             ledger.degrade()

@@ -183,7 +183,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .newAuthoritative(let fillFromOld):
             return try await readAuthoritativeNew(key, fillFromOld: fillFromOld, span)
         case .newFirst:
-            return try await readThrough(key, span)
+            return core.usesVersions ? try await readThroughVersioned(key, span) : try await readThrough(key, span)
         }
     }
 
@@ -227,7 +227,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// call goes on in the background) or was not called (a budget without background work to enforce it). Kept out
     /// of ``readThrough(_:_:)`` so that the hit path does not set up this path's generic values.
     @inline(never)
-    private func readNewWithinBudget(_ key: Key) async throws -> StoreRecord<Value>? {
+    func readNewWithinBudget(_ key: Key) async throws -> StoreRecord<Value>? {
         switch await core.withinBudget(.read, ReadStep(core: core, key: key)) {
         case .succeeded(let found)??:
             return found
@@ -312,7 +312,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Notes in the call's span where a read was served from, and passes the value on.
     @inline(__always)
-    private func served(_ value: Value?, _ source: ReadSource, _ span: (any Span)?) -> Value? {
+    func served(_ value: Value?, _ source: ReadSource, _ span: (any Span)?) -> Value? {
         span?.attributes["zddm.served_by"] = source.rawValue
         return value
     }
@@ -326,6 +326,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's write fails (New is then not touched). New's failures never
     ///   throw.
     public func write(_ key: Key, _ value: Value) async throws {
+        if core.usesVersions, try await mutateVersioned(key, .write(value)) { return }
         let old = self.old
         let new = self.new
         try await mutate(key, .write, oldOperation: .write, newOperation: .write) {
@@ -340,6 +341,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's delete fails (New is then not touched). New's failures never
     ///   throw.
     public func delete(_ key: Key) async throws {
+        if core.usesVersions, try await mutateVersioned(key, .delete) { return }
         let old = self.old
         let new = self.new
         try await mutate(key, .delete, oldOperation: .delete, newOperation: .writeTombstone) {
@@ -614,7 +616,7 @@ extension MigrationProxy {
     }
 
     /// The repair of an unsafe key claimed by a read.
-    fileprivate struct RepairStep: NewStep {
+    struct RepairStep: NewStep {
         let core: MigrationCore<Old, New>
         let key: Key
         let epoch: UInt64

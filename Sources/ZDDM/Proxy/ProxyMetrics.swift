@@ -91,7 +91,7 @@ struct ProxyMetrics: Sendable {
         )
         self.fillsLost = Counter(label: Label.fills, dimensions: [name, ("outcome", "lost")], factory: factory)
         let newOperations: [StoreOperation] = [
-            .read, .write, .insertIfAbsent, .writeTombstone, .invalidate, .insertManyIfAbsent,
+            .read, .write, .insertIfAbsent, .writeTombstone, .invalidate, .insertManyIfAbsent, .writeIfNewer,
         ]
         var newFailures: [StoreOperation: Counter] = [:]
         for operation in newOperations {

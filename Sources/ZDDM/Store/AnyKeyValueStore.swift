@@ -48,4 +48,40 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
     public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
         try await base.insertManyIfAbsent(entries)
     }
+
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        try await base.readVersioned(key)
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        try await base.readManyVersioned(keys)
+    }
+
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        try await base.writeVersioned(key, value)
+    }
+
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        try await base.deleteVersioned(key)
+    }
+
+    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
+        try await base.writeIfNewer(key, record)
+    }
+
+    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
+        try await base.writeManyIfNewer(entries)
+    }
+
+    public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
+        try await base.capturedChanges(limit: limit)
+    }
+
+    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+        try await base.removeCapturedChanges(sequences)
+    }
+
+    public func changeBacklog() async throws -> ChangeBacklog {
+        try await base.changeBacklog()
+    }
 }

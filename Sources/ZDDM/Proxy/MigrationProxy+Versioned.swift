@@ -1,0 +1,227 @@
+import Tracing
+
+/// The proxy's paths when both stores keep versions: every write into New is fenced ("if newer than what New
+/// holds"), so the order in which writes, fills and repairs reach New no longer matters, and the safety memory
+/// is needed only for New steps that did not happen. With a fleet, those are handled by the fleet's barrier.
+extension MigrationProxy {
+    /// What a versioned write or delete does to Old.
+    enum VersionedMutation: Sendable {
+        case write(Value)
+        case delete
+
+        var oldOperation: StoreOperation {
+            switch self {
+            case .write: .write
+            case .delete: .delete
+            }
+        }
+    }
+
+    // MARK: Read
+
+    /// The read-through with versions: New first; on a miss, Old's record and version are filled through the
+    /// fence (a tombstone at Old's version when Old has nothing), so a fill never overwrites a newer write.
+    func readThroughVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+        if let fleet = core.fleet, !fleet.mayReadNew {
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        }
+        switch ledger.readPlan(key) {
+        case .normal:
+            break
+        case .bypass:
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        case .repair(let epoch):
+            if core.newCallTimeout == nil {
+                await core.repair(key, epoch: epoch)
+            } else {
+                _ = await core.withinBudget(.writeIfNewer, RepairStep(core: core, key: key, epoch: epoch))
+            }
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        }
+        let record: StoreRecord<Value>?
+        do {
+            record =
+                core.newCallTimeout == nil
+                ? try await core.callNewOrThrow(.read) { try await new.read(key) }
+                : try await readNewWithinBudget(key)
+        } catch {
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        }
+        switch record {
+        case .value(let value):
+            metrics.read(.new)
+            return served(value, .new, span)
+        case .tombstone:
+            metrics.read(.new)
+            return served(nil, .new, span)
+        case nil:
+            return try await readOldAndFillVersioned(key, span)
+        }
+    }
+
+    @inline(never)
+    private func readOldAndFillVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+        let found: VersionedRecord<Value>?
+        do {
+            found = try await core.storeSpan(.old, .read) { try await old.readVersioned(key) }
+        } catch {
+            metrics.oldFailure(.read)
+            throw ZDDMError.store(.old, .read, error)
+        }
+        metrics.read(.oldAfterMiss)
+        let record = found ?? .tombstone(version: 0)
+        if core.newCallTimeout == nil {
+            await fillVersioned(key, record)
+        } else {
+            _ = await core.withinBudget(.writeIfNewer, VersionedFillStep(proxy: self, key: key, record: record))
+        }
+        return served(record.value, .oldAfterMiss, span)
+    }
+
+    /// Fills New through the fence. A failed fill leaves New as it was (nothing for the key), so it needs no
+    /// protection.
+    fileprivate func fillVersioned(_ key: Key, _ record: VersionedRecord<Value>) async {
+        let new = self.new
+        guard
+            let stored = try? await core.callNewOrThrow(.writeIfNewer, { try await new.writeIfNewer(key, record) })
+        else { return }
+        if stored { metrics.fillsInserted.increment() } else { metrics.fillsLost.increment() }
+    }
+
+    // MARK: Write and delete
+
+    /// A write or delete with versions: Old first (its version comes back), then, for keys New may hold, the same
+    /// record at that version into New through the fence.
+    /// - Returns: `false` when the call is not for this path (New is authoritative), having done nothing.
+    func mutateVersioned(_ key: Key, _ mutation: VersionedMutation) async throws -> Bool {
+        // The view deadline is read before the gate's snapshot, so the snapshot is at least as new as that view.
+        let viewDeadline = core.fleet?.viewDeadline ?? .max
+        var plan = CallPlan.mutation(gate.snapshot) { gate.hasher.hashRate(of: key) }
+        guard plan.isOldFirst else { return false }
+        var heldByBreaker = false
+        if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) {
+            plan = plan.withNewUnavailable()
+            heldByBreaker = true
+        }
+        guard core.tracer != nil else {
+            try await performVersioned(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
+            return true
+        }
+        let name = mutation.oldOperation == .write ? "zddm.write" : "zddm.delete"
+        let stage = gate.stage
+        try await core.traced(name) { span in
+            span?.attributes["zddm.stage"] = stage.rawValue
+            span?.attributes["zddm.admitted"] = plan == .oldThenNew
+            span?.attributes["db.operation.name"] = mutation.oldOperation.rawValue
+            try await performVersioned(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
+        }
+        return true
+    }
+
+    private func performVersioned(
+        _ key: Key,
+        _ mutation: VersionedMutation,
+        _ plan: CallPlan.Mutation,
+        heldByBreaker: Bool,
+        viewDeadline: Int64
+    ) async throws {
+        let old = self.old
+        let version: UInt64
+        do {
+            version = try await core.storeSpan(.old, mutation.oldOperation) {
+                switch mutation {
+                case .write(let value): try await old.writeVersioned(key, value)
+                case .delete: try await old.deleteVersioned(key)
+                }
+            }
+        } catch {
+            metrics.oldFailure(mutation.oldOperation)
+            // Old may have applied the change before failing: without a fleet (whose change applier copies it),
+            // keep New out of the key until it is repaired.
+            if core.fleet == nil, plan.mayBeInNew { markUnsafe(key) }
+            throw ZDDMError.store(.old, mutation.oldOperation, error)
+        }
+        // Old has acknowledged: from here on nothing throws.
+        let record: VersionedRecord<Value>
+        switch mutation {
+        case .write(let value): record = .value(value, version: version)
+        case .delete: record = .tombstone(version: version)
+        }
+        switch plan {
+        case .oldThenNew, .oldThenInvalidate:
+            // A key the gate no longer admits but New may hold gets the same fenced write: New stays current.
+            let stored: Bool
+            if core.newCallTimeout == nil {
+                stored = await writeNewVersioned(key, record)
+            } else {
+                stored =
+                    await core.withinBudget(.writeIfNewer, VersionedWriteStep(proxy: self, key: key, record: record))
+                    ?? false
+            }
+            if !stored { await newFellBehind(key) }
+        case .oldThenHoldBack:
+            if heldByBreaker {
+                await newFellBehind(key)
+            } else if let fleet = core.fleet {
+                // New is not written in this state: wait until no instance can still read New under a view from
+                // before that, and acknowledge only under a current view.
+                await fleet.waitOutWritingViews()
+                if !fleet.isBefore(viewDeadline) { await fleet.fallBehind() }
+            } else {
+                markUnsafe(key)
+            }
+        case .oldOnly:
+            // New cannot hold the key under this view; acknowledging after the view expired could race a rate
+            // increase seen elsewhere.
+            if let fleet = core.fleet, !fleet.isBefore(viewDeadline) { await fleet.fallBehind() }
+        case .newThenOld, .newOnly:
+            break
+        }
+    }
+
+    /// Writes a record into New through the fence; returns `false` when New failed (a refused older record counts
+    /// as done: New already holds something newer).
+    fileprivate func writeNewVersioned(_ key: Key, _ record: VersionedRecord<Value>) async -> Bool {
+        let new = self.new
+        return (try? await core.callNewOrThrow(.writeIfNewer) { try await new.writeIfNewer(key, record) }) != nil
+    }
+
+    /// New missed a write that Old acknowledged: the fleet's barrier, or this process's safety memory.
+    private func newFellBehind(_ key: Key) async {
+        if let fleet = core.fleet {
+            await fleet.fallBehind()
+        } else {
+            markUnsafe(key)
+        }
+    }
+
+    private func markUnsafe(_ key: Key) {
+        ledger.markUnsafe(key)
+        metrics.unsafeKeys.record(ledger.unsafeKeys)
+    }
+}
+
+extension MigrationProxy {
+    /// A fill through the fence.
+    fileprivate struct VersionedFillStep: NewStep {
+        let proxy: MigrationProxy
+        let key: Key
+        let record: VersionedRecord<Value>
+
+        func run(newAvailable: Bool) async {
+            if newAvailable { await proxy.fillVersioned(key, record) }
+        }
+    }
+
+    /// A write's or delete's New step through the fence; its result says whether New has the record (or newer).
+    fileprivate struct VersionedWriteStep: NewStep {
+        let proxy: MigrationProxy
+        let key: Key
+        let record: VersionedRecord<Value>
+
+        func run(newAvailable: Bool) async -> Bool {
+            guard newAvailable else { return false }
+            return await proxy.writeNewVersioned(key, record)
+        }
+    }
+}
