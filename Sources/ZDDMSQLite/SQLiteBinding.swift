@@ -111,3 +111,31 @@ enum SQLiteBinding {
         }
     }
 }
+
+extension SQLiteBinding {
+    /// A version as an SQLite integer.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/invalidArgument`` for a version above
+    ///   `Int64.max`, which SQLite cannot store.
+    static func databaseValue(version: UInt64, for operation: StoreOperation) throws -> DatabaseValue {
+        guard let stored = Int64(exactly: version) else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: operation,
+                message: "a version must be at most \(Int64.max) to be stored in SQLite"
+            )
+        }
+        return stored.databaseValue
+    }
+
+    /// A version read back from a version column.
+    /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/mappingFailed`` when the column holds no
+    ///   non-negative integer.
+    static func version(_ value: DatabaseValue) throws -> UInt64 {
+        switch value.storage {
+        case .int64(let integer) where integer >= 0: return UInt64(integer)
+        case .null: return 0
+        default:
+            throw ZDDMError(.mappingFailed, message: "the version column holds a value that is not a version")
+        }
+    }
+}

@@ -40,3 +40,24 @@ enum SQLiteErrors {
         }
     }
 }
+
+extension SQLiteErrors {
+    /// Turns an error of an operation on a table into what the library throws: cancellation as it is, a
+    /// ``ZDDM/ZDDMError`` with the operation added, anything else a ``ZDDM/ZDDMError/Code/storeFailed`` naming the
+    /// table and the database, with SQLite's error sanitised.
+    static func wrap(
+        _ error: any Error,
+        operation: StoreOperation,
+        table: SQLIdentifier,
+        database: SQLiteURL
+    ) -> any Error {
+        if error is CancellationError { return error }
+        if var known = error as? ZDDMError {
+            known.operation = known.operation ?? operation
+            return known
+        }
+        var message = "table \(table) in \(database)"
+        if let hint = hint(for: error) { message += ": " + hint }
+        return ZDDMError(.storeFailed, operation: operation, message: message, underlying: sanitized(error))
+    }
+}

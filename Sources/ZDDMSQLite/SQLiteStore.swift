@@ -19,6 +19,23 @@ public import ZDDMSQL
 ///
 /// Values larger than ``maxValueSize`` once encoded are rejected with ``ZDDMError/Code/invalidArgument`` before
 /// anything is written.
+///
+/// ## Versions
+///
+/// With a version column (`versionColumn:`, for example `zddm_version`; `INTEGER NOT NULL DEFAULT 0`) the store declares
+/// ``ZDDM/StoreCapabilities/versions`` and plays one of two roles:
+///
+/// - **New** (without change capture): ``readVersioned(_:)`` returns the row's record and version, and
+///   ``writeIfNewer(_:_:)`` is the fence, one statement
+///   `INSERT … ON CONFLICT (key) DO UPDATE … WHERE stored.version < excluded.version`, tombstones included. Plain
+///   writes (``write(_:_:)``, ``insertIfAbsent(_:_:)``, ``writeTombstone(_:)``) leave a row's version as it is, and a
+///   row they create has version 0, below every version Old gives. Old's operations (``writeVersioned(_:_:)``,
+///   ``deleteVersioned(_:)``, the change table) throw ``ZDDMError/Code/unsupported``.
+/// - **Old** (with `changeCapture: true`): ``prepare()`` installs ``SQLiteChangeCapture`` on the table, whose
+///   triggers give every change, by any writer, a larger version and a change-table entry; the store declares
+///   ``ZDDM/StoreCapabilities/changeCapture`` and implements ``writeVersioned(_:_:)``, ``deleteVersioned(_:)``,
+///   ``capturedChanges(limit:)`` and the rest. Plain writes get versions from the triggers too. The fence throws
+///   ``ZDDMError/Code/unsupported`` (the triggers assign versions, so the table cannot keep given ones).
 public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The default largest encoded value: 16 MiB.
     public static var defaultMaxValueSize: Int { SQLStoreCore<Key, Value>.defaultMaxValueSize }
@@ -29,10 +46,20 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     public let schema: KeyValueTableSchema
     /// The largest encoded value accepted, in bytes.
     public var maxValueSize: Int { core.maxValueSize }
-    private let core: SQLStoreCore<Key, Value>
-    private let sql: Statements
+    /// The version column, when the store keeps versions.
+    public let versionColumn: SQLIdentifier?
+    /// The names of change capture on the table, when the store is Old with change capture.
+    public var changeCapture: ChangeCaptureSchema? { capture?.schema }
+    let core: SQLStoreCore<Key, Value>
+    let sql: Statements
+    let capture: SQLiteCaptureSQL?
 
-    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+    public var capabilities: StoreCapabilities {
+        var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
+        if versionColumn != nil { capabilities.insert(.versions) }
+        if capture != nil { capabilities.insert(.changeCapture) }
+        return capabilities
+    }
 
     /// Creates a store over a table, validating every name before any SQL runs.
     /// - Parameters:
@@ -41,6 +68,10 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     ///   - keyColumn: The key column; `key` by default.
     ///   - valueColumn: The value column; `value` by default.
     ///   - tombstoneColumn: The tombstone flag column; `tombstone` by default.
+    ///   - versionColumn: The version column, for a store with versions; `nil` (the default) for a store without,
+    ///     unless `changeCapture` is set, which takes `zddm_version`.
+    ///   - changeCapture: Whether the store is Old with change capture (see ``SQLiteChangeCapture``); needs a table
+    ///     name of at most 50 characters.
     ///   - codec: How values become bytes.
     ///   - maxValueSize: The largest encoded value accepted, in bytes; 16 MiB by default.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size.
@@ -50,6 +81,8 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
         keyColumn: String = "key",
         valueColumn: String = "value",
         tombstoneColumn: String = "tombstone",
+        versionColumn: String? = nil,
+        changeCapture: Bool = false,
         codec: some ValueCodec<Value>,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
@@ -60,22 +93,52 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn
         )
+        let versionName = versionColumn ?? (changeCapture ? "zddm_version" : nil)
+        let version = try versionName.map { try SQLIdentifier($0, role: "version column name") }
+        if let version {
+            let others = [schema.keyColumn, schema.valueColumn, schema.tombstoneColumn].map { $0.name.lowercased() }
+            guard !others.contains(version.name.lowercased()) else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column needs a name distinct from the key, value and tombstone columns"
+                )
+            }
+        }
+        self.versionColumn = version
+        if changeCapture {
+            let captureSchema = try ChangeCaptureSchema(
+                table: table,
+                keyColumn: keyColumn,
+                versionColumn: versionName ?? "zddm_version"
+            )
+            self.capture = try SQLiteCaptureSQL(captureSchema, keyType: "")
+        } else {
+            self.capture = nil
+        }
         self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
-        self.sql = Statements(schema, keyKind: Key.sqlKeyKind)
+        self.sql = Statements(schema, version: version, keyKind: Key.sqlKeyKind)
     }
 
-    /// Creates the table if it does not exist, then checks that its columns fit the key type.
+    /// Creates the table if it does not exist, adds the version column to a table without it
+    /// (`NOT NULL DEFAULT 0`), installs change capture when the store has it (``SQLiteChangeCapture/install()``), all
+    /// in one transaction, then checks that the columns fit the key type.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column
     ///   or its key column cannot hold this store's keys, or ``ZDDMError/Code/storeFailed`` when SQLite fails.
     public func prepare() async throws {
         try await core.run(.prepare, on: database) { db in
             try db.execute(sql: sql.create)
+            if let addVersion = sql.addVersionColumn, let versionColumn {
+                let columns = try SQLiteChangeCapture.tableColumns(db, schema.table)
+                if columns[versionColumn.name.lowercased()] == nil { try db.execute(sql: addVersion) }
+            }
+            if let capture { try SQLiteChangeCapture.install(db, capture.schema) }
             try check(db)
         }
     }
 
-    /// Checks, without changing anything, that the table exists and its columns fit the key type.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
+    /// Checks, without changing anything, that the table exists, its columns fit the key type, and change capture
+    /// is installed when the store has it.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit or is missing.
     public func checkSchema() async throws {
         try await core.run(.prepare, on: database) { db in try check(db) }
     }
@@ -88,6 +151,16 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
             keyKind: Key.sqlKeyKind,
             otherColumns: [schema.valueColumn, schema.tombstoneColumn]
         )
+        if let versionColumn {
+            try SQLiteBinding.checkTable(
+                db,
+                table: schema.table,
+                keyColumn: schema.keyColumn,
+                keyKind: Key.sqlKeyKind,
+                otherColumns: [versionColumn]
+            )
+        }
+        if let capture { try core.checkCapture(db, sql: capture) }
     }
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
@@ -177,6 +250,9 @@ extension SQLiteStore where Value: Codable {
     ///   - keyColumn: The key column; `key` by default.
     ///   - valueColumn: The value column; `value` by default.
     ///   - tombstoneColumn: The tombstone flag column; `tombstone` by default.
+    ///   - versionColumn: The version column, for a store with versions; `nil` (the default) for a store without,
+    ///     unless `changeCapture` is set, which takes `zddm_version`.
+    ///   - changeCapture: Whether the store is Old with change capture (see ``SQLiteChangeCapture``).
     ///   - maxValueSize: The largest encoded value accepted, in bytes; 16 MiB by default.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size.
     public init(
@@ -185,6 +261,8 @@ extension SQLiteStore where Value: Codable {
         keyColumn: String = "key",
         valueColumn: String = "value",
         tombstoneColumn: String = "tombstone",
+        versionColumn: String? = nil,
+        changeCapture: Bool = false,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
         try self.init(
@@ -193,6 +271,8 @@ extension SQLiteStore where Value: Codable {
             keyColumn: keyColumn,
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn,
+            versionColumn: versionColumn,
+            changeCapture: changeCapture,
             codec: JSONValueCodec<Value>(),
             maxValueSize: maxValueSize
         )
@@ -212,18 +292,38 @@ extension SQLiteStore {
         let tombstone: String
         let keysFirst: String
         let keysAfter: String
+        /// Adds the version column; `nil` without versions.
+        let addVersionColumn: String?
+        /// `SELECT value, tombstone, version … WHERE key = ?`
+        let readVersioned: String
+        /// The fence: an upsert of value, tombstone flag and version that updates only an older version.
+        let writeIfNewer: String
+        /// `SELECT version … WHERE key = ?`
+        let readVersion: String
         private let readManyPrefix: String
+        private let readManyVersionedPrefix: String
 
-        init(_ schema: KeyValueTableSchema, keyKind: SQLKeyKind) {
+        init(_ schema: KeyValueTableSchema, version: SQLIdentifier?, keyKind: SQLKeyKind) {
             let t = schema.table.quoted
             let k = schema.keyColumn.quoted
             let v = schema.valueColumn.quoted
             let d = schema.tombstoneColumn.quoted
             let ordered = keyKind == .text ? "\(k) COLLATE BINARY" : k
+            let versionDefinition = version.map { ", \($0.quoted) INTEGER NOT NULL DEFAULT 0" } ?? ""
             create = """
                 CREATE TABLE IF NOT EXISTS \(t) (\(k) \(SQLiteBinding.columnType(keyKind)) NOT NULL PRIMARY KEY, \
-                \(v) BLOB, \(d) INTEGER NOT NULL DEFAULT 0 CHECK (\(d) IN (0, 1)))
+                \(v) BLOB, \(d) INTEGER NOT NULL DEFAULT 0 CHECK (\(d) IN (0, 1))\(versionDefinition))
                 """
+            let n = version?.quoted ?? "0"
+            addVersionColumn = version.map { "ALTER TABLE \(t) ADD COLUMN \($0.quoted) INTEGER NOT NULL DEFAULT 0" }
+            readVersioned = "SELECT \(v), \(d), \(n) FROM \(t) WHERE \(k) = ?"
+            readVersion = "SELECT \(n) FROM \(t) WHERE \(k) = ?"
+            writeIfNewer = """
+                INSERT INTO \(t) (\(k), \(v), \(d), \(n)) VALUES (?, ?, ?, ?) \
+                ON CONFLICT (\(k)) DO UPDATE SET \(v) = excluded.\(v), \(d) = excluded.\(d), \(n) = excluded.\(n) \
+                WHERE \(t).\(n) < excluded.\(n)
+                """
+            readManyVersionedPrefix = "SELECT \(k), \(v), \(d), \(n) FROM \(t) WHERE \(k) IN ("
             read = "SELECT \(v), \(d) FROM \(t) WHERE \(k) = ?"
             upsert = """
                 INSERT INTO \(t) (\(k), \(v), \(d)) VALUES (?, ?, 0) \
@@ -242,6 +342,10 @@ extension SQLiteStore {
 
         func readMany(_ count: Int) -> String {
             readManyPrefix + SQLiteBinding.placeholders(count) + ")"
+        }
+
+        func readManyVersioned(_ count: Int) -> String {
+            readManyVersionedPrefix + SQLiteBinding.placeholders(count) + ")"
         }
     }
 }

@@ -10,6 +10,20 @@ public import ZDDMSQL
 /// records the tombstone, and ``insertIfAbsent(_:_:)`` inserts only when neither holds the key. Each of these
 /// runs as one SQLite write transaction, and SQLite runs write transactions one at a time, so they are atomic
 /// with respect to each other. The key column must be the table's primary key (or unique).
+///
+/// ## Versions
+///
+/// - **Old** (with `changeCapture:`): your table is captured by ``SQLiteChangeCapture``, which you install once
+///   (``prepare()`` and ``checkSchema()`` refuse a table that lacks it, naming what is missing). Every change, by
+///   any writer, gives the key a larger version and a change-table entry; the store declares
+///   ``ZDDM/StoreCapabilities/versions`` and ``ZDDM/StoreCapabilities/changeCapture`` and implements
+///   ``writeVersioned(_:_:)``, ``deleteVersioned(_:)``, ``readVersioned(_:)`` (the row, else the deleted-versions
+///   table as a tombstone) and the change table. The fence throws ``ZDDMError/Code/unsupported``.
+/// - **New** (with `versionColumn:` and no capture): ``prepare()`` adds the version column
+///   (`INTEGER NOT NULL DEFAULT 0`) to your table and to the tombstone side table when they lack it.
+///   ``writeIfNewer(_:_:)`` stores a record only over nothing or an older version, in one write transaction; plain
+///   writes keep the key's version (a key they create has version 0). Old's operations throw
+///   ``ZDDMError/Code/unsupported``.
 public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The database holding the table.
     public let database: SQLiteDatabase
@@ -17,31 +31,97 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     public let mapping: RowMapping<Value>
     /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
     public var maxValueSize: Int { core.maxValueSize }
-    private let core: SQLStoreCore<Key, Value>
-    private let sql: Statements
+    /// The version column of the table (and, in New's role, of the tombstone side table), when the store keeps
+    /// versions.
+    public let versionColumn: SQLIdentifier?
+    /// The names of change capture on the table, when the store is Old with change capture.
+    public var changeCapture: ChangeCaptureSchema? { capture?.schema }
+    let core: SQLStoreCore<Key, Value>
+    let sql: Statements
+    let capture: SQLiteCaptureSQL?
 
-    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+    public var capabilities: StoreCapabilities {
+        var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
+        if versionColumn != nil { capabilities.insert(.versions) }
+        if capture != nil { capabilities.insert(.changeCapture) }
+        return capabilities
+    }
 
     /// Creates a store over a table.
     /// - Parameters:
     ///   - database: The database.
     ///   - mapping: The table, its columns and how values map to them.
+    ///   - versionColumn: For New's role, the version column of the table and of the tombstone side table; `nil`
+    ///     (the default) for a store without versions, or to take the capture's.
+    ///   - changeCapture: For Old's role, change capture on the table (its table and key column must be the
+    ///     mapping's); `nil` by default.
     ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
-    public init(database: SQLiteDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1, an invalid version
+    ///   column name, or a capture of another table or key column.
+    public init(
+        database: SQLiteDatabase,
+        mapping: RowMapping<Value>,
+        versionColumn: String? = nil,
+        changeCapture: ChangeCaptureSchema? = nil,
+        maxValueSize: Int = 16 << 20
+    ) throws {
         self.database = database
         self.mapping = mapping
+        var version = try versionColumn.map { try SQLIdentifier($0, role: "version column name") }
+        if let changeCapture {
+            guard changeCapture.table.name.lowercased() == mapping.table.name.lowercased(),
+                changeCapture.keyColumn.name.lowercased() == mapping.keyColumn.name.lowercased()
+            else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the change capture's table and key column must be the mapping's (\(mapping.table), "
+                        + "\(mapping.keyColumn))"
+                )
+            }
+            guard version == nil || version?.name.lowercased() == changeCapture.versionColumn.name.lowercased() else {
+                throw ZDDMError(.invalidArgument, message: "the version column must be the change capture's")
+            }
+            version = changeCapture.versionColumn
+            self.capture = try SQLiteCaptureSQL(changeCapture, keyType: "")
+        } else {
+            self.capture = nil
+        }
+        if let version {
+            let taken = ([mapping.keyColumn] + mapping.valueColumns).map { $0.name.lowercased() }
+            guard !taken.contains(version.name.lowercased()), version.name.lowercased() != "key" else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column needs a name distinct from the key and value columns and from \"key\""
+                )
+            }
+        }
+        self.versionColumn = version
         self.core = try SQLStoreCore(mapping: mapping, maxValueSize: maxValueSize)
-        self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
+        self.sql = Statements(mapping, version: version, sideVersions: changeCapture == nil, keyKind: Key.sqlKeyKind)
     }
 
-    /// Checks the user's table and creates the tombstone side table if it does not exist.
+    /// Whether the store is New with versions: the tombstone side table keeps versions, plain writes keep them.
+    var fencing: Bool { versionColumn != nil && capture == nil }
+
+    /// Checks the user's table and creates the tombstone side table if it does not exist. In New's role it adds the
+    /// version column to the table and the side table when they lack it; with change capture it refuses a table on
+    /// which ``SQLiteChangeCapture`` is not installed.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
-    ///   mapped column, or its key column cannot hold this store's keys.
+    ///   mapped column or change capture, or its key column cannot hold this store's keys.
     public func prepare() async throws {
         try await core.run(.prepare, on: database) { db in
+            if fencing, let versionColumn {
+                let columns = try SQLiteChangeCapture.tableColumns(db, mapping.table)
+                if !columns.isEmpty, columns[versionColumn.name.lowercased()] == nil {
+                    try db.execute(sql: sql.addVersionColumn)
+                }
+            }
             try check(db)
             try db.execute(sql: sql.createTombstones)
+            if fencing, let versionColumn {
+                let columns = try SQLiteChangeCapture.tableColumns(db, mapping.tombstoneTable)
+                if columns[versionColumn.name.lowercased()] == nil { try db.execute(sql: sql.addTombstoneVersion) }
+            }
         }
     }
 
@@ -55,18 +135,19 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
                 table: mapping.tombstoneTable,
                 keyColumn: mapping.tombstoneKeyColumn,
                 keyKind: Key.sqlKeyKind,
-                otherColumns: []
+                otherColumns: fencing ? (versionColumn.map { [$0] } ?? []) : []
             )
         }
     }
 
     private func check(_ db: Database) throws {
+        if let capture { try core.checkCapture(db, sql: capture) }
         try SQLiteBinding.checkTable(
             db,
             table: mapping.table,
             keyColumn: mapping.keyColumn,
             keyKind: Key.sqlKeyKind,
-            otherColumns: mapping.valueColumns
+            otherColumns: mapping.valueColumns + (versionColumn.map { [$0] } ?? [])
         )
     }
 
@@ -88,7 +169,13 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     public func write(_ key: Key, _ value: Value) async throws {
         let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        let fencing = fencing
         try await core.run(.write, on: database) { db in
+            if fencing {
+                let version = try SQLiteBinding.databaseValue(version: currentVersion(db, bound) ?? 0, for: .write)
+                try storeValue(db, bound: bound, arguments: arguments, version: version)
+                return
+            }
             try db.inSavepoint {
                 try db.execute(sql: sql.deleteTombstone, arguments: [bound])
                 try db.execute(sql: sql.upsert, arguments: arguments)
@@ -116,7 +203,15 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     }
 
     public func writeTombstone(_ key: Key) async throws {
-        try await change(.writeTombstone, key, sql.deleteRow, sql.insertTombstone)
+        guard fencing else { return try await change(.writeTombstone, key, sql.deleteRow, sql.insertTombstone) }
+        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
+        try await core.run(.writeTombstone, on: database) { db in
+            let version = try SQLiteBinding.databaseValue(
+                version: currentVersion(db, bound) ?? 0,
+                for: .writeTombstone
+            )
+            try storeTombstone(db, bound: bound, version: version)
+        }
     }
 
     /// Runs two statements on one key in one transaction.
@@ -200,10 +295,26 @@ extension SQLiteTableStore {
         let insertTombstone: String
         let keysFirst: String
         let keysAfter: String
+        /// Adds the version column to the table.
+        let addVersionColumn: String
+        /// Adds the version column to the tombstone side table.
+        let addTombstoneVersion: String
+        /// `SELECT columns…, version … WHERE key = ?`
+        let readVersioned: String
+        /// `SELECT version FROM side … WHERE key = ?`
+        let readTombstoneVersion: String
+        /// An upsert of the value's columns and the version.
+        let upsertVersioned: String
+        /// An upsert of a tombstone and its version.
+        let insertTombstoneVersioned: String
+        /// `SELECT version … WHERE key = ?`
+        let readVersion: String
         private let readManyPrefix: String
         private let readManyTombstonesPrefix: String
+        private let readManyVersionedPrefix: String
+        private let readManyTombstoneVersionsPrefix: String
 
-        init(_ mapping: RowMapping<Value>, keyKind: SQLKeyKind) {
+        init(_ mapping: RowMapping<Value>, version: SQLIdentifier?, sideVersions: Bool, keyKind: SQLKeyKind) {
             let t = mapping.table.quoted
             let k = mapping.keyColumn.quoted
             let s = mapping.tombstoneTable.quoted
@@ -211,9 +322,26 @@ extension SQLiteTableStore {
             let columns = mapping.valueColumns.map(\.quoted)
             let list = columns.joined(separator: ", ")
             let ordered = keyKind == .text ? "\(k) COLLATE BINARY" : k
+            let n = version?.quoted ?? "0"
+            let sideVersion = sideVersions ? version.map { ", \($0.quoted) INTEGER NOT NULL DEFAULT 0" } ?? "" : ""
             createTombstones = """
-                CREATE TABLE IF NOT EXISTS \(s) (\(sk) \(SQLiteBinding.columnType(keyKind)) NOT NULL PRIMARY KEY)
+                CREATE TABLE IF NOT EXISTS \(s) (\(sk) \(SQLiteBinding.columnType(keyKind)) NOT NULL PRIMARY KEY\
+                \(sideVersion))
                 """
+            addVersionColumn = "ALTER TABLE \(t) ADD COLUMN \(n) INTEGER NOT NULL DEFAULT 0"
+            addTombstoneVersion = "ALTER TABLE \(s) ADD COLUMN \(n) INTEGER NOT NULL DEFAULT 0"
+            readVersioned = "SELECT \(list), \(n) FROM \(t) WHERE \(k) = ?"
+            readTombstoneVersion = "SELECT \(n) FROM \(s) WHERE \(sk) = ?"
+            readVersion = "SELECT \(n) FROM \(t) WHERE \(k) = ?"
+            upsertVersioned = """
+                INSERT INTO \(t) (\(k), \(list), \(n)) VALUES (\(SQLiteBinding.placeholders(columns.count + 2))) \
+                ON CONFLICT (\(k)) DO UPDATE SET \((columns + [n]).map { "\($0) = excluded.\($0)" }.joined(separator: ", "))
+                """
+            insertTombstoneVersioned = """
+                INSERT INTO \(s) (\(sk), \(n)) VALUES (?, ?) ON CONFLICT (\(sk)) DO UPDATE SET \(n) = excluded.\(n)
+                """
+            readManyVersionedPrefix = "SELECT \(k), \(list), \(n) FROM \(t) WHERE \(k) IN ("
+            readManyTombstoneVersionsPrefix = "SELECT \(sk), \(n) FROM \(s) WHERE \(sk) IN ("
             read = "SELECT \(list) FROM \(t) WHERE \(k) = ?"
             readTombstone = "SELECT 1 FROM \(s) WHERE \(sk) = ?"
             let insert = "INSERT INTO \(t) (\(k), \(list)) VALUES (\(SQLiteBinding.placeholders(columns.count + 1)))"
@@ -235,6 +363,14 @@ extension SQLiteTableStore {
 
         func readManyTombstones(_ count: Int) -> String {
             readManyTombstonesPrefix + SQLiteBinding.placeholders(count) + ")"
+        }
+
+        func readManyVersioned(_ count: Int) -> String {
+            readManyVersionedPrefix + SQLiteBinding.placeholders(count) + ")"
+        }
+
+        func readManyTombstoneVersions(_ count: Int) -> String {
+            readManyTombstoneVersionsPrefix + SQLiteBinding.placeholders(count) + ")"
         }
     }
 }
