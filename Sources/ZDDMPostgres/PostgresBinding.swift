@@ -121,6 +121,15 @@ enum PostgresBinding {
         }
     }
 
+    /// The element type of a key array parameter (`$1::text[]`, `int8[]`, `bytea[]`).
+    static func arrayElementType(_ kind: SQLKeyKind) -> String {
+        switch kind {
+        case .text: "text"
+        case .integer: "bigint"
+        case .bytes: "bytea"
+        }
+    }
+
     /// Whether a column type (as `format_type` spells it) holds keys of a kind.
     static func typeMatches(_ type: String, kind: SQLKeyKind) -> Bool {
         switch kind {
@@ -201,6 +210,47 @@ enum PostgresBinding {
                 message: "column \(keyColumn) of table \(table) has type \(keyType), which does not hold \(keyKind) "
                     + "keys (expected \(columnType(keyKind)))"
             )
+        }
+    }
+
+    /// A version as a `bigint` parameter.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a version above `Int64.max`.
+    static func versionParameter(_ version: UInt64, for operation: StoreOperation) throws -> Int64 {
+        guard let parameter = Int64(exactly: version) else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: operation,
+                message: "a version must be at most \(Int64.max) to fit a bigint column"
+            )
+        }
+        return parameter
+    }
+
+    /// A version read back from a `bigint` column.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/mappingFailed`` for a negative or non-integer version.
+    static func version(_ cell: PostgresCell) throws -> UInt64 {
+        try reading(cell) {
+            guard let version = UInt64(exactly: try cell.decode(Int64.self)) else {
+                throw ZDDMError(
+                    .mappingFailed,
+                    message: "the version column \(String(reflecting: cell.columnName)) holds a negative version"
+                )
+            }
+            return version
+        }
+    }
+
+    /// Runs one statement in its own transaction, again (up to 5 attempts) when it fails with a serialization
+    /// failure (SQLSTATE 40001): change capture's trigger raises one when a concurrent delete of the same key
+    /// committed while the statement waited, and a statement that failed took no effect.
+    static func retryingSerializationFailures<T>(_ body: () async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch  where attempt < 5 && PostgresErrors.sqlState(error) == "40001" {
+                attempt += 1
+            }
         }
     }
 }

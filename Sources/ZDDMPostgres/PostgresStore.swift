@@ -20,6 +20,27 @@ public import ZDDMSQL
 ///
 /// Values larger than ``maxValueSize`` once encoded are rejected with ``ZDDMError/Code/invalidArgument`` before
 /// anything is sent.
+///
+/// ## Versions
+///
+/// With a `versionColumn` the table has a fourth column, `bigint NOT NULL DEFAULT 0`, and the store declares
+/// ``ZDDM/StoreCapabilities/versions``. It then plays one of two roles:
+///
+/// - **New** (no `changeCapture`): it keeps the versions it is given. ``writeIfNewer(_:_:)`` is one statement,
+///   `INSERT … ON CONFLICT (key) DO UPDATE … WHERE stored.version < excluded.version RETURNING`, and
+///   ``writeManyIfNewer(_:)`` one such statement per 5 000 records. ``readVersioned(_:)`` returns the row's record
+///   and version. ``write(_:_:)``, ``insertIfAbsent(_:_:)`` and ``writeTombstone(_:)`` leave an existing row's
+///   version as it is and give a new row version 0 (they know no version from Old; any versioned record replaces
+///   them). ``writeVersioned(_:_:)`` and ``deleteVersioned(_:)`` throw ``ZDDM/ZDDMError/Code/unsupported``.
+/// - **Old** (with `changeCapture`, installed by ``PostgresChangeCapture``): the table's triggers assign the
+///   versions, for every writer. ``writeVersioned(_:_:)`` is the upsert with `RETURNING` the version (one round
+///   trip), ``deleteVersioned(_:)`` one `DELETE … RETURNING` statement that falls back to the deleted-versions
+///   table when nothing was deleted, ``readVersioned(_:)`` one statement over the table and the deleted-versions
+///   table. Plain writes get versions from the triggers too. The store also declares
+///   ``ZDDM/StoreCapabilities/changeCapture`` and lists, removes and measures the change table. The fenced writes
+///   throw ``ZDDM/ZDDMError/Code/unsupported`` (the triggers would overwrite the versions they carry). A write
+///   that fails with a serialization failure caused by a concurrent delete of its key (see
+///   ``PostgresChangeCapture``) is retried, up to 5 times.
 public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The default largest encoded value: 16 MiB.
     public static var defaultMaxValueSize: Int { SQLStoreCore<Key, Value>.defaultMaxValueSize }
@@ -30,10 +51,20 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     public let schema: KeyValueTableSchema
     /// The largest encoded value accepted, in bytes.
     public var maxValueSize: Int { core.maxValueSize }
-    private let core: SQLStoreCore<Key, Value>
-    private let sql: Statements
+    /// The version column, when the store keeps versions.
+    public let versionColumn: SQLIdentifier?
+    /// Change capture on the table, when the store plays Old with versions.
+    public let changeCapture: PostgresChangeCapture?
+    let core: SQLStoreCore<Key, Value>
+    let sql: Statements
+    let versionSQL: VersionStatements?
 
-    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+    public var capabilities: StoreCapabilities {
+        var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
+        if versionColumn != nil { capabilities.insert(.versions) }
+        if changeCapture != nil { capabilities.insert(.changeCapture) }
+        return capabilities
+    }
 
     /// Creates a store over a table, validating every name before any SQL runs.
     /// - Parameters:
@@ -42,15 +73,23 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     ///   - keyColumn: The key column; `key` by default.
     ///   - valueColumn: The value column; `value` by default.
     ///   - tombstoneColumn: The tombstone flag column; `tombstone` by default.
+    ///   - versionColumn: The version column, for a store with versions (New's role, or Old's with
+    ///     `changeCapture`); `nil` (no versions) by default. With `changeCapture`, `nil` means the capture's
+    ///     version column.
+    ///   - changeCapture: Change capture on this table (Old's role): its table and key column must be this store's.
+    ///     `nil` by default.
     ///   - codec: How values become bytes.
     ///   - maxValueSize: The largest encoded value accepted, in bytes; 16 MiB by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size, or a change
+    ///   capture for another table, key column or version column.
     public init(
         database: PostgresDatabase,
         table: String,
         keyColumn: String = "key",
         valueColumn: String = "value",
         tombstoneColumn: String = "tombstone",
+        versionColumn: String? = nil,
+        changeCapture: ChangeCaptureSchema? = nil,
         codec: some ValueCodec<Value>,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
@@ -61,22 +100,68 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn
         )
+        let version = try versionColumn.map { try SQLIdentifier($0, role: "version column name") }
+        if let version {
+            let others = [schema.keyColumn, schema.valueColumn, schema.tombstoneColumn].map { $0.name.lowercased() }
+            guard !others.contains(version.name.lowercased()) else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column needs a name distinct from the key, value and tombstone columns"
+                )
+            }
+        }
+        if let changeCapture {
+            guard changeCapture.table == schema.table, changeCapture.keyColumn == schema.keyColumn else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the change capture schema is for table \(changeCapture.table) with key column "
+                        + "\(changeCapture.keyColumn), not this store's table \(schema.table) with key column "
+                        + "\(schema.keyColumn)"
+                )
+            }
+            guard version == nil || version == changeCapture.versionColumn else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column differs from the change capture schema's version column"
+                )
+            }
+            if changeCapture.versionColumn.name.lowercased() == schema.valueColumn.name.lowercased()
+                || changeCapture.versionColumn.name.lowercased() == schema.tombstoneColumn.name.lowercased()
+            {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column needs a name distinct from the value and tombstone columns"
+                )
+            }
+        }
+        let versionColumn = changeCapture?.versionColumn ?? version
+        let schema = schema
+        self.versionColumn = versionColumn
+        self.changeCapture = changeCapture.map { PostgresChangeCapture(database: database, schema: $0) }
         self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
-        self.sql = Statements(schema, keyKind: Key.sqlKeyKind)
+        self.sql = Statements(schema, keyKind: Key.sqlKeyKind, versionColumn: versionColumn)
+        self.versionSQL = versionColumn.map {
+            VersionStatements(schema, keyKind: Key.sqlKeyKind, versionColumn: $0, capture: changeCapture)
+        }
     }
 
-    /// Creates the table if it does not exist, then checks that its columns fit the key type.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column
-    ///   or its key column cannot hold this store's keys, or ``ZDDMError/Code/storeFailed`` when PostgreSQL fails.
+    /// Creates the table if it does not exist (with the version column, when configured), adds the version column
+    /// to an existing table without it (`ADD COLUMN IF NOT EXISTS … bigint NOT NULL DEFAULT 0`, a catalog change
+    /// only), then checks that its columns fit the key type and, with change capture, that it is installed.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column,
+    ///   its key column cannot hold this store's keys, or change capture is configured but not installed (naming
+    ///   what is missing), or ``ZDDMError/Code/storeFailed`` when PostgreSQL fails.
     public func prepare() async throws {
         try await core.run(.prepare, on: database) {
             _ = try await query(sql.create, PostgresBindings())
+            if let addVersion = sql.addVersion { _ = try await query(addVersion, PostgresBindings()) }
             try await check()
         }
     }
 
-    /// Checks, without changing anything, that the table exists and its columns fit the key type.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
+    /// Checks, without changing anything, that the table exists, its columns fit the key type and, with change
+    /// capture, that change capture is installed.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit or is missing.
     public func checkSchema() async throws {
         try await core.run(.prepare, on: database) { try await check() }
     }
@@ -87,8 +172,9 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
             table: schema.table,
             keyColumn: schema.keyColumn,
             keyKind: Key.sqlKeyKind,
-            otherColumns: [schema.valueColumn, schema.tombstoneColumn]
+            otherColumns: [schema.valueColumn, schema.tombstoneColumn] + (versionColumn.map { [$0] } ?? [])
         )
+        try await changeCapture?.requireInstalled()
     }
 
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
@@ -102,13 +188,13 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
 
     public func write(_ key: Key, _ value: Value) async throws {
         let binds = try core.bindings(key, value, for: .write)
-        try await core.run(.write, on: database) { _ = try await query(sql.upsert, binds) }
+        try await core.run(.write, on: database) { _ = try await change(sql.upsert, binds) }
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
         let binds = try core.bindings(key, value, for: .insertIfAbsent)
         return try await core.run(.insertIfAbsent, on: database) {
-            !(try await query(sql.insertIfAbsent, binds)).isEmpty
+            !(try await change(sql.insertIfAbsent, binds)).isEmpty
         }
     }
 
@@ -119,7 +205,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
 
     public func writeTombstone(_ key: Key) async throws {
         let binds = keyBinds(key)
-        try await core.run(.writeTombstone, on: database) { _ = try await query(sql.tombstone, binds) }
+        try await core.run(.writeTombstone, on: database) { _ = try await change(sql.tombstone, binds) }
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
@@ -158,7 +244,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
                 var binds = PostgresBindings(capacity: 2)
                 PostgresBinding.appendArray(chunk.map(\.key.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
                 binds.append(chunk.map { ByteBuffer(bytes: $0.bytes) })
-                for row in try await query(sql.insertMany, binds) {
+                for row in try await change(sql.insertMany, binds) {
                     inserted.insert(try core.key(row.makeRandomAccess()[0], for: .insertManyIfAbsent))
                 }
             }
@@ -168,11 +254,18 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
 
     public var description: String { "PostgresStore(table \(schema.table) on \(database.location))" }
 
-    private func query(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+    func query(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
         try await database.rows(statement, binds)
     }
 
-    private func keyBinds(_ key: Key) -> PostgresBindings {
+    /// Runs a statement that may insert a row; with change capture, retried when a concurrent delete of the same
+    /// key makes it fail with a serialization failure (see ``PostgresChangeCapture``).
+    func change(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+        guard changeCapture != nil else { return try await database.rows(statement, binds) }
+        return try await PostgresBinding.retryingSerializationFailures { try await database.rows(statement, binds) }
+    }
+
+    func keyBinds(_ key: Key) -> PostgresBindings {
         PostgresBinding.bindings(key.sqlKeyValue)
     }
 }
@@ -185,14 +278,19 @@ extension PostgresStore where Value: Codable {
     ///   - keyColumn: The key column; `key` by default.
     ///   - valueColumn: The value column; `value` by default.
     ///   - tombstoneColumn: The tombstone flag column; `tombstone` by default.
+    ///   - versionColumn: The version column, for a store with versions; `nil` (no versions) by default.
+    ///   - changeCapture: Change capture on this table (Old's role); `nil` by default.
     ///   - maxValueSize: The largest encoded value accepted, in bytes; 16 MiB by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an invalid name or size, or a change
+    ///   capture for another table, key column or version column.
     public init(
         database: PostgresDatabase,
         table: String,
         keyColumn: String = "key",
         valueColumn: String = "value",
         tombstoneColumn: String = "tombstone",
+        versionColumn: String? = nil,
+        changeCapture: ChangeCaptureSchema? = nil,
         maxValueSize: Int = Self.defaultMaxValueSize
     ) throws {
         try self.init(
@@ -201,6 +299,8 @@ extension PostgresStore where Value: Codable {
             keyColumn: keyColumn,
             valueColumn: valueColumn,
             tombstoneColumn: tombstoneColumn,
+            versionColumn: versionColumn,
+            changeCapture: changeCapture,
             codec: JSONValueCodec<Value>(),
             maxValueSize: maxValueSize
         )
@@ -224,16 +324,20 @@ extension PostgresStore {
         let readMany: String
         let insertMany: String
 
-        init(_ schema: KeyValueTableSchema, keyKind: SQLKeyKind) {
+        let addVersion: String?
+
+        init(_ schema: KeyValueTableSchema, keyKind: SQLKeyKind, versionColumn: SQLIdentifier?) {
             let t = schema.table.quoted
             let k = schema.keyColumn.quoted
             let v = schema.valueColumn.quoted
             let d = schema.tombstoneColumn.quoted
             let ordered = keyKind == .text ? "\(k) COLLATE \"C\"" : k
+            let versionDefinition = versionColumn.map { "\($0.quoted) bigint NOT NULL DEFAULT 0" }
             create = """
                 CREATE TABLE IF NOT EXISTS \(t) (\(k) \(PostgresBinding.columnType(keyKind)) PRIMARY KEY, \
-                \(v) bytea, \(d) boolean NOT NULL DEFAULT false)
+                \(v) bytea, \(d) boolean NOT NULL DEFAULT false\(versionDefinition.map { ", " + $0 } ?? ""))
                 """
+            addVersion = versionDefinition.map { "ALTER TABLE \(t) ADD COLUMN IF NOT EXISTS \($0)" }
             read = "SELECT \(v), \(d) FROM \(t) WHERE \(k) = $1"
             upsert = """
                 INSERT INTO \(t) (\(k), \(v), \(d)) VALUES ($1, $2, false) \

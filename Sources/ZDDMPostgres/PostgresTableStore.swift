@@ -16,6 +16,19 @@ public import ZDDMSQL
 /// next to a tombstone or over a concurrent write. Reads are one statement over both tables, so they see one
 /// snapshot. Writers that bypass ZDDM do not take the lock; write to the table through the store during a
 /// migration. The key column must be the table's primary key (or unique).
+///
+/// ## Change capture (Old's role)
+///
+/// Given a `changeCapture` (installed by ``PostgresChangeCapture``), the store declares
+/// ``ZDDM/StoreCapabilities/versions`` and ``ZDDM/StoreCapabilities/changeCapture``: the table's triggers give
+/// every change, by any writer, a larger version and an entry in the change table. ``writeVersioned(_:_:)`` is one
+/// statement (removing a tombstone of the key and upserting the row, `RETURNING` the version), and so are
+/// ``deleteVersioned(_:)`` (`DELETE … RETURNING`, falling back to the deleted-versions table when nothing was
+/// deleted) and ``readVersioned(_:)``. These one-statement operations take no advisory lock: the row lock and the
+/// triggers order them, and Old holds no tombstones in a migration (should a ``writeTombstone(_:)`` race with a
+/// ``writeVersioned(_:_:)`` of the same key, both the row and the tombstone may remain, and reads return the row).
+/// Statements failing with a serialization failure caused by a concurrent delete of the same key are retried, up to
+/// 5 times. Fenced writes (New's role) throw ``ZDDM/ZDDMError/Code/unsupported``.
 public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The database holding the table.
     public let database: PostgresDatabase
@@ -23,36 +36,75 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     public let mapping: RowMapping<Value>
     /// The largest value accepted, in bytes (text as UTF-8, numbers 8 bytes each), summed over its columns.
     public var maxValueSize: Int { core.maxValueSize }
-    private let core: SQLStoreCore<Key, Value>
-    private let sql: Statements
+    /// Change capture on the table, when the store plays Old with versions.
+    public let changeCapture: PostgresChangeCapture?
+    let core: SQLStoreCore<Key, Value>
+    let sql: Statements
+    let captureSQL: CaptureStatements?
 
-    public var capabilities: StoreCapabilities { [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches] }
+    public var capabilities: StoreCapabilities {
+        var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
+        if changeCapture != nil { capabilities.formUnion([.versions, .changeCapture]) }
+        return capabilities
+    }
 
     /// Creates a store over a table.
     /// - Parameters:
     ///   - database: The database.
     ///   - mapping: The table, its columns and how values map to them.
     ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1.
-    public init(database: PostgresDatabase, mapping: RowMapping<Value>, maxValueSize: Int = 16 << 20) throws {
+    ///   - changeCapture: Change capture on the mapping's table (Old's role); its table and key column must be the
+    ///     mapping's. `nil` by default.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1, or a change capture
+    ///   for another table or key column, or whose version column is a mapped column.
+    public init(
+        database: PostgresDatabase,
+        mapping: RowMapping<Value>,
+        maxValueSize: Int = 16 << 20,
+        changeCapture: ChangeCaptureSchema? = nil
+    ) throws {
+        if let changeCapture {
+            guard changeCapture.table == mapping.table, changeCapture.keyColumn == mapping.keyColumn else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the change capture schema is for table \(changeCapture.table) with key column "
+                        + "\(changeCapture.keyColumn), not the mapping's table \(mapping.table) with key column "
+                        + "\(mapping.keyColumn)"
+                )
+            }
+            let mapped = Set(mapping.valueColumns.map { $0.name.lowercased() })
+            guard !mapped.contains(changeCapture.versionColumn.name.lowercased()) else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message:
+                        "the version column \(changeCapture.versionColumn) must not be one of the mapping's columns"
+                )
+            }
+        }
         self.database = database
         self.mapping = mapping
+        self.changeCapture = changeCapture.map { PostgresChangeCapture(database: database, schema: $0) }
         self.core = try SQLStoreCore(mapping: mapping, maxValueSize: maxValueSize)
         self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
+        self.captureSQL = changeCapture.map { CaptureStatements(mapping, keyKind: Key.sqlKeyKind, capture: $0) }
     }
 
-    /// Checks the user's table and creates the tombstone side table if it does not exist.
+    /// Checks the user's table and creates the tombstone side table if it does not exist; with change capture,
+    /// checks that it is installed (``PostgresChangeCapture/install(lockTimeout:)`` installs it).
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
-    ///   mapped column, or its key column cannot hold this store's keys.
+    ///   mapped column, its key column cannot hold this store's keys, or change capture is configured but not
+    ///   installed (naming what is missing).
     public func prepare() async throws {
         try await core.run(.prepare, on: database) {
             try await checkUserTable()
             _ = try await database.rows(sql.createTombstones, PostgresBindings())
+            try await changeCapture?.requireInstalled()
         }
     }
 
-    /// Checks, without changing anything, the user's table and the tombstone side table.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit.
+    /// Checks, without changing anything, the user's table, the tombstone side table and, with change capture,
+    /// that it is installed.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit or is missing.
     public func checkSchema() async throws {
         try await core.run(.prepare, on: database) {
             try await checkUserTable()
@@ -63,6 +115,7 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
                 keyKind: Key.sqlKeyKind,
                 otherColumns: []
             )
+            try await changeCapture?.requireInstalled()
         }
     }
 
@@ -166,7 +219,7 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     ) async throws -> T {
         let lockIDs = Set(keys.map { PostgresBinding.lockID(table: mapping.table, key: $0.sqlKeyValue) }).sorted()
         let logger = database.logger
-        return try await core.run(operation, on: database) {
+        let transaction = {
             try await database.client.withTransaction(logger: logger) { connection in
                 for lockID in lockIDs {
                     try await connection.query("SELECT pg_advisory_xact_lock(\(lockID))", logger: logger)
@@ -174,10 +227,14 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
                 return try await body(LockedConnection(connection: connection, logger: logger))
             }
         }
+        return try await core.run(operation, on: database) {
+            guard changeCapture != nil else { return try await transaction() }
+            return try await PostgresBinding.retryingSerializationFailures(transaction)
+        }
     }
 
     /// Decodes a row of the read statements: `tombstone, [key,] columns…`.
-    private func decodeRecord(
+    func decodeRecord(
         _ row: PostgresRow,
         withKey: Bool,
         operation: StoreOperation

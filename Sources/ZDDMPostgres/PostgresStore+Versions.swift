@@ -1,0 +1,260 @@
+import PostgresNIO
+public import ZDDM
+import ZDDMSQL
+
+extension PostgresStore {
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        let sql = try versionStatements(.read)
+        let binds = keyBinds(key)
+        return try await core.run(.read, on: database) {
+            var found: VersionedRecord<Value>?
+            for row in try await query(sql.read, binds) {
+                let (_, record, isRow) = try versionedRecord(row, withKey: false, operation: .read)
+                if found == nil || isRow { found = record }
+            }
+            return found
+        }
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        let sql = try versionStatements(.readMany)
+        guard !keys.isEmpty else { return [:] }
+        return try await core.run(.readMany, on: database) {
+            var found: [Key: VersionedRecord<Value>] = [:]
+            var fromRows: Set<Key> = []
+            for chunk in SQLStoreCore<Key, Value>.batches(keys, size: Statements.batchSize) {
+                var binds = PostgresBindings(capacity: 1)
+                PostgresBinding.appendArray(chunk.map(\.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+                for row in try await query(sql.readMany, binds) {
+                    let (key, record, isRow) = try versionedRecord(row, withKey: true, operation: .readMany)
+                    guard let key, !fromRows.contains(key) else { continue }
+                    found[key] = record
+                    if isRow { fromRows.insert(key) }
+                }
+            }
+            return found
+        }
+    }
+
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        let sql = try captureStatements(.write)
+        let binds = try core.bindings(key, value, for: .write)
+        return try await core.run(.write, on: database) {
+            guard let row = try await change(sql.writeVersioned, binds).first else {
+                throw ZDDMError(.storeFailed, message: "the upsert returned no version")
+            }
+            return try PostgresBinding.version(row.makeRandomAccess()[0])
+        }
+    }
+
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        let sql = try captureStatements(.delete)
+        let binds = keyBinds(key)
+        return try await core.run(.delete, on: database) {
+            guard let row = try await query(sql.deleteVersioned, binds).first else { return 0 }
+            return try PostgresBinding.version(row.makeRandomAccess()[0])
+        }
+    }
+
+    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
+        let sql = try fenceStatements()
+        var binds = PostgresBindings(capacity: 4)
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        if let value = record.value {
+            for column in try core.encode(value, for: .writeIfNewer) { PostgresBinding.append(column, to: &binds) }
+        } else {
+            binds.appendNull()
+        }
+        binds.append(record.record.isTombstone)
+        binds.append(try PostgresBinding.versionParameter(record.version, for: .writeIfNewer))
+        return try await core.run(.writeIfNewer, on: database) {
+            !(try await query(sql.writeIfNewer, binds)).isEmpty
+        }
+    }
+
+    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
+        let sql = try fenceStatements()
+        guard !entries.isEmpty else { return [] }
+        // A key given twice keeps its newest record (one statement cannot update a row twice).
+        var newest: [Key: Int] = [:]
+        for (index, entry) in entries.enumerated() {
+            if let held = newest[entry.key], entries[held].record.version >= entry.record.version { continue }
+            newest[entry.key] = index
+        }
+        let rows = try newest.values.sorted().map { index in
+            let entry = entries[index]
+            return (
+                key: entry.key,
+                bytes: try entry.record.value.map { try core.encode($0, for: .writeIfNewer).first?.bytes ?? [] } ?? [],
+                tombstone: entry.record.record.isTombstone,
+                version: try PostgresBinding.versionParameter(entry.record.version, for: .writeIfNewer)
+            )
+        }
+        return try await core.run(.writeIfNewer, on: database) {
+            var stored: Set<Key> = []
+            for chunk in SQLStoreCore<Key, Value>.batches(rows, size: Statements.batchSize) {
+                var binds = PostgresBindings(capacity: 4)
+                PostgresBinding.appendArray(chunk.map(\.key.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+                binds.append(chunk.map { ByteBuffer(bytes: $0.bytes) })
+                binds.append(chunk.map(\.tombstone))
+                binds.append(chunk.map(\.version))
+                for row in try await query(sql.writeManyIfNewer, binds) {
+                    stored.insert(try core.key(row.makeRandomAccess()[0], for: .writeIfNewer))
+                }
+            }
+            return stored
+        }
+    }
+
+    public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
+        let capture = try requireCapture()
+        return try await core.run(.changes, on: database) {
+            try await capture.changes(limit: limit) { try core.key($0, for: .changes) }
+        }
+    }
+
+    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+        let capture = try requireCapture()
+        try await core.run(.changes, on: database) { try await capture.removeChanges(sequences) }
+    }
+
+    public func changeBacklog() async throws -> ChangeBacklog {
+        let capture = try requireCapture()
+        return try await core.run(.changes, on: database) { try await capture.changeBacklog() }
+    }
+
+    // MARK: Helpers
+
+    private func versionStatements(_ operation: StoreOperation) throws -> VersionStatements {
+        guard let versionSQL else {
+            throw ZDDMError(
+                .unsupported,
+                operation: operation,
+                message: "table \(schema.table): this store keeps no versions (pass versionColumn:)"
+            )
+        }
+        return versionSQL
+    }
+
+    private func captureStatements(_ operation: StoreOperation) throws -> VersionStatements {
+        let sql = try versionStatements(operation)
+        guard changeCapture != nil else {
+            throw ZDDMError(
+                .unsupported,
+                operation: operation,
+                message: "table \(schema.table): only a store with change capture assigns versions (Old's role)"
+            )
+        }
+        return sql
+    }
+
+    private func fenceStatements() throws -> VersionStatements {
+        let sql = try versionStatements(.writeIfNewer)
+        guard changeCapture == nil else {
+            throw ZDDMError(
+                .unsupported,
+                operation: .writeIfNewer,
+                message: "table \(schema.table) has change capture, whose triggers assign the versions; "
+                    + "fenced writes need a table without it (New's role)"
+            )
+        }
+        return sql
+    }
+
+    private func requireCapture() throws -> PostgresChangeCapture {
+        guard let changeCapture else {
+            throw ZDDMError(
+                .unsupported,
+                operation: .changes,
+                message: "table \(schema.table): this store captures no changes (pass changeCapture:)"
+            )
+        }
+        return changeCapture
+    }
+
+    /// Decodes a row of the versioned reads: `[key,] value, tombstone, version, fromRow`.
+    private func versionedRecord(
+        _ row: PostgresRow,
+        withKey: Bool,
+        operation: StoreOperation
+    ) throws -> (Key?, VersionedRecord<Value>, Bool) {
+        let cells = row.makeRandomAccess()
+        let key = withKey ? try core.key(cells[0], for: operation) : nil
+        let first = withKey ? 1 : 0
+        let record = try core.record(tombstone: cells[first + 1], columns: [cells[first]], for: operation)
+        let version = try PostgresBinding.version(cells[first + 2])
+        let isRow = try cells[first + 3].decode(Bool.self)
+        return (key, VersionedRecord(record, version: version), isRow)
+    }
+}
+
+extension PostgresStore {
+    /// The SQL of the versioned operations, built once from validated, quoted names.
+    struct VersionStatements: Sendable {
+        /// `value, tombstone, version, fromRow` of one key: its row, and (with change capture) its deletion.
+        let read: String
+        /// `key, value, tombstone, version, fromRow` of many keys.
+        let readMany: String
+        /// The upsert returning the version the trigger gave the row.
+        let writeVersioned: String
+        /// The delete returning the deletion's version, or the deleted version when nothing was deleted.
+        let deleteVersioned: String
+        /// The fenced upsert of one record: `key, value, tombstone, version`.
+        let writeIfNewer: String
+        /// The fenced upsert of arrays of keys, values, tombstone flags and versions.
+        let writeManyIfNewer: String
+
+        init(
+            _ schema: KeyValueTableSchema,
+            keyKind: SQLKeyKind,
+            versionColumn: SQLIdentifier,
+            capture: ChangeCaptureSchema?
+        ) {
+            let t = schema.table.quoted
+            let k = schema.keyColumn.quoted
+            let v = schema.valueColumn.quoted
+            let d = schema.tombstoneColumn.quoted
+            let ver = versionColumn.quoted
+            let keyType = PostgresBinding.arrayElementType(keyKind)
+            if let capture {
+                let deleted = capture.deletedTable.quoted
+                read = """
+                    SELECT \(v), \(d), \(ver), true FROM \(t) WHERE \(k) = $1 \
+                    UNION ALL SELECT NULL, true, version, false FROM \(deleted) WHERE "key" = $1
+                    """
+                readMany = """
+                    SELECT \(k), \(v), \(d), \(ver), true FROM \(t) WHERE \(k) = ANY($1::\(keyType)[]) \
+                    UNION ALL SELECT "key", NULL, true, version, false FROM \(deleted) \
+                    WHERE "key" = ANY($1::\(keyType)[])
+                    """
+                deleteVersioned = """
+                    WITH gone AS (DELETE FROM \(t) WHERE \(k) = $1 RETURNING \(ver) + 1 AS version) \
+                    SELECT version FROM gone \
+                    UNION ALL SELECT version FROM \(deleted) WHERE "key" = $1 AND NOT EXISTS (SELECT 1 FROM gone)
+                    """
+            } else {
+                read = "SELECT \(v), \(d), \(ver), true FROM \(t) WHERE \(k) = $1"
+                readMany = "SELECT \(k), \(v), \(d), \(ver), true FROM \(t) WHERE \(k) = ANY($1::\(keyType)[])"
+                deleteVersioned = ""
+            }
+            writeVersioned = """
+                INSERT INTO \(t) (\(k), \(v), \(d)) VALUES ($1, $2, false) \
+                ON CONFLICT (\(k)) DO UPDATE SET \(v) = EXCLUDED.\(v), \(d) = false RETURNING \(ver)
+                """
+            let fence = """
+                ON CONFLICT (\(k)) DO UPDATE SET \(v) = EXCLUDED.\(v), \(d) = EXCLUDED.\(d), \(ver) = EXCLUDED.\(ver) \
+                WHERE stored.\(ver) < EXCLUDED.\(ver)
+                """
+            writeIfNewer = """
+                INSERT INTO \(t) AS stored (\(k), \(v), \(d), \(ver)) VALUES ($1, $2, $3, $4) \(fence) RETURNING true
+                """
+            writeManyIfNewer = """
+                INSERT INTO \(t) AS stored (\(k), \(v), \(d), \(ver)) \
+                SELECT batch.key, CASE WHEN batch.tombstone THEN NULL ELSE batch.value END, batch.tombstone, \
+                batch.version \
+                FROM unnest($1::\(keyType)[], $2::bytea[], $3::bool[], $4::int8[]) \
+                AS batch(key, value, tombstone, version) \(fence) RETURNING stored.\(k)
+                """
+        }
+    }
+}

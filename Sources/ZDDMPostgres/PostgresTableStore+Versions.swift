@@ -1,0 +1,168 @@
+import PostgresNIO
+public import ZDDM
+import ZDDMSQL
+
+extension PostgresTableStore {
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        let sql = try captureStatements(.read)
+        var binds = PostgresBindings(capacity: 1)
+        PostgresBinding.append(key.sqlKeyValue, to: &binds)
+        return try await core.run(.read, on: database) {
+            var found: [Key: VersionedRecord<Value>] = [:]
+            var fromRows: Set<Key> = []
+            try collect(try await database.rows(sql.read, binds), into: &found, fromRows: &fromRows, .read)
+            return found.values.first
+        }
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        let sql = try captureStatements(.readMany)
+        guard !keys.isEmpty else { return [:] }
+        return try await core.run(.readMany, on: database) {
+            var found: [Key: VersionedRecord<Value>] = [:]
+            var fromRows: Set<Key> = []
+            for chunk in SQLStoreCore<Key, Value>.batches(keys, size: Statements.batchSize) {
+                var binds = PostgresBindings(capacity: 1)
+                PostgresBinding.appendArray(chunk.map(\.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+                try collect(try await database.rows(sql.readMany, binds), into: &found, fromRows: &fromRows, .readMany)
+            }
+            return found
+        }
+    }
+
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        let sql = try captureStatements(.write)
+        let binds = try core.bindings(key, value, for: .write)
+        return try await core.run(.write, on: database) {
+            let rows = try await PostgresBinding.retryingSerializationFailures {
+                try await database.rows(sql.writeVersioned, binds)
+            }
+            guard let row = rows.first else {
+                throw ZDDMError(.storeFailed, message: "the upsert returned no version")
+            }
+            return try PostgresBinding.version(row.makeRandomAccess()[0])
+        }
+    }
+
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        let sql = try captureStatements(.delete)
+        let binds = PostgresBinding.bindings(key.sqlKeyValue)
+        return try await core.run(.delete, on: database) {
+            guard let row = try await database.rows(sql.deleteVersioned, binds).first else { return 0 }
+            return try PostgresBinding.version(row.makeRandomAccess()[0])
+        }
+    }
+
+    public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
+        let capture = try requireCapture()
+        return try await core.run(.changes, on: database) {
+            try await capture.changes(limit: limit) { try core.key($0, for: .changes) }
+        }
+    }
+
+    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+        let capture = try requireCapture()
+        try await core.run(.changes, on: database) { try await capture.removeChanges(sequences) }
+    }
+
+    public func changeBacklog() async throws -> ChangeBacklog {
+        let capture = try requireCapture()
+        return try await core.run(.changes, on: database) { try await capture.changeBacklog() }
+    }
+
+    // MARK: Helpers
+
+    private func requireCapture() throws -> PostgresChangeCapture {
+        guard let changeCapture else {
+            throw ZDDMError(
+                .unsupported,
+                operation: .changes,
+                message: "table \(mapping.table): this store captures no changes (pass changeCapture:)"
+            )
+        }
+        return changeCapture
+    }
+
+    private func captureStatements(_ operation: StoreOperation) throws -> CaptureStatements {
+        guard let captureSQL else {
+            throw ZDDMError(
+                .unsupported,
+                operation: operation,
+                message: "table \(mapping.table): this store keeps no versions (pass changeCapture:)"
+            )
+        }
+        return captureSQL
+    }
+
+    /// Collects rows `fromRow, tombstone, version, key, columns…`: a key's row wins over its tombstones, and among
+    /// tombstones the largest version.
+    private func collect(
+        _ rows: [PostgresRow],
+        into found: inout [Key: VersionedRecord<Value>],
+        fromRows: inout Set<Key>,
+        _ operation: StoreOperation
+    ) throws {
+        for row in rows {
+            let cells = row.makeRandomAccess()
+            let isRow = try cells[0].decode(Bool.self)
+            let version = try PostgresBinding.version(cells[2])
+            let key = try core.key(cells[3], for: operation)
+            guard !fromRows.contains(key) else { continue }
+            if !isRow, let held = found[key], held.version >= version { continue }
+            let columns = (4..<(4 + mapping.valueColumns.count)).map { cells[$0] }
+            let record = try core.record(tombstone: cells[1], columns: columns, for: operation)
+            found[key] = VersionedRecord(record, version: version)
+            if isRow { fromRows.insert(key) }
+        }
+    }
+}
+
+extension PostgresTableStore {
+    /// The SQL of the versioned operations on a table with change capture, built once from validated, quoted names.
+    struct CaptureStatements: Sendable {
+        /// `fromRow, tombstone, version, key, columns…` of one key: its row, its deletion, its tombstone.
+        let read: String
+        /// The same for an array of keys.
+        let readMany: String
+        /// Removes the key's tombstone and upserts the row, returning the version the trigger gave it.
+        let writeVersioned: String
+        /// Deletes the row and the tombstone, returning the deletion's version, or the deleted version when
+        /// nothing was deleted.
+        let deleteVersioned: String
+
+        init(_ mapping: RowMapping<Value>, keyKind: SQLKeyKind, capture: ChangeCaptureSchema) {
+            let t = mapping.table.quoted
+            let k = mapping.keyColumn.quoted
+            let s = mapping.tombstoneTable.quoted
+            let sk = mapping.tombstoneKeyColumn.quoted
+            let ver = capture.versionColumn.quoted
+            let deleted = capture.deletedTable.quoted
+            let columns = mapping.valueColumns.map(\.quoted)
+            let list = columns.joined(separator: ", ")
+            let nulls = columns.map { _ in "NULL" }.joined(separator: ", ")
+            let keyType = PostgresBinding.arrayElementType(keyKind)
+            func select(_ condition: (String) -> String) -> String {
+                """
+                SELECT true, false, \(ver), \(k), \(list) FROM \(t) WHERE \(condition(k)) \
+                UNION ALL SELECT false, true, version, "key", \(nulls) FROM \(deleted) WHERE \(condition("\"key\"")) \
+                UNION ALL SELECT false, true, 0, \(sk), \(nulls) FROM \(s) WHERE \(condition(sk))
+                """
+            }
+            read = select { "\($0) = $1" }
+            readMany = select { "\($0) = ANY($1::\(keyType)[])" }
+            let values = PostgresBinding.placeholders(from: 1, count: columns.count + 1)
+            let updates = columns.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
+            writeVersioned = """
+                WITH tombstone AS (DELETE FROM \(s) WHERE \(sk) = $1) \
+                INSERT INTO \(t) (\(k), \(list)) VALUES (\(values)) ON CONFLICT (\(k)) DO UPDATE SET \(updates) \
+                RETURNING \(ver)
+                """
+            deleteVersioned = """
+                WITH tombstone AS (DELETE FROM \(s) WHERE \(sk) = $1), \
+                gone AS (DELETE FROM \(t) WHERE \(k) = $1 RETURNING \(ver) + 1 AS version) \
+                SELECT version FROM gone \
+                UNION ALL SELECT version FROM \(deleted) WHERE "key" = $1 AND NOT EXISTS (SELECT 1 FROM gone)
+                """
+        }
+    }
+}
