@@ -48,9 +48,9 @@ public struct FleetStateConformanceSuite<Store: FleetStateStore>: Sendable {
             let migration = name("control")
             var state = try await store.update(migration, FleetControlChange(stage: .live, rate: 0.5))
             expect(
-                state.stage == .live && state.rate == 0.5 && state.highWaterRate == 0.5 && state.behind == 0,
+                state.stage == .live && state.rate == 0.5 && state.highWaterRate == 0.5 && state.behind == 1,
                 "update",
-                "an update must set stage and rate and raise the high-water rate"
+                "an update must set stage and rate, raise the high-water rate and move behind on"
             )
             state = try await store.update(migration, FleetControlChange(rate: 0.2))
             expect(state.rate == 0.2 && state.highWaterRate == 0.5, "high-water", "the high-water rate never goes down")

@@ -35,16 +35,19 @@ struct VersionTests {
     @Test("Operator changes follow the fleet's rules: high water never falls, stopping New's writes moves behind on")
     func fleetStateRules() throws {
         var state = try FleetState().applying(FleetControlChange(stage: .live, rate: 0.7))
-        #expect(state.highWaterRate == 0.7 && state.writesNew && state.isCaughtUp)
+        #expect(state.highWaterRate == 0.7 && state.writesNew && state.behind == 1, "a rise of the high water")
+        state.caughtUp = 1
         state = try state.applying(FleetControlChange(rate: 0.1))
-        #expect(state.rate == 0.1 && state.highWaterRate == 0.7)
+        #expect(state.rate == 0.1 && state.highWaterRate == 0.7 && state.isCaughtUp)
+        state = try state.applying(FleetControlChange(rate: 0.5))
+        #expect(state.isCaughtUp, "below the high water: nothing new for New")
         state = try state.applying(FleetControlChange(killswitch: true))
-        #expect(state.behind == 1 && !state.writesNew && !state.isCaughtUp)
+        #expect(state.behind == 2 && !state.writesNew && !state.isCaughtUp)
         state = try state.applying(FleetControlChange(stage: .off, killswitch: false))
-        #expect(state.behind == 1, "already not writing New: nothing new fell behind")
+        #expect(state.behind == 2, "already not writing New: nothing new fell behind")
         state = try state.applying(FleetControlChange(stage: .dualwrite))
         state = try state.applying(FleetControlChange(stage: .off))
-        #expect(state.behind == 2)
+        #expect(state.behind == 3)
         #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: .nan)) }
         #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: -0.1)) }
     }

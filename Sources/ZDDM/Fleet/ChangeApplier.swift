@@ -107,8 +107,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             } catch is CancellationError {
                 break
             } catch {
+                // The pass gave the lease up; wait longer than the others so one of them can take it.
+                pause = options.leaseDuration / 2
                 logger.warning(
-                    "change applier pass failed; retrying",
+                    "change applier pass failed; the lease is released and the pass retried later",
                     metadata: ["zddm.error_type": "\(type(of: error))"]
                 )
             }
@@ -128,9 +130,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// One pass: takes or renews the lease; if held and New is written, applies the change table until it reads
     /// empty, then publishes that the fleet has caught up when it may.
     /// - Returns: What the pass did.
-    /// - Throws: A store's error; nothing is published then.
+    /// - Throws: A store's error; nothing is published then, and the lease is given up so that another instance
+    ///   (whose New may not be failing) takes over.
     @discardableResult
     public func applyPass() async throws -> ChangeApplierPass {
+        do {
+            return try await pass()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            await releaseLease()
+            throw error
+        }
+    }
+
+    private func pass() async throws -> ChangeApplierPass {
         var pass = ChangeApplierPass()
         let token = try await store.acquireLease(core.name, holder: holder, duration: options.leaseDuration)
         var leaseTaken = clock.nanoseconds

@@ -44,8 +44,9 @@ public struct FleetState: Sendable, Hashable, Codable {
     public var isCaughtUp: Bool { caughtUp >= behind }
 
     /// The state after an operator's change, with the rules every ``FleetStateStore`` applies: the high-water rate
-    /// never goes down, and a change after which New is no longer written (killswitch on, stage `off`) moves
-    /// ``behind`` on, so that no instance reads New again before the applier has caught up.
+    /// never goes down; a change after which New is no longer written (killswitch on, stage `off`) moves
+    /// ``behind`` on, so that no instance reads New again before the applier has caught up; and so does a rise of
+    /// the high-water rate (instances that have not seen it yet write the newly admitted keys to Old only).
     /// - Parameter change: What the operator changes.
     /// - Returns: The new state.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` for a rate outside `[0, 1]`.
@@ -61,6 +62,7 @@ public struct FleetState: Sendable, Hashable, Codable {
         if let stage = change.stage { next.stage = stage }
         if let killswitch = change.killswitch { next.killswitch = killswitch }
         if writesNew, !next.writesNew { next.behind &+= 1 }
+        if next.highWaterRate > highWaterRate { next.behind &+= 1 }
         return next
     }
 }
