@@ -11,7 +11,7 @@ struct ZDDMCommand: AsyncParsableCommand {
         abstract: "Zero-downtime data migration: demo, backfill, verify, gate, change capture and fleet control.",
         subcommands: [
             DemoCommand.self, BackfillCommand.self, VerifyCommand.self, GateCommand.self, CaptureCommand.self,
-            WorkerCommand.self,
+            ControlCommand.self, WorkerCommand.self,
         ],
         defaultSubcommand: nil
     )
