@@ -8,9 +8,10 @@ import ZDDMDemo
 struct ZDDMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zddm",
-        abstract: "Zero-downtime data migration: demo, backfill, verify, and gate checks.",
+        abstract: "Zero-downtime data migration: demo, backfill, verify, gate, change capture and fleet control.",
         subcommands: [
-            DemoCommand.self, BackfillCommand.self, VerifyCommand.self, GateCommand.self, WorkerCommand.self,
+            DemoCommand.self, BackfillCommand.self, VerifyCommand.self, GateCommand.self, CaptureCommand.self,
+            ControlCommand.self, WorkerCommand.self,
         ],
         defaultSubcommand: nil
     )
