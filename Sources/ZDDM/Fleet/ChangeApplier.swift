@@ -1,5 +1,5 @@
 public import CoreMetrics
-public import Logging
+import Logging
 public import ServiceLifecycle
 import Synchronization
 
