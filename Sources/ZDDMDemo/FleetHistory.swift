@@ -99,7 +99,11 @@ package struct FleetHistory: Sendable {
                 if entry.failed ?? false { figures.failed += 1 }
             case .bypass:
                 figures.bypassWrites += 1
-                if let lag = entry.lag { lags.append(lag) } else { figures.bypassNotSeen += 1 }
+                if let lag = entry.lag {
+                    lags.append(lag)
+                } else if entry.measured ?? true {
+                    figures.bypassNotSeen += 1
+                }
             case .begin, .sample:
                 break
             }

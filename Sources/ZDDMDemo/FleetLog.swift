@@ -31,6 +31,9 @@ package struct FleetLogEntry: Codable, Sendable {
     package var error: String?
     /// For `bypass`: nanoseconds from the end of the write until New held its version; `nil` if not seen.
     package var lag: UInt64?
+    /// For `bypass`: `false` when the key was at or above the fleet's high-water rate, so New does not take it and
+    /// no lag was measured.
+    package var measured: Bool?
     /// For `sample`: the counters.
     package var counters: FleetCounters?
 

@@ -251,6 +251,7 @@ struct FleetWorker: Sendable {
 
     private func runBypass(stores: FleetStores, log: FleetLogWriter) async throws -> Summary {
         let sql = try await PlainSQL.open(settings.location)
+        let hasher = SHA1RateHasher()
         let control = Control()
         let watcher = Task { await watch(control, outage: nil) }
         logger.info("traffic started")
@@ -281,9 +282,13 @@ struct FleetWorker: Sendable {
             let end = realtimeNanoseconds()
             entry.end = end
             control.bypassWrites.add(1, ordering: .relaxed)
+            // New takes only keys below the fleet's high-water rate; the lag is measured for those.
+            let highWater = (try? await stores.fleetState.state(of: settings.migration))?.highWaterRate ?? 0
+            let measured = highWater >= 1 || (highWater > 0 && hasher.hashRate(of: key) < highWater)
+            entry.measured = measured
             // How long until New holds this version (or a newer one); given up after 60 s or at the stop.
             let giveUp = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < giveUp, !control.isStopped {
+            while measured, ContinuousClock.now < giveUp, !control.isStopped {
                 if let held = try? await sql.newVersion(key), held >= version {
                     entry.lag = realtimeNanoseconds() - end
                     break
