@@ -62,8 +62,14 @@ struct FleetProcessTests {
             table: "kv",
             newTable: prefix + "_new"
         )
-        defer { Self.dropPostgresTables([prefix + "_new"]) }
-        try await FleetRun(label: "SQLite → PostgreSQL", folder: folder, location: location, migration: prefix).run()
+        let run = FleetRun(label: "SQLite → PostgreSQL", folder: folder, location: location, migration: prefix)
+        do {
+            try await run.run()
+        } catch {
+            await Self.dropPostgresTables([prefix + "_new"])
+            throw error
+        }
+        await Self.dropPostgresTables([prefix + "_new"])
     }
 
     @Test(
@@ -88,14 +94,15 @@ struct FleetProcessTests {
             newTable: prefix + "_new",
             fleetTable: prefix + "_fleet"
         )
-        defer {
-            Self.dropPostgresTables(
-                [prefix + "_new", prefix + "_fleet", prefix + "_old_zddm_changes", prefix + "_old_zddm_deleted"],
-                captured: prefix + "_old"
-            )
+        let tables = [prefix + "_new", prefix + "_fleet", prefix + "_old_zddm_changes", prefix + "_old_zddm_deleted"]
+        let run = FleetRun(label: "PostgreSQL → PostgreSQL", folder: folder, location: location, migration: prefix)
+        do {
+            try await run.run()
+        } catch {
+            await Self.dropPostgresTables(tables, captured: prefix + "_old")
+            throw error
         }
-        try await FleetRun(label: "PostgreSQL → PostgreSQL", folder: folder, location: location, migration: prefix)
-            .run()
+        await Self.dropPostgresTables(tables, captured: prefix + "_old")
     }
 
     private static func uniquePrefix() -> String {
@@ -103,19 +110,16 @@ struct FleetProcessTests {
     }
 
     /// Drops a run's tables (and change capture's functions) from the test database.
-    private static func dropPostgresTables(_ tables: [String], captured: String? = nil) {
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            defer { done.signal() }
-            guard let database = try? await PostgresDatabase.connect(url: CLIPostgres.url()) else { return }
-            if let captured, let schema = try? ChangeCaptureSchema(table: captured, keyColumn: "key") {
-                try? await PostgresChangeCapture(database: database, schema: schema).uninstall(removingData: true)
-                try? await database.execute("DROP TABLE IF EXISTS \"\(captured)\"")
-            }
-            for table in tables { try? await database.execute("DROP TABLE IF EXISTS \"\(table)\"") }
-            await database.shutdown()
+    private static func dropPostgresTables(_ tables: [String], captured: String? = nil) async {
+        guard let url = try? CLIPostgres.url(), let database = try? await PostgresDatabase.connect(url: url) else {
+            return
         }
-        done.wait()
+        if let captured, let schema = try? ChangeCaptureSchema(table: captured, keyColumn: "key") {
+            try? await PostgresChangeCapture(database: database, schema: schema).uninstall(removingData: true)
+            try? await database.execute("DROP TABLE IF EXISTS \"\(captured)\"")
+        }
+        for table in tables { try? await database.execute("DROP TABLE IF EXISTS \"\(table)\"") }
+        await database.shutdown()
     }
 }
 
