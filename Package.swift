@@ -103,6 +103,8 @@ let package = Package(
             dependencies: [
                 "ZDDM",
                 "ZDDMSQL",
+                "ZDDMSQLite",
+                "ZDDMPostgres",
                 "ZDDMCLI",
                 "ZDDMControl",
                 "ZDDMTesting",
@@ -111,6 +113,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),
@@ -153,7 +157,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZDDMCLITests",
-            dependencies: ["ZDDM", "ZDDMSQL", "ZDDMSQLite"],
+            dependencies: ["ZDDM", "ZDDMSQL", "ZDDMSQLite", "ZDDMPostgres", "ZDDMTesting", "ZDDMDemo"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -8,8 +8,11 @@ struct DemoReport: Codable, Sendable {
         var seconds: Double
         var requests: Int64
         var failedRequests: Int64
-        var reads: ReadCounts
+        var reads: Int64
         var shareOfReadsServedByNew: Double
+        var staleReads: Int
+        var bypassLagP50Milliseconds: Double?
+        var bypassLagP99Milliseconds: Double?
     }
 
     struct Sample: Codable, Sendable {
@@ -33,20 +36,36 @@ struct DemoReport: Codable, Sendable {
     var new: String
     var rows: Int
     var clients: Int
+    /// Instance processes (`zddm worker --fleet`), besides the bypass writer.
+    var instances: Int
     var requests: Int64 = 0
     var failedRequests: Int64 = 0
+    /// Reads the consistency checker looked at, and the stale and phantom ones among them.
+    var readsChecked = 0
+    var staleReads = 0
+    var phantomReads = 0
     var newFailuresAbsorbed: Int64 = 0
-    var fills: Int64 = 0
-    var fillsLostToConcurrentWrites: Int64 = 0
+    /// Writes that waited out the fleet's barrier (New missed them) before they were acknowledged.
+    var barrierWaits: Int64 = 0
+    /// Keys the change applier copied from Old's change table into New.
+    var changesApplied: Int64 = 0
+    /// Writes into Old with plain SQL, past the proxy, and how long New took to hold them.
+    var bypassWrites = 0
+    var bypassLagP50Milliseconds: Double?
+    var bypassLagP99Milliseconds: Double?
+    var shareOfReadsServedByNewAfterBackfill: Double = 0
     var backfilledRows: Int = 0
-    var catchUpRows: Int = 0
-    var keysRepairedAfterOutage: Int = 0
+    var applierCaughtUp = false
+    var instancesExitedCleanly = false
     var verify: VerifySummary?
     var phases: [Phase] = []
     var samples: [Sample] = []
     var wallTimeSeconds: Double = 0
 
-    var succeeded: Bool { failedRequests == 0 && verify?.mismatches == 0 }
+    var succeeded: Bool {
+        failedRequests == 0 && staleReads == 0 && phantomReads == 0 && verify?.mismatches == 0 && applierCaughtUp
+            && instancesExitedCleanly
+    }
 
     func writeJSON(to url: URL) throws {
         let encoder = JSONEncoder()
@@ -118,15 +137,30 @@ struct DemoReport: Codable, Sendable {
 
     /// The human-readable summary printed at the end.
     func summary() -> String {
+        func milliseconds(_ value: Double?) -> String { value.map { String(format: "%.0f ms", $0) } ?? "-" }
         var lines: [String] = []
         lines.append("ZDDM demo report")
         lines.append("  Old: \(old)")
         lines.append("  New: \(new)")
-        lines.append("  rows: \(rows), clients: \(clients), wall time: \(String(format: "%.1f", wallTimeSeconds)) s")
+        lines.append(
+            "  rows: \(rows), clients: \(clients) in \(instances) instance processes and a bypass writer, wall time: "
+                + String(format: "%.1f s", wallTimeSeconds)
+        )
         lines.append("  requests served: \(requests), failed requests: \(failedRequests)")
+        lines.append("  stale reads: \(staleReads), phantom reads: \(phantomReads) (of \(readsChecked) reads checked)")
         lines.append("  New failures absorbed (callers never saw them): \(newFailuresAbsorbed)")
-        lines.append("  fills: \(fills) (lost to concurrent writes: \(fillsLostToConcurrentWrites))")
-        lines.append("  backfilled rows: \(backfilledRows), catch-up after the outage: \(catchUpRows)")
+        lines.append("  barrier waits: \(barrierWaits), changes applied from Old's change table: \(changesApplied)")
+        lines.append(
+            "  bypass writes: \(bypassWrites), applier lag p50 \(milliseconds(bypassLagP50Milliseconds)), "
+                + "p99 \(milliseconds(bypassLagP99Milliseconds))"
+        )
+        lines.append("  backfilled rows: \(backfilledRows)")
+        lines.append(
+            String(
+                format: "  share of reads served by New after the backfill: %.1f%%",
+                shareOfReadsServedByNewAfterBackfill * 100
+            )
+        )
         lines.append("  share of reads served by New, per phase:")
         for phase in phases {
             let share = String(format: "%5.1f%%", phase.shareOfReadsServedByNew * 100)
@@ -134,9 +168,12 @@ struct DemoReport: Codable, Sendable {
             let name = phase.name.padding(toLength: 22, withPad: " ", startingAt: 0)
             lines.append(
                 "    \(name) rate \(rate.padding(toLength: 5, withPad: " ", startingAt: 0))  \(share)"
-                    + "  (\(phase.reads.total) reads, \(phase.failedRequests) failed)"
+                    + "  (\(phase.reads) reads, \(phase.failedRequests) failed, \(phase.staleReads) stale, "
+                    + "bypass lag p99 \(milliseconds(phase.bypassLagP99Milliseconds)))"
             )
         }
+        if !applierCaughtUp { lines.append("  the change applier did not catch up") }
+        if !instancesExitedCleanly { lines.append("  an instance process failed") }
         if let verify {
             lines.append(
                 "  verify: \(verify.keysInOld) keys in Old, \(verify.keysInNew) in New, \(verify.mismatches) mismatches"

@@ -70,6 +70,47 @@ package struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "Only create the tables (New's afresh) and exit.")
     var prepare = false
 
+    @Flag(
+        help: """
+            Fleet mode: Old with change capture and versions, New with versions, the fleet's shared state in Old's \
+            database (no control file), a fleet member and a change applier beside the proxy.
+            """
+    )
+    var fleet = false
+
+    @Flag(help: "With --fleet: write into Old with plain SQL, past the proxy, and measure New's lag.")
+    var bypass = false
+
+    @Option(help: "With --fleet: the fleet-state table in Old's database.")
+    var fleetTable: String = "zddm_fleet"
+
+    @Option(help: "With --fleet --prepare: rows put in Old (row-K for keys 1…N).")
+    var rows: Int = 0
+
+    @Option(help: "With --fleet: share of New's calls that fail in this process, in [0, 1].")
+    var newFailureRate: Double = 0
+
+    @Option(help: "With --fleet: New fails every call while this file exists.")
+    var newOutageFile: String?
+
+    @Option(help: "With --fleet: the traffic pauses while this file exists.")
+    var pauseFile: String?
+
+    @Option(help: "With --fleet: after the traffic, keep the services running until this file exists.")
+    var exitFile: String?
+
+    @Option(help: "With --fleet: the fleet's view lease, in milliseconds.")
+    var viewLeaseMilliseconds: Int = 500
+
+    @Option(help: "With --fleet: the change applier's lease, in milliseconds.")
+    var applierLeaseMilliseconds: Int = 2_000
+
+    @Option(help: "With --fleet: how often the counters are sampled into the log, in milliseconds.")
+    var sampleMilliseconds: Int = 100
+
+    @Flag(help: "Skewed key popularity: a few small keys get most calls.")
+    var skew = false
+
     package init() {}
 
     package func validate() throws {
@@ -80,10 +121,25 @@ package struct WorkerCommand: AsyncParsableCommand {
         guard tasks >= 1, tasks <= 256 else { throw ValidationError("--tasks must be in 1…256, got \(tasks)") }
         guard pollMilliseconds >= 1 else { throw ValidationError("--poll-milliseconds must be at least 1") }
         guard busyTimeoutMilliseconds >= 0 else { throw ValidationError("--busy-timeout-milliseconds must be ≥ 0") }
-        if !prepare, config == nil || log == nil { throw ValidationError("give --config and --log") }
+        if fleet {
+            guard prepare || log != nil else { throw ValidationError("give --log") }
+            guard newFailureRate >= 0, newFailureRate <= 1 else {
+                throw ValidationError("--new-failure-rate must be in [0, 1], got \(newFailureRate)")
+            }
+            guard rows >= 0, viewLeaseMilliseconds >= 4, applierLeaseMilliseconds >= 1, sampleMilliseconds >= 1 else {
+                throw ValidationError("--rows, the leases and the sample interval must be positive")
+            }
+        } else {
+            if bypass { throw ValidationError("--bypass needs --fleet") }
+            if !prepare, config == nil || log == nil { throw ValidationError("give --config and --log") }
+        }
     }
 
     package func run() async throws {
+        if fleet {
+            try await runFleet()
+            return
+        }
         let busyTimeout = Duration.milliseconds(busyTimeoutMilliseconds)
         let oldStore: OpenedStore<Int64, [UInt8]> = try await StoreOpener.open(
             old,
@@ -149,6 +205,48 @@ package struct WorkerCommand: AsyncParsableCommand {
         await newStore.close()
         try outcome.appendLog(to: log)
         print(try outcome.summaryJSON())
+    }
+}
+
+extension WorkerCommand {
+    private func runFleet() async throws {
+        let location = FleetStores.Location(
+            old: old,
+            new: new,
+            table: table,
+            newTable: newTable,
+            fleetTable: fleetTable,
+            busyTimeout: .milliseconds(busyTimeoutMilliseconds)
+        )
+        guard !prepare, let log else {
+            try await FleetWorker.prepare(location, rows: rows)
+            return
+        }
+        var logger = Logger(label: "zddm.worker.\(seed)") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .info
+        let settings = FleetWorker.Settings(
+            location: location,
+            migration: migration,
+            seed: seed,
+            keys: Int64(keys),
+            skew: skew,
+            tasks: tasks,
+            duration: .milliseconds(Int64(seconds * 1_000)),
+            log: log,
+            stopFile: stopFile,
+            pauseFile: pauseFile,
+            exitFile: exitFile,
+            outageFile: newOutageFile,
+            newFailureRate: newFailureRate,
+            viewLease: .milliseconds(viewLeaseMilliseconds),
+            applierLease: .milliseconds(applierLeaseMilliseconds),
+            sampleInterval: .milliseconds(sampleMilliseconds),
+            bypass: bypass
+        )
+        let summary = try await FleetWorker(settings: settings, logger: logger).run()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(summary), as: UTF8.self))
     }
 }
 

@@ -1,4 +1,4 @@
-public import ZDDM
+import ZDDM
 
 /// Checks a history of reads, writes and deletes, made by any number of processes with unique values, for stale
 /// reads in real-time order.

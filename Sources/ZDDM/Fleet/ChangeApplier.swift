@@ -1,5 +1,5 @@
 public import CoreMetrics
-public import Logging
+import Logging
 public import ServiceLifecycle
 import Synchronization
 
@@ -16,7 +16,8 @@ import Synchronization
 /// in the ``FleetStateStore`` (with a fencing token). The others wait and take over when the lease expires. While
 /// New is not written (killswitch on, stage `off`), the applier pauses.
 ///
-/// After a complete pass (the change table read empty), the applier publishes that the fleet has caught up with the
+/// After a complete pass (every entry committed before the pass began applied: a read of the change table returned
+/// fewer entries than the batch size, and they were applied), the applier publishes that the fleet has caught up with the
 /// ``FleetState/behind`` value it read before the pass, so instances read New again. After New was not written for
 /// a while, or after the high-water rate rose, it first waits until every instance's view from before that change
 /// has expired (``FleetOptions/viewLease``): writes acknowledged under those views may have left New alone.
@@ -127,8 +128,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         metrics.holder.record(0)
     }
 
-    /// One pass: takes or renews the lease; if held and New is written, applies the change table until it reads
-    /// empty, then publishes that the fleet has caught up when it may.
+    /// One pass: takes or renews the lease; if held and New is written, applies the change table until a read
+    /// returns fewer entries than the batch size (or none), then publishes that the fleet has caught up when it may.
     /// - Returns: What the pass did.
     /// - Throws: A store's error; nothing is published then, and the lease is given up so that another instance
     ///   (whose New may not be failing) takes over.
@@ -158,6 +159,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             return pass
         }
         let renewEvery = (options.leaseDuration / 3).nanoseconds
+        // The state read last before the read of the change table that completes the pass: what may be published.
+        var complete = (state: state, mayPublish: mayPublish)
         while true {
             if Task.isCancelled || Task.isShuttingDownGracefully { return pass }
             if clock.nanoseconds &- leaseTaken > renewEvery {
@@ -169,10 +172,14 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 }
                 leaseTaken = clock.nanoseconds
             }
+            let before = (state: state, mayPublish: mayPublish)
             let changes = try await core.storeSpan(.old, .changes) {
                 try await core.old.capturedChanges(limit: options.batchSize)
             }
-            if changes.isEmpty { break }
+            if changes.isEmpty {
+                complete = before
+                break
+            }
             // The high-water rate is read after the batch: a key it excludes had no copy in New when the batch's
             // changes were made.
             if state.highWaterRate < 1 { (state, mayPublish) = try await readState() }
@@ -182,14 +189,23 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             }
             pass.applied += try await apply(changes, highWater: state.highWaterRate)
             pass.entries += changes.count
+            // A read that returned fewer entries than asked for returned every entry there was, so every entry
+            // committed before the state read that preceded it has now been applied: the pass is complete, even
+            // while writers keep adding entries (waiting for an empty read would never end under a steady stream of
+            // writes). What may be published is the state read before that read of the change table.
+            if changes.count < options.batchSize {
+                complete = before
+                break
+            }
         }
         if let backlog = try? await core.old.changeBacklog() {
             metrics.backlog.record(backlog.entries)
             metrics.lag.record(Double(backlog.oldestAge?.nanoseconds ?? 0) / 1e9)
         }
-        if !state.isCaughtUp, mayPublish {
-            if try await store.publishCaughtUp(core.name, through: state.behind, token: token) {
-                pass.publishedCaughtUp = state.behind
+        if !complete.state.isCaughtUp, complete.mayPublish {
+            let behind = complete.state.behind
+            if try await store.publishCaughtUp(core.name, through: behind, token: token) {
+                pass.publishedCaughtUp = behind
             } else {
                 pass.holdsLease = false
             }
