@@ -53,18 +53,22 @@ public struct FleetStateConformanceSuite<Store: FleetStateStore>: Sendable {
                 "an update must set stage and rate, raise the high-water rate and move behind on"
             )
             state = try await store.update(migration, FleetControlChange(rate: 0.2))
-            expect(state.rate == 0.2 && state.highWaterRate == 0.5, "high-water", "the high-water rate never goes down")
+            expect(
+                state.rate == 0.2 && state.highWaterRate == 0.5 && state.behind == 1,
+                "high-water",
+                "the high-water rate never goes down, and a lower rate does not move behind on"
+            )
             state = try await store.update(migration, FleetControlChange(killswitch: true))
             expect(
-                state.killswitch && state.behind == 1,
+                state.killswitch && state.behind == 2,
                 "killswitch-behind",
                 "turning the killswitch on moves behind on"
             )
             state = try await store.update(migration, FleetControlChange(killswitch: true))
-            expect(state.behind == 1, "killswitch-behind", "a killswitch already on does not move behind again")
+            expect(state.behind == 2, "killswitch-behind", "a killswitch already on does not move behind again")
             state = try await store.update(migration, FleetControlChange(killswitch: false))
             state = try await store.update(migration, FleetControlChange(stage: .off))
-            expect(state.behind == 2, "stage-off-behind", "stage off stops New's writes, so it moves behind on")
+            expect(state.behind == 3, "stage-off-behind", "stage off stops New's writes, so it moves behind on")
             var rejected = false
             do { _ = try await store.update(migration, FleetControlChange(stage: .live, rate: 1.5)) } catch {
                 rejected = (error as? ZDDMError)?.code == .invalidRate

@@ -127,7 +127,8 @@ struct BackfillTests {
         let new = FaultInjectingStore(newBase)
         new.setHooks(
             before: { operation, _ in
-                if operation == .insertManyIfAbsent, counter.next(operation, nil) > 10 {
+                // The batch's write into New: fenced, as both in-memory stores keep versions.
+                if operation == .writeIfNewer, counter.next(operation, nil) > 10 {
                     throw InjectedFault(operation: operation, applied: false)
                 }
             },
@@ -295,8 +296,9 @@ struct BackfillTests {
         let reached = AsyncSignal()
         let release = AsyncSignal()
         new.setHooks(
-            before: { operation, _ in
-                guard operation == .insertManyIfAbsent else { return }
+            before: { operation, key in
+                // The batch's fenced write into New (both in-memory stores keep versions); not the proxy's own.
+                guard operation == .writeIfNewer, key == nil else { return }
                 reached.signal()
                 await release.wait()
             },

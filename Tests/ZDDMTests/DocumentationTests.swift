@@ -21,7 +21,11 @@ struct DocumentationTests {
     /// Erlang modules.
     static let namesThatAreNotMetrics: Set<String> = [
         "zddm_checkpoints", "zddm_demo_old", "zddm_demo_new", "zddm_kv", "zddm_hashers", "zddm_storage_adapter",
+        "zddm_version", "zddm_fleet",
     ]
+
+    /// Every metric the library defines: the proxy's and the fleet's.
+    static let definedMetrics = ProxyMetrics.labels + FleetMetricLabels.all
 
     static func read(_ path: String) throws -> String {
         try String(contentsOf: root.appendingPathComponent(path), encoding: .utf8)
@@ -82,8 +86,8 @@ struct DocumentationTests {
             let firstCell = row.split(separator: "|", omittingEmptySubsequences: true).first ?? ""
             documented += Self.zddmNames(in: String(firstCell))
         }
-        let defined = Set(ProxyMetrics.labels)
-        for label in ProxyMetrics.labels {
+        let defined = Set(Self.definedMetrics)
+        for label in Self.definedMetrics {
             #expect(documented.contains(label), "\(label) is missing from the Runbook's metrics table")
         }
         for label in documented {
@@ -94,7 +98,7 @@ struct DocumentationTests {
 
     @Test("Every zddm_ metric the documentation mentions is one the code defines")
     func documentationMentionsOnlyDefinedMetrics() throws {
-        let defined = Set(ProxyMetrics.labels)
+        let defined = Set(Self.definedMetrics)
         for path in Self.markdownFiles() {
             for name in Self.zddmNames(in: try Self.read(path))
             where !defined.contains(name) && !Self.namesThatAreNotMetrics.contains(name) {

@@ -89,10 +89,10 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let factory = options.metricsFactory ?? MetricsSystem.factory
         let dimensions = [("migration", core.name)]
         self.metrics = Metrics(
-            applied: Counter(label: "zddm_applier_applied_total", dimensions: dimensions, factory: factory),
-            backlog: Gauge(label: "zddm_applier_backlog_entries", dimensions: dimensions, factory: factory),
-            lag: Gauge(label: "zddm_applier_lag_seconds", dimensions: dimensions, factory: factory),
-            holder: Gauge(label: "zddm_applier_lease_held", dimensions: dimensions, factory: factory)
+            applied: Counter(label: FleetMetricLabels.applied, dimensions: dimensions, factory: factory),
+            backlog: Gauge(label: FleetMetricLabels.backlog, dimensions: dimensions, factory: factory),
+            lag: Gauge(label: FleetMetricLabels.lag, dimensions: dimensions, factory: factory),
+            holder: Gauge(label: FleetMetricLabels.leaseHeld, dimensions: dimensions, factory: factory)
         )
     }
 

@@ -80,13 +80,13 @@ public final class FleetMember: Service, Sendable {
         self.logger = logger
         let factory = metricsFactory ?? MetricsSystem.factory
         let dimensions = [("migration", migration)]
-        self.barrierWaits = Counter(label: "zddm_fleet_barrier_waits_total", dimensions: dimensions, factory: factory)
+        self.barrierWaits = Counter(label: FleetMetricLabels.barrierWaits, dimensions: dimensions, factory: factory)
         self.barrierFailures = Counter(
-            label: "zddm_fleet_barrier_failures_total",
+            label: FleetMetricLabels.barrierFailures,
             dimensions: dimensions,
             factory: factory
         )
-        self.newReadsAllowed = Gauge(label: "zddm_fleet_new_reads_allowed", dimensions: dimensions, factory: factory)
+        self.newReadsAllowed = Gauge(label: FleetMetricLabels.newReadsAllowed, dimensions: dimensions, factory: factory)
     }
 
     // MARK: Following the shared state

@@ -19,6 +19,7 @@ extension MigrationCore {
         let admitted = keys.filter { gate.admits($0) }
         result.skipped = keys.count - admitted.count
         metrics.backfillRows["skipped"]?.increment(by: result.skipped)
+        if usesVersions { return try await copyVersioned(admitted, result) }
         let registered = ledger.beginFills(admitted, whileDegraded: afterRepair)
         result.heldBack = admitted.count - registered.count
         guard !registered.isEmpty else { return result }
@@ -47,6 +48,33 @@ extension MigrationCore {
             throw error
         }
         await endFills(registered, mayRepair: !newFailure)
+        metrics.backfillRows["copied"]?.increment(by: result.copied)
+        metrics.backfillRows["present"]?.increment(by: result.present)
+        return result
+    }
+
+    /// With versions: Old's records and versions, written into New through the fence (a deleted key as a
+    /// tombstone at its version). No protection is needed: an older record never replaces a newer one.
+    private func copyVersioned(_ keys: [Key], _ partial: BatchCopyResult) async throws -> BatchCopyResult {
+        var result = partial
+        guard !keys.isEmpty else { return result }
+        let records: [Key: VersionedRecord<Value>]
+        do {
+            records = try await storeSpan(.old, .readMany) { try await old.readManyVersioned(keys) }
+        } catch {
+            metrics.oldFailure(.readMany)
+            throw ZDDMError.store(.old, .readMany, error)
+        }
+        let entries = keys.compactMap { key in records[key].map { (key: key, record: $0) } }
+        if !entries.isEmpty {
+            switch await callNew(.writeIfNewer, { try await new.writeManyIfNewer(entries) }) {
+            case .succeeded(let stored):
+                result.copied = stored.count
+            case .failed(let error):
+                throw ZDDMError.store(.new, .writeIfNewer, error)
+            }
+        }
+        result.present = keys.count - result.copied
         metrics.backfillRows["copied"]?.increment(by: result.copied)
         metrics.backfillRows["present"]?.increment(by: result.present)
         return result
