@@ -128,6 +128,35 @@ let benchmarks: @Sendable () -> Void = {
             return store
         }
     )
+    // With versions: Old with change capture, New with a version column (fenced writes). Compare each line with the
+    // "sqlite" one: the proxy's cost of versions, and (store directly) what the triggers cost a writer of Old.
+    register(
+        "sqlite-versioned",
+        makeOld: {
+            let path = FileManager.default.temporaryDirectory
+                .appendingPathComponent("zddm-bench-vold-\(UUID()).sqlite").path
+            let store = try SQLiteStore<Int64, [UInt8]>(
+                database: try SQLiteDatabase.open(url: "sqlite:\(path)"),
+                table: "kv",
+                changeCapture: true,
+                codec: RawBytesValueCodec()
+            )
+            try await store.prepare()
+            return store
+        },
+        makeNew: {
+            let path = FileManager.default.temporaryDirectory
+                .appendingPathComponent("zddm-bench-vnew-\(UUID()).sqlite").path
+            let store = try SQLiteStore<Int64, [UInt8]>(
+                database: try SQLiteDatabase.open(url: "sqlite:\(path)"),
+                table: "kv",
+                versionColumn: "zddm_version",
+                codec: RawBytesValueCodec()
+            )
+            try await store.prepare()
+            return store
+        }
+    )
     registerPostgres()
     registerSlowNew()
 }
