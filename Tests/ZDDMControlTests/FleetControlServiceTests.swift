@@ -28,11 +28,12 @@ struct FleetControlServiceTests {
         let state = try #require(try await service.publishCurrentConfiguration())
         #expect(state.stage == .live && state.rate == 0.25 && !state.killswitch && state.highWaterRate == 0.25)
         #expect(try await store.state(of: "orders") == state)
-        #expect(try await service.publishCurrentConfiguration() == nil, "nothing new to publish")
         let rejected = handler.entries.filter {
             $0.level == .error && "\($0.message)".contains("zddm.orders.killswitch: invalid value 'maybe'")
         }
         #expect(rejected.count == 1, "\(handler.entries)")
+        #expect(try await service.publishCurrentConfiguration() == nil, "nothing new to publish")
+
         #expect(try await store.state(of: "other") == FleetState())
         #expect(throws: ZDDMError.self) {
             try FleetControlService(config: ConfigReader(provider: environment), migration: "", store: store)
