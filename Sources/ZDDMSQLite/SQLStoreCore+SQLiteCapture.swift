@@ -16,7 +16,9 @@ extension SQLStoreCore {
             throw ZDDMError(.invalidArgument, operation: .changes, message: "limit must be at least 1, got \(limit)")
         }
         let rows = try await run(.changes, on: database, writing: false) { db in
-            try Row.fetchAll(db, sql: sql.listChanges, arguments: [Int64(limit)]).map { Array($0.databaseValues) }
+            try Row.fetchAll(db.cachedStatement(sql: sql.listChanges), arguments: [Int64(limit)]).map {
+                Array($0.databaseValues)
+            }
         }
         return try rows.map { row in
             guard case .int64(let sequence) = row[0].storage else {
@@ -37,7 +39,9 @@ extension SQLStoreCore {
         let chunks = Self.batches(sequences.map(\.databaseValue), size: 500).map(Array.init)
         try await run(.changes, on: database) { db in
             for chunk in chunks {
-                try db.execute(sql: sql.removeChanges(chunk.count), arguments: StatementArguments(chunk))
+                try db.cachedStatement(sql: sql.removeChanges(chunk.count)).execute(
+                    arguments: StatementArguments(chunk)
+                )
             }
         }
     }
@@ -49,7 +53,9 @@ extension SQLStoreCore {
 
     /// The version a deleted key keeps, or `nil` when the deleted-versions table has none.
     func deletedVersion(_ db: Database, _ bound: DatabaseValue, sql: SQLiteCaptureSQL) throws -> UInt64? {
-        try DatabaseValue.fetchOne(db, sql: sql.readDeleted, arguments: [bound]).map(SQLiteBinding.version)
+        try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readDeleted), arguments: [bound]).map(
+            SQLiteBinding.version
+        )
     }
 
     /// The versions deleted keys keep, for keys in `chunks`.
@@ -62,8 +68,10 @@ extension SQLStoreCore {
     {
         var found: [(key: DatabaseValue, version: DatabaseValue)] = []
         for chunk in chunks {
-            for row in try Row.fetchAll(db, sql: sql.readManyDeleted(chunk.count), arguments: StatementArguments(chunk))
-            {
+            for row in try Row.fetchAll(
+                db.cachedStatement(sql: sql.readManyDeleted(chunk.count)),
+                arguments: StatementArguments(chunk)
+            ) {
                 found.append((row[0], row[1]))
             }
         }

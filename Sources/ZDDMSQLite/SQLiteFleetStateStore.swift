@@ -171,7 +171,9 @@ extension SQLiteFleetStateStore {
 
         /// A migration's row, or the defaults when there is none.
         func row(_ db: Database, _ migration: String) throws -> Stored {
-            guard let row = try Row.fetchOne(db, sql: read, arguments: [migration]) else { return Stored() }
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: read), arguments: [migration]) else {
+                return Stored()
+            }
             let stageName: String = row[0] ?? ""
             guard let stage = MigrationStage(rawValue: stageName) else {
                 throw ZDDMError(
@@ -205,7 +207,7 @@ extension SQLiteFleetStateStore {
                 stored.leaseToken.map { Int64(bitPattern: $0) }, stored.leaseExpires,
                 Int64(bitPattern: stored.lastToken),
             ]
-            try db.execute(sql: upsert, arguments: StatementArguments(arguments))
+            try db.cachedStatement(sql: upsert).execute(arguments: StatementArguments(arguments))
         }
     }
 }

@@ -7,7 +7,7 @@ extension SQLiteStore {
         try requireVersions(.read)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let found = try await core.run(.read, on: database, writing: false) { [sql, capture] db -> Found? in
-            if let row = try Row.fetchOne(db, sql: sql.readVersioned, arguments: [bound]) {
+            if let row = try Row.fetchOne(db.cachedStatement(sql: sql.readVersioned), arguments: [bound]) {
                 return Found.row(Array(row.databaseValues))
             }
             guard let capture, let version = try core.deletedVersion(db, bound, sql: capture) else { return nil }
@@ -24,7 +24,7 @@ extension SQLiteStore {
             var rows: [[DatabaseValue]] = []
             for chunk in chunks {
                 let statement = sql.readManyVersioned(chunk.count)
-                for row in try Row.fetchAll(db, sql: statement, arguments: StatementArguments(chunk)) {
+                for row in try Row.fetchAll(db.cachedStatement(sql: statement), arguments: StatementArguments(chunk)) {
                     rows.append(Array(row.databaseValues))
                 }
             }
@@ -48,8 +48,8 @@ extension SQLiteStore {
         let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let version = try await core.run(.write, on: database) { [sql] db in
-            try db.execute(sql: sql.upsert, arguments: arguments)
-            return try DatabaseValue.fetchOne(db, sql: sql.readVersion, arguments: [bound])
+            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
+            return try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readVersion), arguments: [bound])
         }
         return try SQLiteBinding.version(version ?? .null)
     }
@@ -58,7 +58,7 @@ extension SQLiteStore {
         let capture = try requireCapture(.delete)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let version = try await core.run(.delete, on: database) { [sql] db in
-            try db.execute(sql: sql.delete, arguments: [bound])
+            try db.cachedStatement(sql: sql.delete).execute(arguments: [bound])
             return try core.deletedVersion(db, bound, sql: capture)
         }
         return version ?? 0
@@ -67,7 +67,7 @@ extension SQLiteStore {
     public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
         let arguments = try fenceArguments(key, record)
         return try await core.run(.writeIfNewer, on: database) { [sql] db in
-            try db.execute(sql: sql.writeIfNewer, arguments: arguments)
+            try db.cachedStatement(sql: sql.writeIfNewer).execute(arguments: arguments)
             return db.changesCount > 0
         }
     }

@@ -166,7 +166,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let row = try await core.run(.read, on: database, writing: false) { db in
-            try Row.fetchOne(db, sql: sql.read, arguments: [bound]).map { Array($0.databaseValues) }
+            try Row.fetchOne(db.cachedStatement(sql: sql.read), arguments: [bound]).map { Array($0.databaseValues) }
         }
         guard let row else { return nil }
         return try core.record(value: row[0], tombstone: row[1], for: .read)
@@ -174,26 +174,30 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
 
     public func write(_ key: Key, _ value: Value) async throws {
         let arguments = try core.arguments(key, value, for: .write)
-        try await core.run(.write, on: database) { db in try db.execute(sql: sql.upsert, arguments: arguments) }
+        try await core.run(.write, on: database) { db in
+            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
+        }
     }
 
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
         let arguments = try core.arguments(key, value, for: .insertIfAbsent)
         return try await core.run(.insertIfAbsent, on: database) { db in
-            try db.execute(sql: sql.insertIfAbsent, arguments: arguments)
+            try db.cachedStatement(sql: sql.insertIfAbsent).execute(arguments: arguments)
             return db.changesCount > 0
         }
     }
 
     public func delete(_ key: Key) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await core.run(.delete, on: database) { db in try db.execute(sql: sql.delete, arguments: [bound]) }
+        try await core.run(.delete, on: database) { db in
+            try db.cachedStatement(sql: sql.delete).execute(arguments: [bound])
+        }
     }
 
     public func writeTombstone(_ key: Key) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         try await core.run(.writeTombstone, on: database) { db in
-            try db.execute(sql: sql.tombstone, arguments: [bound])
+            try db.cachedStatement(sql: sql.tombstone).execute(arguments: [bound])
         }
     }
 
@@ -207,7 +211,10 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
         let rows = try await core.run(.readMany, on: database, writing: false) { db in
             var rows: [[DatabaseValue]] = []
             for chunk in chunks {
-                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: StatementArguments(chunk)) {
+                for row in try Row.fetchAll(
+                    db.cachedStatement(sql: sql.readMany(chunk.count)),
+                    arguments: StatementArguments(chunk)
+                ) {
                     rows.append(Array(row.databaseValues))
                 }
             }

@@ -7,7 +7,7 @@ extension SQLiteTableStore {
         try requireVersions(.read)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let found = try await core.run(.read, on: database, writing: false) { db -> Found? in
-            if let row = try Row.fetchOne(db, sql: sql.readVersioned, arguments: [bound]) {
+            if let row = try Row.fetchOne(db.cachedStatement(sql: sql.readVersioned), arguments: [bound]) {
                 return .row(Array(row.databaseValues))
             }
             return try tombstoneVersion(db, bound).map(Found.tombstone)
@@ -24,12 +24,15 @@ extension SQLiteTableStore {
             var tombstones: [(key: DatabaseValue, version: DatabaseValue)] = []
             for chunk in chunks {
                 let arguments = StatementArguments(chunk)
-                for row in try Row.fetchAll(db, sql: sql.readManyVersioned(chunk.count), arguments: arguments) {
+                for row in try Row.fetchAll(
+                    db.cachedStatement(sql: sql.readManyVersioned(chunk.count)),
+                    arguments: arguments
+                ) {
                     rows.append(Array(row.databaseValues))
                 }
                 if capture == nil {
                     let statement = sql.readManyTombstoneVersions(chunk.count)
-                    for row in try Row.fetchAll(db, sql: statement, arguments: arguments) {
+                    for row in try Row.fetchAll(db.cachedStatement(sql: statement), arguments: arguments) {
                         tombstones.append((row[0], row[1]))
                     }
                 }
@@ -54,9 +57,9 @@ extension SQLiteTableStore {
         let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let version = try await core.run(.write, on: database) { db in
-            try db.execute(sql: sql.deleteTombstone, arguments: [bound])
-            try db.execute(sql: sql.upsert, arguments: arguments)
-            return try DatabaseValue.fetchOne(db, sql: sql.readVersion, arguments: [bound])
+            try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
+            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
+            return try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readVersion), arguments: [bound])
         }
         return try SQLiteBinding.version(version ?? .null)
     }
@@ -65,8 +68,8 @@ extension SQLiteTableStore {
         let capture = try requireCapture(.delete)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         return try await core.run(.delete, on: database) { db in
-            try db.execute(sql: sql.deleteRow, arguments: [bound])
-            try db.execute(sql: sql.deleteTombstone, arguments: [bound])
+            try db.cachedStatement(sql: sql.deleteRow).execute(arguments: [bound])
+            try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
             return try core.deletedVersion(db, bound, sql: capture) ?? 0
         }
     }
@@ -114,7 +117,7 @@ extension SQLiteTableStore {
 
     /// The key's version: its row's, else its tombstone's (New's side table, or Old's deleted-versions table).
     func currentVersion(_ db: Database, _ bound: DatabaseValue) throws -> UInt64? {
-        if let version = try DatabaseValue.fetchOne(db, sql: sql.readVersion, arguments: [bound]) {
+        if let version = try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readVersion), arguments: [bound]) {
             return try SQLiteBinding.version(version)
         }
         return try tombstoneVersion(db, bound)
@@ -123,19 +126,19 @@ extension SQLiteTableStore {
     /// Stores a value at a version (New's role): removes the tombstone, upserts the row with the version.
     func storeValue(_ db: Database, bound: DatabaseValue, arguments: StatementArguments, version: DatabaseValue) throws
     {
-        try db.execute(sql: sql.deleteTombstone, arguments: [bound])
-        try db.execute(sql: sql.upsertVersioned, arguments: arguments + [version])
+        try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
+        try db.cachedStatement(sql: sql.upsertVersioned).execute(arguments: arguments + [version])
     }
 
     /// Stores a tombstone at a version (New's role): removes the row, upserts the tombstone with the version.
     func storeTombstone(_ db: Database, bound: DatabaseValue, version: DatabaseValue) throws {
-        try db.execute(sql: sql.deleteRow, arguments: [bound])
-        try db.execute(sql: sql.insertTombstoneVersioned, arguments: [bound, version])
+        try db.cachedStatement(sql: sql.deleteRow).execute(arguments: [bound])
+        try db.cachedStatement(sql: sql.insertTombstoneVersioned).execute(arguments: [bound, version])
     }
 
     private func tombstoneVersion(_ db: Database, _ bound: DatabaseValue) throws -> UInt64? {
         if let capture { return try core.deletedVersion(db, bound, sql: capture) }
-        return try DatabaseValue.fetchOne(db, sql: sql.readTombstoneVersion, arguments: [bound])
+        return try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readTombstoneVersion), arguments: [bound])
             .map(SQLiteBinding.version)
     }
 

@@ -154,10 +154,11 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let found = try await core.run(.read, on: database, writing: false) { db -> [DatabaseValue]?? in
-            if let row = try Row.fetchOne(db, sql: sql.read, arguments: [bound]) {
+            if let row = try Row.fetchOne(db.cachedStatement(sql: sql.read), arguments: [bound]) {
                 return .some(Array(row.databaseValues))
             }
-            return try Bool.fetchOne(db, sql: sql.readTombstone, arguments: [bound]) == nil ? nil : .some(nil)
+            return try Bool.fetchOne(db.cachedStatement(sql: sql.readTombstone), arguments: [bound]) == nil
+                ? nil : .some(nil)
         }
         switch found {
         case nil: return nil
@@ -177,8 +178,8 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
                 return
             }
             try db.inSavepoint {
-                try db.execute(sql: sql.deleteTombstone, arguments: [bound])
-                try db.execute(sql: sql.upsert, arguments: arguments)
+                try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
+                try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
                 return .commit
             }
         }
@@ -193,8 +194,8 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     }
 
     private func insertIfAbsent(_ db: Database, bound: DatabaseValue, arguments: StatementArguments) throws -> Bool {
-        if try Bool.fetchOne(db, sql: sql.readTombstone, arguments: [bound]) != nil { return false }
-        try db.execute(sql: sql.insertIfAbsent, arguments: arguments)
+        if try Bool.fetchOne(db.cachedStatement(sql: sql.readTombstone), arguments: [bound]) != nil { return false }
+        try db.cachedStatement(sql: sql.insertIfAbsent).execute(arguments: arguments)
         return db.changesCount > 0
     }
 
@@ -219,8 +220,8 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         try await core.run(operation, on: database) { db in
             try db.inSavepoint {
-                try db.execute(sql: first, arguments: [bound])
-                try db.execute(sql: second, arguments: [bound])
+                try db.cachedStatement(sql: first).execute(arguments: [bound])
+                try db.cachedStatement(sql: second).execute(arguments: [bound])
                 return .commit
             }
         }
@@ -237,7 +238,10 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
             var rows: [[DatabaseValue]] = []
             var tombstones: [DatabaseValue] = []
             for chunk in chunks {
-                for row in try Row.fetchAll(db, sql: sql.readMany(chunk.count), arguments: StatementArguments(chunk)) {
+                for row in try Row.fetchAll(
+                    db.cachedStatement(sql: sql.readMany(chunk.count)),
+                    arguments: StatementArguments(chunk)
+                ) {
                     rows.append(Array(row.databaseValues))
                 }
                 tombstones += try DatabaseValue.fetchAll(

@@ -13,6 +13,7 @@ struct FleetStressTests {
 
     private final class Collector: Sendable {
         let totals = Mutex(Totals())
+        let operations = Atomic<Int>(0)
     }
 
     @Test(
@@ -84,6 +85,7 @@ struct FleetStressTests {
                                     local.failedCalls += 1
                                 }
                                 local.operations += 1
+                                collector.operations.add(1, ordering: .relaxed)
                                 // In-memory stores never suspend: pace the traffic so that the instances' refresh and
                                 // applier run (this is a pause between calls, not a wait for anything).
                                 try? await Task.sleep(for: .microseconds(200))
@@ -125,7 +127,12 @@ struct FleetStressTests {
                 try await Task.sleep(for: .milliseconds(250))
                 try await fleet.control(change)
             }
-            try await Task.sleep(for: .milliseconds(250))
+            // Traffic goes on until it has made enough calls (a slow, busy machine makes fewer per second).
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(60)
+            repeat {
+                try await Task.sleep(for: .milliseconds(250))
+            } while collector.operations.load(ordering: .relaxed) < 600 && clock.now < deadline
             stop.set()
             for task in traffic { await task.value }
             await bypass.value
