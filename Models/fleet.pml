@@ -51,8 +51,10 @@
  *
  * Switches (spin -D...): FENCE=0 plain overwrites in New; BARRIER=0 a failed New step is acknowledged without
  * markBehind and its wait; KILLSWITCH_WAIT=0 a held-back write skips waitOutWritingViews; TOMBSTONES=0 a delete
- * removes New's row; FLIP_COUNT=1 the shared state counts writesNew changes and the applier's settledSince
- * follows that count instead of the value it last read (a proposed fix, not in the implementation).
+ * removes New's row; FLIP_COUNT=0 the applier's settledSince follows only the writesNew value it last read (the
+ * earlier implementation, which fails G4 when the killswitch goes on and off between two of its reads). The default
+ * FLIP_COUNT=1 counts writesNew changes, as the implementation does by restarting its wait on every move of
+ * `behind` (turning the killswitch on moves it).
  */
 
 #ifndef FENCE
@@ -68,7 +70,7 @@
 #define TOMBSTONES 1
 #endif
 #ifndef FLIP_COUNT
-#define FLIP_COUNT 0
+#define FLIP_COUNT 1
 #endif
 
 #ifndef L
