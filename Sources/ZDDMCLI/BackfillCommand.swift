@@ -58,6 +58,7 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
         let display = LiveDisplay()
         let backfill = try Backfill(core: core, checkpoints: checkpoints, name: name, options: options) { progress in
             var text = "\(progress.rowsScanned) rows scanned, \(progress.rowsCopied) copied"
+            if progress.deletionsCopied > 0 { text += ", \(progress.deletionsCopied) deletions copied" }
             text += String(format: ", %.0f rows/s", progress.rowsPerSecond)
             display.update(text, progress: nil)
         }

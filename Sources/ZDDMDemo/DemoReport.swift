@@ -55,6 +55,8 @@ struct DemoReport: Codable, Sendable {
     var bypassLagP99Milliseconds: Double?
     var shareOfReadsServedByNewAfterBackfill: Double = 0
     var backfilledRows: Int = 0
+    /// Deleted keys whose tombstones the backfill copied into New.
+    var backfilledDeletions: Int = 0
     var applierCaughtUp = false
     var instancesExitedCleanly = false
     var verify: VerifySummary?
@@ -154,7 +156,7 @@ struct DemoReport: Codable, Sendable {
             "  bypass writes: \(bypassWrites), applier lag p50 \(milliseconds(bypassLagP50Milliseconds)), "
                 + "p99 \(milliseconds(bypassLagP99Milliseconds))"
         )
-        lines.append("  backfilled rows: \(backfilledRows)")
+        lines.append("  backfilled rows: \(backfilledRows), deletions: \(backfilledDeletions)")
         lines.append(
             String(
                 format: "  share of reads served by New after the backfill: %.1f%%",

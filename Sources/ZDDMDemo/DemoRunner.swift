@@ -171,7 +171,9 @@ struct DemoRunner: Sendable {
                     name: "demo",
                     options: options
                 )
-                report.backfilledRows = try await backfill.runPass().rowsCopied
+                let progress = try await backfill.runPass()
+                report.backfilledRows = progress.rowsCopied
+                report.backfilledDeletions = progress.deletionsCopied
             default:
                 try await Task.sleep(for: .seconds(settings.phaseSeconds))
             }

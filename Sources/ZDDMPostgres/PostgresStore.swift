@@ -212,6 +212,17 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
         try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
+    /// With change capture, also the keys whose deletion the deleted-versions table keeps.
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        guard let changeCapture else { return try await keys(after: cursor, limit: limit) }
+        return try await core.keysIncludingDeleted(
+            after: cursor,
+            limit: limit,
+            on: database,
+            capture: changeCapture.schema
+        )
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
         return try await core.run(.readMany, on: database) {

@@ -71,3 +71,22 @@ extension SQLStoreCore {
         }
     }
 }
+
+extension SQLStoreCore {
+    /// Keys of the captured table and of its deleted-versions table after a cursor, in key order, each once.
+    func keysIncludingDeleted(
+        after cursor: Key?,
+        limit: Int,
+        on database: PostgresDatabase,
+        capture: ChangeCaptureSchema
+    ) async throws -> [Key] {
+        let collation = Key.sqlKeyKind == .text ? " COLLATE \"C\"" : ""
+        return try await keys(
+            after: cursor,
+            limit: limit,
+            on: database,
+            first: capture.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: nil, limit: "$1"),
+            following: capture.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: "$1", limit: "$2")
+        )
+    }
+}

@@ -78,3 +78,33 @@ public struct ChangeCaptureSchema: Sendable, Hashable {
         return try SQLIdentifier(derived, role: role + " name")
     }
 }
+
+extension ChangeCaptureSchema {
+    /// A `SELECT` of the captured table's keys and the deleted-versions table's keys strictly after a cursor, in key
+    /// order, each key once: a page of ``ZDDM/KeyValueStore/keysIncludingDeleted(after:limit:)``.
+    ///
+    /// Each table's page is taken from its key index (`ORDER BY … LIMIT`), then the two pages are merged.
+    /// - Parameters:
+    ///   - liveFilter: A condition on the captured table's rows that hold a value, or `nil` for every row.
+    ///   - collation: Appended to every key in a comparison or an `ORDER BY` (e.g. ` COLLATE BINARY`), or empty.
+    ///   - cursor: The cursor's placeholder, or `nil` for the first page.
+    ///   - limit: The limit's placeholder.
+    package func keysIncludingDeletedSQL(
+        liveFilter: String?,
+        collation: String,
+        cursor: String?,
+        limit: String
+    ) -> String {
+        let k = keyColumn.quoted
+        func page(_ key: String, _ table: String, _ filter: String?) -> String {
+            let conditions = [filter, cursor.map { "\(key)\(collation) > \($0)" }].compactMap { $0 }
+            let condition = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+            return "SELECT \(key) AS zddm_key FROM \(table)\(condition) ORDER BY \(key)\(collation) LIMIT \(limit)"
+        }
+        return """
+            SELECT zddm_key FROM (SELECT zddm_key FROM (\(page(k, table.quoted, liveFilter))) AS zddm_live \
+            UNION SELECT zddm_key FROM (\(page("\"key\"", deletedTable.quoted, nil))) AS zddm_gone) AS zddm_keys \
+            ORDER BY zddm_key\(collation) LIMIT \(limit)
+            """
+    }
+}

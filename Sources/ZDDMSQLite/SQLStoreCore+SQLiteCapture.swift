@@ -91,3 +91,23 @@ extension SQLStoreCore {
         }
     }
 }
+
+extension SQLStoreCore {
+    /// Keys of the captured table and of its deleted-versions table after a cursor, in key order, each once.
+    func keysIncludingDeleted(
+        after cursor: Key?,
+        limit: Int,
+        on database: SQLiteDatabase,
+        sql: SQLiteCaptureSQL
+    ) async throws -> [Key] {
+        let collation = Key.sqlKeyKind == .text ? " COLLATE BINARY" : ""
+        let schema = sql.schema
+        return try await keys(
+            after: cursor,
+            limit: limit,
+            on: database,
+            first: schema.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: nil, limit: "?1"),
+            following: schema.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: "?1", limit: "?2")
+        )
+    }
+}

@@ -205,6 +205,12 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
         try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }
 
+    /// With change capture, also the keys whose deletion the deleted-versions table keeps.
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        guard let capture else { return try await keys(after: cursor, limit: limit) }
+        return try await core.keysIncludingDeleted(after: cursor, limit: limit, on: database, sql: capture)
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         guard !keys.isEmpty else { return [:] }
         let chunks = core.boundBatches(keys, size: Statements.batchSize)

@@ -235,6 +235,10 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.listKeys, nil) { try await base.keys(after: cursor, limit: limit) }
     }
 
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try await run(.listKeys, nil) { try await base.keysIncludingDeleted(after: cursor, limit: limit) }
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         try await run(.readMany, keys.first) { try await base.readMany(keys) }
     }

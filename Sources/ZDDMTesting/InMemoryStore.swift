@@ -18,6 +18,9 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         var versions: [Key: UInt64] = [:]
         /// Keys holding values, sorted; `nil` when a change made it out of date.
         var sortedValueKeys: [Key]? = []
+        /// Keys holding a version (a value, a tombstone or a deletion), sorted; `nil` when a new key made it out of
+        /// date.
+        var sortedVersionedKeys: [Key]? = []
         var captureChanges = false
         var changes: [(change: CapturedChange<Key>, at: ContinuousClock.Instant)] = []
         var nextSequence: Int64 = 1
@@ -25,7 +28,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         /// Gives the key its next version and records the change.
         mutating func changed(_ key: Key, to version: UInt64? = nil) -> UInt64 {
             let next = version ?? ((versions[key] ?? 0) + 1)
-            versions[key] = next
+            if versions.updateValue(next, forKey: key) == nil { sortedVersionedKeys = nil }
             if captureChanges {
                 changes.append((CapturedChange(sequence: nextSequence, key: key, version: next), .now))
                 nextSequence += 1
@@ -46,6 +49,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         var storage = Storage()
         storage.records = values.mapValues { .value($0) }
         storage.versions = values.mapValues { _ in 1 }
+        storage.sortedVersionedKeys = nil
         storage.sortedValueKeys = nil
         storage.captureChanges = captureChanges
         self.storage = Mutex(storage)
@@ -164,9 +168,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard limit >= 1 else {
-            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
-        }
+        try Self.checkListLimit(limit)
         return storage.withLock { storage in
             let sorted: [Key]
             if let cached = storage.sortedValueKeys {
@@ -175,16 +177,42 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
                 sorted = storage.records.compactMap { $0.value.value == nil ? nil : $0.key }.sorted()
                 storage.sortedValueKeys = sorted
             }
-            var low = 0
-            if let cursor {
-                var high = sorted.count
-                while low < high {
-                    let middle = (low + high) / 2
-                    if sorted[middle] <= cursor { low = middle + 1 } else { high = middle }
-                }
-            }
-            return Array(sorted[low..<min(sorted.count, low + limit)])
+            return Self.page(sorted, after: cursor, limit: limit)
         }
+    }
+
+    /// Keys with a value, a tombstone or a deletion's version: every key the store has a version for.
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try Self.checkListLimit(limit)
+        return storage.withLock { storage in
+            let sorted: [Key]
+            if let cached = storage.sortedVersionedKeys {
+                sorted = cached
+            } else {
+                sorted = storage.versions.keys.sorted()
+                storage.sortedVersionedKeys = sorted
+            }
+            return Self.page(sorted, after: cursor, limit: limit)
+        }
+    }
+
+    private static func checkListLimit(_ limit: Int) throws {
+        guard limit >= 1 else {
+            throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
+        }
+    }
+
+    /// Up to `limit` keys of `sorted` after `cursor`.
+    private static func page(_ sorted: [Key], after cursor: Key?, limit: Int) -> [Key] {
+        var low = 0
+        if let cursor {
+            var high = sorted.count
+            while low < high {
+                let middle = (low + high) / 2
+                if sorted[middle] <= cursor { low = middle + 1 } else { high = middle }
+            }
+        }
+        return Array(sorted[low..<min(sorted.count, low + limit)])
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {

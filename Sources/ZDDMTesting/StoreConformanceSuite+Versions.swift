@@ -83,6 +83,37 @@ extension StoreConformanceSuite {
             )
         }
 
+        if versionRoles.contains(.assigns), capabilities.contains(.orderedKeys) {
+            // Deleted keys are listed with the live ones, in the same order, each once (a backfill copies them).
+            let store = try await factory()
+            let (a, b, c, d) = (key(10), key(11), key(12), key(13))
+            for written in [a, b, c, d] { _ = try await store.writeVersioned(written, v0) }
+            _ = try await store.deleteVersioned(b)
+            _ = try await store.deleteVersioned(d)
+            _ = try await store.writeVersioned(d, v1)
+            let live = try await store.keys(after: nil, limit: 100)
+            let all = try await store.keysIncludingDeleted(after: nil, limit: 100)
+            expect(
+                all.count == 4 && Set(all) == [a, b, c, d],
+                "keys-including-deleted",
+                "keysIncludingDeleted must list every key with a value or a deletion once, got \(all.count) keys"
+            )
+            expect(
+                all.filter { $0 != b } == live,
+                "keys-including-deleted-order",
+                "keysIncludingDeleted must list keys in the order keys(after:limit:) does"
+            )
+            var paged: [Store.Key] = []
+            var cursor: Store.Key?
+            while paged.count <= 4 {
+                let page = try await store.keysIncludingDeleted(after: cursor, limit: 1)
+                guard let last = page.last else { break }
+                paged += page
+                cursor = last
+            }
+            expect(paged == all, "keys-including-deleted-pages", "pages of one key must list the same keys in order")
+        }
+
         if versionRoles.contains(.fence) {
             let store = try await factory()
             expect(

@@ -23,6 +23,7 @@ struct DemoTests {
         var bypassLagP99Milliseconds: Double?
         var shareOfReadsServedByNewAfterBackfill: Double
         var backfilledRows: Int
+        var backfilledDeletions: Int
         var applierCaughtUp: Bool
         var instancesExitedCleanly: Bool
         var verify: Verify
@@ -58,6 +59,7 @@ struct DemoTests {
         #expect(report.bypassLagP50Milliseconds != nil && report.bypassLagP99Milliseconds != nil)
         #expect(report.shareOfReadsServedByNewAfterBackfill > 0.5)
         #expect(report.backfilledRows > 0)
+        #expect(report.backfilledDeletions > 0)  // keys deleted in Old only, before their rate came
         #expect(report.phases.allSatisfy { $0.staleReads == 0 && $0.failedRequests == 0 })
         #expect(report.phases.count == 9)
         let share = Dictionary(uniqueKeysWithValues: report.phases.map { ($0.name, $0.shareOfReadsServedByNew) })

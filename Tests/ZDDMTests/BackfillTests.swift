@@ -100,6 +100,52 @@ struct BackfillTests {
         #expect(try await new.read("c") == .value("old-c"))
     }
 
+    @Test("With versions, Old's deletions are copied as tombstones at their versions, so New serves those reads")
+    func copiesDeletions() async throws {
+        let values = Dictionary(uniqueKeysWithValues: (0..<10).map { ("k\($0)", "v\($0)") })
+        let oldBase = InMemoryStore<String, String>(values, captureChanges: true)
+        let deleted3 = try await oldBase.deleteVersioned("k3")
+        let deleted7 = try await oldBase.deleteVersioned("k7")
+        _ = try await oldBase.deleteVersioned("k5")
+        let recreated5 = try await oldBase.writeVersioned("k5", "again")
+        let old = FaultInjectingStore(oldBase)
+        let new = InMemoryStore<String, String>()
+        let proxy = try MigrationProxy(name: "bf", old: old, new: new, gate: TrafficGate(rate: 1))
+        let result = try await Backfill(proxy: proxy, checkpoints: MemoryCheckpointStore(), options: options())
+            .runPass()
+        #expect(result.rowsCopied == 8)
+        #expect(result.deletionsCopied == 2)
+        #expect(result.rowsScanned == 10)
+        #expect(try await new.readVersioned("k3") == .tombstone(version: deleted3))
+        #expect(try await new.readVersioned("k7") == .tombstone(version: deleted7))
+        #expect(try await new.readVersioned("k5") == .value("again", version: recreated5))
+
+        // Reads of the deleted keys no longer reach Old.
+        let callsBefore = old.calls
+        #expect(try await proxy.read("k3") == nil)
+        #expect(try await proxy.read("k7") == nil)
+        #expect(old.calls == callsBefore)
+    }
+
+    @Test("Without versions, the backfill lists only keys with a value")
+    func unversionedListsValuesOnly() async throws {
+        let old = InMemoryStore<String, String>(["a": "1", "b": "2"], captureChanges: true)
+        _ = try await old.deleteVersioned("b")
+        let new = InMemoryStore<String, String>()
+        let proxy = try MigrationProxy(
+            name: "bf",
+            old: old,
+            new: new,
+            gate: TrafficGate(rate: 1),
+            options: .init(usesVersions: false)
+        )
+        let result = try await Backfill(proxy: proxy, checkpoints: MemoryCheckpointStore(), options: options())
+            .runPass()
+        #expect(result.rowsScanned == 1)
+        #expect(result.deletionsCopied == 0)
+        #expect(try await new.read("b") == nil)
+    }
+
     @Test("Copies only keys the gate admits; a later pass at a higher rate starts over and copies the rest")
     func gated() async throws {
         let values = Dictionary(uniqueKeysWithValues: (0..<400).map { ("k\($0)", "v\($0)") })

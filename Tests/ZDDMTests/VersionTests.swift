@@ -32,6 +32,20 @@ struct VersionTests {
         #expect(failures.contains("fence-concurrent"))
     }
 
+    @Test("The suite catches a store that leaves deleted keys out of keysIncludingDeleted")
+    func suiteCatchesStoreForgettingDeletions() async throws {
+        let suite = StoreConformanceSuite(
+            makeStore: { ForgetfulLister() },
+            key: { "k\($0)" },
+            value: { "v\($0)" },
+            areInIncreasingOrder: { $0 < $1 },
+            versionRoles: .assigns
+        )
+        let failures = try await suite.failures().map(\.check)
+        #expect(failures.contains("keys-including-deleted"))
+        #expect(!failures.contains("keys-including-deleted-pages"))
+    }
+
     @Test("Operator changes follow the fleet's rules: high water never falls, stopping New's writes moves behind on")
     func fleetStateRules() throws {
         var state = try FleetState().applying(FleetControlChange(stage: .live, rate: 0.7))
@@ -99,6 +113,33 @@ private struct UnfencedStore: KeyValueStore {
     func writeIfNewer(_ key: String, _ record: VersionedRecord<String>) async throws -> Bool {
         try await base.delete(key)
         return try await base.writeIfNewer(key, record)
+    }
+}
+
+/// A versioned store whose key listing leaves deleted keys out (the protocol's default).
+private struct ForgetfulLister: KeyValueStore {
+    let base = InMemoryStore<String, String>()
+    var capabilities: StoreCapabilities { base.capabilities }
+    func read(_ key: String) async throws -> StoreRecord<String>? { try await base.read(key) }
+    func write(_ key: String, _ value: String) async throws { try await base.write(key, value) }
+    func insertIfAbsent(_ key: String, _ value: String) async throws -> Bool {
+        try await base.insertIfAbsent(key, value)
+    }
+    func delete(_ key: String) async throws { try await base.delete(key) }
+    func writeTombstone(_ key: String) async throws { try await base.writeTombstone(key) }
+    func keys(after cursor: String?, limit: Int) async throws -> [String] {
+        try await base.keys(after: cursor, limit: limit)
+    }
+    func readVersioned(_ key: String) async throws -> VersionedRecord<String>? { try await base.readVersioned(key) }
+    func readManyVersioned(_ keys: [String]) async throws -> [String: VersionedRecord<String>] {
+        try await base.readManyVersioned(keys)
+    }
+    func writeVersioned(_ key: String, _ value: String) async throws -> UInt64 {
+        try await base.writeVersioned(key, value)
+    }
+    func deleteVersioned(_ key: String) async throws -> UInt64 { try await base.deleteVersioned(key) }
+    func writeIfNewer(_ key: String, _ record: VersionedRecord<String>) async throws -> Bool {
+        try await base.writeIfNewer(key, record)
     }
 }
 

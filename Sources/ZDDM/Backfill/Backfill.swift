@@ -162,6 +162,7 @@ where
                 progress.rowsPresent += done.result.present
                 progress.rowsHeldBack += done.result.heldBack
                 progress.rowsCopied += done.result.copied
+                progress.deletionsCopied += done.result.tombstones
                 while let next = pending.removeValue(forKey: committed + 1) {
                     committed += 1
                     state.cursor = next.lastKey
@@ -189,7 +190,10 @@ where
                 do {
                     keys = try await Self.retrying(options, clock) {
                         try await core.storeSpan(.old, .listKeys) {
-                            try await core.old.keys(after: cursor, limit: options.batchSize)
+                            // With versions, keys Old deleted too: New gets their tombstones.
+                            core.usesVersions
+                                ? try await core.old.keysIncludingDeleted(after: cursor, limit: options.batchSize)
+                                : try await core.old.keys(after: cursor, limit: options.batchSize)
                         }
                     }
                 } catch {

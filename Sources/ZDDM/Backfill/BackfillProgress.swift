@@ -6,6 +6,9 @@ public struct BackfillProgress: Sendable, Codable, CustomStringConvertible {
     public var rowsScanned: Int
     /// Rows copied into New.
     public var rowsCopied: Int
+    /// Deleted keys whose deletion was copied into New as a tombstone in this run (with versions: Old remembers a
+    /// deleted key's version, and the backfill lists those keys too, so that reads of them are served by New).
+    public var deletionsCopied: Int = 0
     /// Rows the gate did not admit.
     public var rowsSkipped: Int
     /// Rows New already held (written by live traffic, a tombstone, or an earlier run), or Old no longer had.
@@ -36,6 +39,7 @@ public struct BackfillProgress: Sendable, Codable, CustomStringConvertible {
 
     public var description: String {
         var text = "\(rowsScanned) rows scanned, \(rowsCopied) copied, \(rowsPresent) present, \(rowsSkipped) skipped"
+        if deletionsCopied > 0 { text += ", \(deletionsCopied) deletions copied" }
         text += String(format: ", %.0f rows/s", rowsPerSecond)
         if let eta = estimatedRemaining, !finished { text += ", ETA \(eta.components.seconds) s" }
         if finished { text += ", finished" }

@@ -5,6 +5,8 @@ extension MigrationCore {
         var skipped = 0
         /// Keys whose value was copied into New.
         var copied = 0
+        /// Keys whose deletion was copied into New as a tombstone (with versions).
+        var tombstones = 0
         /// Keys New already held (a value or a tombstone), or that Old no longer had.
         var present = 0
         /// Keys held back because the proxy is keeping New out of them until repaired.
@@ -54,7 +56,7 @@ extension MigrationCore {
     }
 
     /// With versions: Old's records and versions, written into New through the fence (a deleted key as a
-    /// tombstone at its version). No protection is needed: an older record never replaces a newer one.
+    /// tombstone at its version, so that reads of it are served by New). No protection is needed: an older record never replaces a newer one.
     private func copyVersioned(_ keys: [Key], _ partial: BatchCopyResult) async throws -> BatchCopyResult {
         var result = partial
         guard !keys.isEmpty else { return result }
@@ -69,13 +71,14 @@ extension MigrationCore {
         if !entries.isEmpty {
             switch await callNew(.writeIfNewer, { try await new.writeManyIfNewer(entries) }) {
             case .succeeded(let stored):
-                result.copied = stored.count
+                result.tombstones = entries.lazy.filter { stored.contains($0.key) && $0.record.value == nil }.count
+                result.copied = stored.count - result.tombstones
             case .failed(let error):
                 throw ZDDMError.store(.new, .writeIfNewer, error)
             }
         }
-        result.present = keys.count - result.copied
-        metrics.backfillRows["copied"]?.increment(by: result.copied)
+        result.present = keys.count - result.copied - result.tombstones
+        metrics.backfillRows["copied"]?.increment(by: result.copied + result.tombstones)
         metrics.backfillRows["present"]?.increment(by: result.present)
         return result
     }

@@ -41,6 +41,10 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
         try await base.keys(after: cursor, limit: limit)
     }
 
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try await base.keysIncludingDeleted(after: cursor, limit: limit)
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         try await base.readMany(keys)
     }

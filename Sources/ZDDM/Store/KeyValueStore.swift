@@ -137,6 +137,18 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/orderedKeys``.
     func keys(after cursor: Key?, limit: Int) async throws -> [Key]
 
+    /// Lists keys that hold a value or whose deletion the store remembers with a version, in the same order as
+    /// ``keys(after:limit:)``, strictly after a cursor: what a backfill with versions copies, so that New gets a
+    /// tombstone for every key Old deleted.
+    ///
+    /// The default lists ``keys(after:limit:)``: a store that keeps no deleted versions has nothing more to list.
+    /// - Parameters:
+    ///   - cursor: The last key of the previous page, or `nil` to start at the beginning.
+    ///   - limit: The largest number of keys to return; at least 1.
+    /// - Returns: Up to `limit` keys in order, each once; fewer than `limit` only at the end.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/orderedKeys``.
+    func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key]
+
     /// Reads many keys at once.
     /// - Parameter keys: The keys.
     /// - Returns: The records found; keys the store holds nothing for are left out.
@@ -214,6 +226,10 @@ extension KeyValueStore {
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
         throw ZDDMError(.unsupported, operation: .listKeys, message: "this store cannot list its keys in order")
+    }
+
+    public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try await keys(after: cursor, limit: limit)
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
