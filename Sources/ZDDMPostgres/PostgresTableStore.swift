@@ -176,12 +176,13 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
 
     /// With change capture, also the keys whose deletion the deleted-versions table keeps.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard let changeCapture else { return try await keys(after: cursor, limit: limit) }
-        return try await core.keysIncludingDeleted(
+        try await core.keysIncludingDeleted(
             after: cursor,
             limit: limit,
             on: database,
-            capture: changeCapture.schema
+            capture: changeCapture?.schema,
+            first: sql.keysFirst,
+            following: sql.keysAfter
         )
     }
 

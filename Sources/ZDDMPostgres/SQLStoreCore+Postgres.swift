@@ -73,20 +73,27 @@ extension SQLStoreCore {
 }
 
 extension SQLStoreCore {
-    /// Keys of the captured table and of its deleted-versions table after a cursor, in key order, each once.
+    /// Keys of the captured table and of its deleted-versions table after a cursor, in key order, each once; without
+    /// change capture, the keys `first` and `following` list.
     func keysIncludingDeleted(
         after cursor: Key?,
         limit: Int,
         on database: PostgresDatabase,
-        capture: ChangeCaptureSchema
+        capture: ChangeCaptureSchema?,
+        first: String,
+        following: String
     ) async throws -> [Key] {
-        let collation = Key.sqlKeyKind == .text ? " COLLATE \"C\"" : ""
+        let statements =
+            capture?.keysIncludingDeletedStatements(
+                collation: Key.sqlKeyKind == .text ? " COLLATE \"C\"" : "",
+                placeholders: ("$1", "$2")
+            ) ?? (first: first, following: following)
         return try await keys(
             after: cursor,
             limit: limit,
             on: database,
-            first: capture.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: nil, limit: "$1"),
-            following: capture.keysIncludingDeletedSQL(liveFilter: nil, collation: collation, cursor: "$1", limit: "$2")
+            first: statements.first,
+            following: statements.following
         )
     }
 }

@@ -85,25 +85,41 @@ extension ChangeCaptureSchema {
     ///
     /// Each table's page is taken from its key index (`ORDER BY … LIMIT`), then the two pages are merged.
     /// - Parameters:
-    ///   - liveFilter: A condition on the captured table's rows that hold a value, or `nil` for every row.
     ///   - collation: Appended to every key in a comparison or an `ORDER BY` (e.g. ` COLLATE BINARY`), or empty.
     ///   - cursor: The cursor's placeholder, or `nil` for the first page.
     ///   - limit: The limit's placeholder.
+    /// ``keysIncludingDeletedSQL(collation:cursor:limit:)`` for the first page (the limit the only
+    /// parameter) and for the following ones (the cursor, then the limit).
+    /// - Parameters:
+    ///   - collation: Appended to every key in a comparison or an `ORDER BY`, or empty.
+    ///   - placeholders: The first and the second parameter's placeholders (`?1`, `?2` or `$1`, `$2`).
+    package func keysIncludingDeletedStatements(
+        collation: String,
+        placeholders: (String, String)
+    ) -> (first: String, following: String) {
+        (
+            keysIncludingDeletedSQL(collation: collation, cursor: nil, limit: placeholders.0),
+            keysIncludingDeletedSQL(
+                collation: collation,
+                cursor: placeholders.0,
+                limit: placeholders.1
+            )
+        )
+    }
+
     package func keysIncludingDeletedSQL(
-        liveFilter: String?,
         collation: String,
         cursor: String?,
         limit: String
     ) -> String {
         let k = keyColumn.quoted
-        func page(_ key: String, _ table: String, _ filter: String?) -> String {
-            let conditions = [filter, cursor.map { "\(key)\(collation) > \($0)" }].compactMap { $0 }
-            let condition = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        func page(_ key: String, _ table: String) -> String {
+            let condition = cursor.map { " WHERE \(key)\(collation) > \($0)" } ?? ""
             return "SELECT \(key) AS zddm_key FROM \(table)\(condition) ORDER BY \(key)\(collation) LIMIT \(limit)"
         }
         return """
-            SELECT zddm_key FROM (SELECT zddm_key FROM (\(page(k, table.quoted, liveFilter))) AS zddm_live \
-            UNION SELECT zddm_key FROM (\(page("\"key\"", deletedTable.quoted, nil))) AS zddm_gone) AS zddm_keys \
+            SELECT zddm_key FROM (SELECT zddm_key FROM (\(page(k, table.quoted))) AS zddm_live \
+            UNION SELECT zddm_key FROM (\(page("\"key\"", deletedTable.quoted))) AS zddm_gone) AS zddm_keys \
             ORDER BY zddm_key\(collation) LIMIT \(limit)
             """
     }

@@ -233,8 +233,14 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
 
     /// With change capture, also the keys whose deletion the deleted-versions table keeps.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
-        guard let capture else { return try await keys(after: cursor, limit: limit) }
-        return try await core.keysIncludingDeleted(after: cursor, limit: limit, on: database, sql: capture)
+        try await core.keysIncludingDeleted(
+            after: cursor,
+            limit: limit,
+            on: database,
+            capture: capture,
+            first: sql.keysFirst,
+            following: sql.keysAfter
+        )
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {

@@ -168,29 +168,31 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        try Self.checkListLimit(limit)
-        return storage.withLock { storage in
-            let sorted: [Key]
-            if let cached = storage.sortedValueKeys {
-                sorted = cached
-            } else {
-                sorted = storage.records.compactMap { $0.value.value == nil ? nil : $0.key }.sorted()
-                storage.sortedValueKeys = sorted
-            }
-            return Self.page(sorted, after: cursor, limit: limit)
+        try page(after: cursor, limit: limit, sorted: \.sortedValueKeys) { storage in
+            storage.records.compactMap { $0.value.value == nil ? nil : $0.key }
         }
     }
 
     /// Keys with a value, a tombstone or a deletion's version: every key the store has a version for.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
+        try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { Array($0.versions.keys) }
+    }
+
+    /// A page of a sorted key list kept in `sorted` (made from `keys` when a change invalidated it).
+    private func page(
+        after cursor: Key?,
+        limit: Int,
+        sorted cache: WritableKeyPath<Storage, [Key]?>,
+        keys: (Storage) -> [Key]
+    ) throws -> [Key] {
         try Self.checkListLimit(limit)
         return storage.withLock { storage in
             let sorted: [Key]
-            if let cached = storage.sortedVersionedKeys {
+            if let cached = storage[keyPath: cache] {
                 sorted = cached
             } else {
-                sorted = storage.versions.keys.sorted()
-                storage.sortedVersionedKeys = sorted
+                sorted = keys(storage).sorted()
+                storage[keyPath: cache] = sorted
             }
             return Self.page(sorted, after: cursor, limit: limit)
         }
