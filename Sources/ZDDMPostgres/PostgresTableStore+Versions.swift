@@ -54,34 +54,18 @@ extension PostgresTableStore {
     }
 
     public func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>] {
-        let capture = try requireCapture()
-        return try await core.run(.changes, on: database) {
-            try await capture.changes(limit: limit) { try core.key($0, for: .changes) }
-        }
+        try await core.capturedChanges(limit: limit, capture: changeCapture, on: database)
     }
 
     public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        let capture = try requireCapture()
-        try await core.run(.changes, on: database) { try await capture.removeChanges(sequences) }
+        try await core.removeCapturedChanges(sequences, capture: changeCapture, on: database)
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {
-        let capture = try requireCapture()
-        return try await core.run(.changes, on: database) { try await capture.changeBacklog() }
+        try await core.changeBacklog(capture: changeCapture, on: database)
     }
 
     // MARK: Helpers
-
-    private func requireCapture() throws -> PostgresChangeCapture {
-        guard let changeCapture else {
-            throw ZDDMError(
-                .unsupported,
-                operation: .changes,
-                message: "table \(mapping.table): this store captures no changes (pass changeCapture:)"
-            )
-        }
-        return changeCapture
-    }
 
     private func captureStatements(_ operation: StoreOperation) throws -> CaptureStatements {
         guard let captureSQL else {

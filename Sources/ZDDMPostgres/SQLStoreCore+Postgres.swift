@@ -97,3 +97,47 @@ extension SQLStoreCore {
         )
     }
 }
+
+/// What both PostgreSQL stores do with their table's change capture.
+extension SQLStoreCore {
+    /// The change table's oldest entries.
+    func capturedChanges(
+        limit: Int,
+        capture: PostgresChangeCapture?,
+        on database: PostgresDatabase
+    ) async throws
+        -> [CapturedChange<Key>]
+    {
+        let capture = try requireCapture(capture)
+        return try await run(.changes, on: database) {
+            try await capture.changes(limit: limit) { try key($0, for: .changes) }
+        }
+    }
+
+    /// Removes applied entries from the change table.
+    func removeCapturedChanges(
+        _ sequences: [Int64],
+        capture: PostgresChangeCapture?,
+        on database: PostgresDatabase
+    ) async throws {
+        let capture = try requireCapture(capture)
+        try await run(.changes, on: database) { try await capture.removeChanges(sequences) }
+    }
+
+    /// The change table's size and the age of its oldest entry.
+    func changeBacklog(capture: PostgresChangeCapture?, on database: PostgresDatabase) async throws -> ChangeBacklog {
+        let capture = try requireCapture(capture)
+        return try await run(.changes, on: database) { try await capture.changeBacklog() }
+    }
+
+    private func requireCapture(_ capture: PostgresChangeCapture?) throws -> PostgresChangeCapture {
+        guard let capture else {
+            throw ZDDMError(
+                .unsupported,
+                operation: .changes,
+                message: "table \(table): this store captures no changes (pass changeCapture:)"
+            )
+        }
+        return capture
+    }
+}

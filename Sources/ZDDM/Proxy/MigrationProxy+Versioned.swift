@@ -19,48 +19,10 @@ extension MigrationProxy {
 
     // MARK: Read
 
-    /// The read-through with versions: New first; on a miss, Old's record and version are filled through the
-    /// fence (a tombstone at Old's version when Old has nothing), so a fill never overwrites a newer write.
-    func readThroughVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
-        if let fleet = core.fleet, !fleet.mayReadNew {
-            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-        }
-        switch ledger.readPlan(key) {
-        case .normal:
-            break
-        case .bypass:
-            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-        case .repair(let epoch):
-            if core.newCallTimeout == nil {
-                await core.repair(key, epoch: epoch)
-            } else {
-                _ = await core.withinBudget(.writeIfNewer, RepairStep(core: core, key: key, epoch: epoch))
-            }
-            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-        }
-        let record: StoreRecord<Value>?
-        do {
-            record =
-                core.newCallTimeout == nil
-                ? try await core.callNewOrThrow(.read) { try await new.read(key) }
-                : try await readNewWithinBudget(key)
-        } catch {
-            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
-        }
-        switch record {
-        case .value(let value):
-            metrics.read(.new)
-            return served(value, .new, span)
-        case .tombstone:
-            metrics.read(.new)
-            return served(nil, .new, span)
-        case nil:
-            return try await readOldAndFillVersioned(key, span)
-        }
-    }
-
+    /// A read-through miss with versions: Old's record and version are filled through the fence (a tombstone at
+    /// Old's version when Old has nothing), so a fill never overwrites a newer write.
     @inline(never)
-    private func readOldAndFillVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+    func readOldAndFillVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         let found: VersionedRecord<Value>?
         do {
             found = try await core.storeSpan(.old, .read) { try await old.readVersioned(key) }

@@ -183,12 +183,17 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .newAuthoritative(let fillFromOld):
             return try await readAuthoritativeNew(key, fillFromOld: fillFromOld, span)
         case .newFirst:
-            return core.usesVersions ? try await readThroughVersioned(key, span) : try await readThrough(key, span)
+            return try await readThrough(key, span)
         }
     }
 
-    /// The original ZDDM read-through, with the safety memory's protection.
+    /// The original ZDDM read-through: New first, a miss reads Old and fills New (through the fence with versions,
+    /// else with insert-if-absent under the safety memory's protection). In a fleet, New is read only under a current
+    /// view of the shared state that the change applier has caught up with.
     private func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+        if let fleet = core.fleet, !fleet.mayReadNew {
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        }
         switch ledger.readPlan(key) {
         case .normal:
             break
@@ -198,7 +203,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             if core.newCallTimeout == nil {
                 await core.repair(key, epoch: epoch)
             } else {
-                _ = await core.withinBudget(.invalidate, RepairStep(core: core, key: key, epoch: epoch))
+                let operation: StoreOperation = core.usesVersions ? .writeIfNewer : .invalidate
+                _ = await core.withinBudget(operation, RepairStep(core: core, key: key, epoch: epoch))
             }
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
@@ -219,7 +225,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             metrics.read(.new)
             return served(nil, .new, span)
         case nil:
-            return try await readOldAndFill(key, span)
+            return core.usesVersions
+                ? try await readOldAndFillVersioned(key, span) : try await readOldAndFill(key, span)
         }
     }
 
