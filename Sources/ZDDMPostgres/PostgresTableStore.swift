@@ -28,7 +28,18 @@ public import ZDDMSQL
 /// triggers order them, and Old holds no tombstones in a migration (should a ``writeTombstone(_:)`` race with a
 /// ``writeVersioned(_:_:)`` of the same key, both the row and the tombstone may remain, and reads return the row).
 /// Statements failing with a serialization failure caused by a concurrent delete of the same key are retried, up to
-/// 5 times. Fenced writes (New's role) throw ``ZDDM/ZDDMError/Code/unsupported``.
+/// 5 times. Fenced writes throw ``ZDDM/ZDDMError/Code/unsupported`` in this role.
+///
+/// ## Fenced writes (New's role)
+///
+/// Given a `versionColumn` (and no change capture), the store declares ``ZDDM/StoreCapabilities/versions`` and
+/// keeps the versions it is given: ``prepare()`` adds the column (`bigint NOT NULL DEFAULT 0`) to your table and to
+/// the tombstone side table when they lack it. ``writeIfNewer(_:_:)`` and ``writeManyIfNewer(_:)`` run in one
+/// transaction holding the keys' advisory locks: they read each key's version (its row's, else its tombstone's)
+/// and store a record only over nothing or an older version, a value as the row (removing a tombstone) and a
+/// tombstone in the side table (removing the row), each with its version. Plain writes keep the key's version (a
+/// key they create has version 0). Old's operations (``writeVersioned(_:_:)``, ``deleteVersioned(_:)``, the change
+/// table) throw ``ZDDM/ZDDMError/Code/unsupported`` in this role.
 public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The database holding the table.
     public let database: PostgresDatabase
@@ -38,13 +49,17 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     public var maxValueSize: Int { core.maxValueSize }
     /// Change capture on the table, when the store plays Old with versions.
     public let changeCapture: PostgresChangeCapture?
+    /// The version column of the table and of the tombstone side table, when the store plays New with versions.
+    public let versionColumn: SQLIdentifier?
     let core: SQLStoreCore<Key, Value>
     let sql: Statements
     let captureSQL: CaptureStatements?
+    let fenceSQL: FenceStatements?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
         if changeCapture != nil { capabilities.formUnion([.versions, .changeCapture]) }
+        if versionColumn != nil { capabilities.insert(.versions) }
         return capabilities
     }
 
@@ -55,14 +70,35 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     ///   - maxValueSize: The largest value accepted, in bytes; 16 MiB by default.
     ///   - changeCapture: Change capture on the mapping's table (Old's role); its table and key column must be the
     ///     mapping's. `nil` by default.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1, or a change capture
-    ///   for another table or key column, or whose version column is a mapped column.
+    ///   - versionColumn: For New's role (without `changeCapture`), the version column of the table and of the
+    ///     tombstone side table; `nil` (no versions) by default.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a size below 1, a change capture
+    ///   for another table or key column, a version column that is a mapped column or an invalid name, or both a
+    ///   change capture and a version column.
     public init(
         database: PostgresDatabase,
         mapping: RowMapping<Value>,
         maxValueSize: Int = 16 << 20,
-        changeCapture: ChangeCaptureSchema? = nil
+        changeCapture: ChangeCaptureSchema? = nil,
+        versionColumn: String? = nil
     ) throws {
+        let version = try versionColumn.map { try SQLIdentifier($0, role: "version column name") }
+        if let version {
+            guard changeCapture == nil else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "a version column is for New's role and change capture for Old's: pass one of them"
+                )
+            }
+            guard !mapping.valueColumns.contains(where: { $0.name.lowercased() == version.name.lowercased() }),
+                version.name.lowercased() != mapping.keyColumn.name.lowercased()
+            else {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "the version column \(version) must not be one of the mapping's columns"
+                )
+            }
+        }
         if let changeCapture {
             guard changeCapture.table == mapping.table, changeCapture.keyColumn == mapping.keyColumn else {
                 throw ZDDMError(
@@ -87,18 +123,26 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
         self.core = try SQLStoreCore(mapping: mapping, maxValueSize: maxValueSize)
         self.sql = Statements(mapping, keyKind: Key.sqlKeyKind)
         self.captureSQL = changeCapture.map { CaptureStatements(mapping, keyKind: Key.sqlKeyKind, capture: $0) }
+        self.versionColumn = version
+        self.fenceSQL = version.map { FenceStatements(mapping, keyKind: Key.sqlKeyKind, versionColumn: $0) }
     }
 
     /// Checks the user's table and creates the tombstone side table if it does not exist; with change capture,
-    /// checks that it is installed (``PostgresChangeCapture/install(lockTimeout:)`` installs it).
+    /// checks that it is installed (``PostgresChangeCapture/install(lockTimeout:)`` installs it); with a version
+    /// column, adds it to both tables where it is missing.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when the table is missing, lacks a
     ///   mapped column, its key column cannot hold this store's keys, or change capture is configured but not
     ///   installed (naming what is missing).
     public func prepare() async throws {
         try await core.run(.prepare, on: database) {
-            try await checkUserTable()
+            try await checkUserTable(withVersion: false)
             _ = try await database.rows(sql.createTombstones, PostgresBindings())
             try await changeCapture?.requireInstalled()
+            if let fenceSQL {
+                for statement in fenceSQL.addVersionColumns {
+                    _ = try await database.rows(statement, PostgresBindings())
+                }
+            }
         }
     }
 
@@ -107,25 +151,25 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` naming what does not fit or is missing.
     public func checkSchema() async throws {
         try await core.run(.prepare, on: database) {
-            try await checkUserTable()
+            try await checkUserTable(withVersion: true)
             try await PostgresBinding.checkTable(
                 database,
                 table: mapping.tombstoneTable,
                 keyColumn: mapping.tombstoneKeyColumn,
                 keyKind: Key.sqlKeyKind,
-                otherColumns: []
+                otherColumns: versionColumn.map { [$0] } ?? []
             )
             try await changeCapture?.requireInstalled()
         }
     }
 
-    private func checkUserTable() async throws {
+    private func checkUserTable(withVersion: Bool) async throws {
         try await PostgresBinding.checkTable(
             database,
             table: mapping.table,
             keyColumn: mapping.keyColumn,
             keyKind: Key.sqlKeyKind,
-            otherColumns: mapping.valueColumns
+            otherColumns: mapping.valueColumns + (withVersion ? versionColumn.map { [$0] } ?? [] : [])
         )
     }
 
@@ -224,7 +268,7 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
     // MARK: Helpers
 
     /// Runs `body` in a transaction holding the advisory locks of `keys`, taken in ascending order.
-    private func locked<T: Sendable>(
+    func locked<T: Sendable>(
         _ operation: StoreOperation,
         keys: [Key],
         _ body: @escaping @Sendable (LockedConnection) async throws -> T

@@ -68,6 +68,60 @@ struct PostgresVersionConformanceTests {
         )
     }
 
+    // MARK: New's role: the user's own table keeping the versions it is given
+
+    @Test("Own table as New (fence), String keys")
+    func tableFenceString() async throws {
+        try await runTableFence(keyType: "text", key: { "key-\($0)" }, areInIncreasingOrder: utf8Order)
+    }
+
+    @Test("Own table as New (fence), Int64 keys")
+    func tableFenceInt64() async throws {
+        try await runTableFence(keyType: "bigint", key: { Int64($0) - 50 }, areInIncreasingOrder: { $0 < $1 })
+    }
+
+    @Test("Own table as New (fence), byte keys")
+    func tableFenceBytes() async throws {
+        try await runTableFence(
+            keyType: "bytea",
+            key: { KeyBytes([UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0), 0x04]) },
+            areInIncreasingOrder: { $0 < $1 }
+        )
+    }
+
+    @Test("Own table as New: prepare adds the version column to both tables; checkSchema names it when missing")
+    func tableFenceSchema() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let table = uniqueTableName("newschema")
+            try await database.execute("CREATE TABLE \"\(table)\" (id bigint PRIMARY KEY, body text NOT NULL)")
+            let store = try versionedTableStore(Int64.self, database: database, table: table)
+            let missing = await #expect(throws: ZDDMError.self) { try await store.checkSchema() }
+            #expect(missing?.code == .invalidArgument)
+            try await store.prepare()
+            try await store.prepare()  // idempotent
+            try await store.checkSchema()
+            #expect(try await store.writeIfNewer(7, .value("seven", version: 3)))
+            #expect(try await store.readVersioned(7) == .value("seven", version: 3))
+            #expect(store.capabilities.contains(.versions) && !store.capabilities.contains(.changeCapture))
+            await #expect(throws: ZDDMError.self) { try await store.writeVersioned(8, "eight") }
+            #expect(throws: ZDDMError.self) {
+                try PostgresTableStore<Int64, String>(
+                    database: database,
+                    mapping: notesMapping(table),
+                    changeCapture: ChangeCaptureSchema(table: table, keyColumn: "id"),
+                    versionColumn: "zddm_version"
+                )
+            }
+            #expect(throws: ZDDMError.self) {
+                try PostgresTableStore<Int64, String>(
+                    database: database,
+                    mapping: notesMapping(table),
+                    versionColumn: "body"
+                )
+            }
+        }
+    }
+
     // MARK: Fleet state
 
     @Test("PostgresFleetStateStore passes the fleet-state suite")
@@ -141,6 +195,30 @@ struct PostgresVersionConformanceTests {
         }
     }
 
+    private func runTableFence<Key: SQLKey>(
+        keyType: String,
+        key: @escaping @Sendable (Int) -> Key,
+        areInIncreasingOrder: @escaping @Sendable (Key, Key) -> Bool
+    ) async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            try await StoreConformanceSuite(
+                makeStore: {
+                    let table = uniqueTableName("newtable")
+                    try await database.execute(
+                        "CREATE TABLE \"\(table)\" (id \(keyType) PRIMARY KEY, body text NOT NULL)"
+                    )
+                    let store = try versionedTableStore(Key.self, database: database, table: table)
+                    try await store.prepare()
+                    return store
+                },
+                key: key,
+                value: { "note \($0)" },
+                areInIncreasingOrder: areInIncreasingOrder,
+                versionRoles: [.fence]
+            ).run()
+        }
+    }
+
     private func runTableCapture<Key: SQLKey>(
         keyType: String,
         key: @escaping @Sendable (Int) -> Key,
@@ -197,4 +275,28 @@ func capturedTableStore<Key: SQLKey>(
     )
     try await store.prepare()
     return store
+}
+
+/// The mapping of a user's table `(id, body)`.
+func notesMapping(_ table: String) throws -> RowMapping<String> {
+    try RowMapping(
+        table: table,
+        keyColumn: "id",
+        valueColumns: ["body"],
+        encode: { ["body": .text($0)] },
+        decode: { try $0.text("body") }
+    )
+}
+
+/// A table store playing New over a user's table `(id, body)`, with versions in `zddm_version`.
+func versionedTableStore<Key: SQLKey>(
+    _: Key.Type,
+    database: PostgresDatabase,
+    table: String
+) throws -> PostgresTableStore<Key, String> {
+    try PostgresTableStore<Key, String>(
+        database: database,
+        mapping: notesMapping(table),
+        versionColumn: "zddm_version"
+    )
 }
