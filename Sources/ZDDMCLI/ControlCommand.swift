@@ -1,9 +1,7 @@
 package import ArgumentParser
 import Foundation
 import ZDDM
-import ZDDMPostgres
 import ZDDMSQL
-import ZDDMSQLite
 
 /// `zddm control`: read or change a migration's shared fleet state.
 package struct ControlCommand: AsyncParsableCommand {
@@ -13,8 +11,10 @@ package struct ControlCommand: AsyncParsableCommand {
         discussion: """
             Every instance of a fleet follows one row per migration in a shared table (zddm_fleet by default, \
             usually in Old's database): stage, rate, the high-water rate (the largest rate used), the killswitch, \
-            and the barrier counters behind and caught up. Turning the killswitch on (or the stage to off) moves \
-            behind on: instances read New again only once the change applier has caught up past it.
+            the barrier counters behind and caught up, and the latest clean verify pass. Turning the killswitch on \
+            (or the stage to off) moves behind on: instances read New again only once the change applier has caught \
+            up past it. Rampdown is permitted once a clean zddm verify pass (run with --migration) began after New \
+            last fell behind.
             """,
         subcommands: [ControlShowCommand.self, ControlSetCommand.self]
     )
@@ -55,20 +55,7 @@ struct ControlOptions: ParsableArguments {
         prepare: Bool,
         _ body: (any FleetStateStore) async throws -> T
     ) async throws -> T {
-        try await OpenedDatabase.with(state, option: "--state") { database in
-            let store: any FleetStateStore
-            switch database {
-            case .sqlite(let sqlite):
-                let sqliteStore = try SQLiteFleetStateStore(database: sqlite, table: table)
-                if prepare { try await sqliteStore.prepare() }
-                store = sqliteStore
-            case .postgres(let postgres, _):
-                let postgresStore = try PostgresFleetStateStore(database: postgres, table: table)
-                if prepare { try await postgresStore.prepare() }
-                store = postgresStore
-            }
-            return try await body(store)
-        }
+        try await OpenedDatabase.withFleetStateStore(state, option: "--state", table: table, prepare: prepare, body)
     }
 
     /// Prints a state as a line or as JSON.
@@ -84,8 +71,9 @@ struct ControlShowCommand: AsyncParsableCommand {
         commandName: "show",
         abstract: "Print a migration's shared fleet state.",
         discussion: """
-            One line, or a JSON object with --json. A migration never set reads as stage off, rate 0. The table must \
-            exist (control set creates it). Changes nothing.
+            One line, or a JSON object with --json, including the latest clean verify pass and whether live → \
+            rampdown is permitted now (and if not, what it needs). A migration never set reads as stage off, rate 0. \
+            The table must exist (control set creates it). Changes nothing.
             """
     )
 
@@ -106,10 +94,11 @@ struct ControlSetCommand: AsyncParsableCommand {
         abstract: "Change a migration's shared fleet state, then print it.",
         discussion: """
             Creates the table when missing. Only the options given change; the high-water rate never goes down. \
-            The change is checked against the state read just before it (instances follow the shared state \
-            without checking it): complete only from rampdown; rampdown only from live, at rate 1, with the \
-            killswitch off, the change applier caught up, and --verified; rate 1 throughout rampdown and complete; \
-            nothing out of complete. A refused change changes nothing.
+            The change is checked in the same transaction that makes it: complete only from rampdown; rampdown \
+            only from live, at rate 1, with the killswitch off, the change applier caught up, and a clean verify \
+            pass recorded (zddm verify --migration) that began after New last fell behind; rate 1 throughout \
+            rampdown and complete; nothing out of complete. A refused change changes nothing and says what is \
+            missing.
             """
     )
 
@@ -128,9 +117,6 @@ struct ControlSetCommand: AsyncParsableCommand {
 
     @Option(help: "The killswitch: on or off.")
     var killswitch: Switch?
-
-    @Flag(help: "Confirm that a zddm verify pass was clean since New last fell behind (needed for live → rampdown).")
-    var verified = false
 
     func validate() throws {
         _ = try change()
@@ -157,9 +143,7 @@ struct ControlSetCommand: AsyncParsableCommand {
     func run() async throws {
         let change = try change()
         let state = try await options.withStore(prepare: true) { store in
-            let current = try await store.state(of: options.migration)
-            _ = try FleetControlCheck.check(change, from: current, verified: verified)
-            return try await store.update(options.migration, change)
+            try await store.update(options.migration, change)
         }
         try options.print(state)
     }

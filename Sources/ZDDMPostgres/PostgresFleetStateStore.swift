@@ -11,9 +11,11 @@ public import ZDDMSQL
 /// | `behind`, `caught_up` | `bigint` | the fleet's barrier |
 /// | `lease_holder`, `lease_token`, `lease_expires` | `text`, `bigint`, `timestamptz`, nullable | the change applier's lease |
 /// | `last_token` | `bigint` | the last fencing token given out |
+/// | `verified_behind` | `bigint`, nullable | the latest clean verify pass (``ZDDM/FleetState/verifiedBehind``) |
 ///
 /// Every method is atomic: ``update(_:_:)`` reads the row `FOR UPDATE`, applies ``ZDDM/FleetState/applying(_:)``
-/// and writes it back in one transaction; the others are one statement each. Lease expiry is measured by the
+/// and writes it back in one transaction, and so does ``recordCleanVerify(_:startedAt:)`` with
+/// ``ZDDM/FleetState/recordingCleanVerify(startedAt:)``; the others are one statement each. Lease expiry is measured by the
 /// server's `clock_timestamp()`, so instances on different machines agree whatever their own clocks say.
 public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible {
     /// The database holding the table.
@@ -33,10 +35,14 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         self.sql = Statements(self.table)
     }
 
-    /// Creates the table if it does not exist.
+    /// Creates the table if it does not exist, and adds the `verified_behind` column to a table an earlier version
+    /// created (empty: no verify pass recorded).
     /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/storeFailed`` when PostgreSQL fails.
     public func prepare() async throws {
-        try await run { _ = try await database.rows(sql.create, PostgresBindings()) }
+        try await run {
+            _ = try await database.rows(sql.create, PostgresBindings())
+            _ = try await database.rows(sql.addVerifiedBehind, PostgresBindings())
+        }
     }
 
     public func state(of migration: String) async throws -> FleetState {
@@ -92,6 +98,29 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         return try await run { !(try await database.rows(sql.publishCaughtUp, binds)).isEmpty }
     }
 
+    public func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        let sql = sql
+        let logger = database.logger
+        return try await run {
+            try await database.client.withTransaction(logger: logger) { connection in
+                let name = Self.name(migration)
+                try await connection.query(PostgresQuery(unsafeSQL: sql.ensure, binds: name), logger: logger)
+                let rows = try await connection.query(
+                    PostgresQuery(unsafeSQL: sql.selectForUpdate, binds: name),
+                    logger: logger
+                ).collect()
+                guard let row = rows.first else {
+                    throw ZDDMError(.storeFailed, operation: .fleetState, message: "the migration's row vanished")
+                }
+                let next = try Self.state(row).recordingCleanVerify(startedAt: behind)
+                var binds = Self.name(migration)
+                binds.append(next.verifiedBehind.map { Int64(bitPattern: $0) })
+                try await connection.query(PostgresQuery(unsafeSQL: sql.writeVerified, binds: binds), logger: logger)
+                return next
+            }
+        }
+    }
+
     public func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64? {
         guard duration > .zero else {
             throw ZDDMError(.invalidArgument, operation: .fleetState, message: "a lease's duration must be positive")
@@ -123,10 +152,10 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         return binds
     }
 
-    /// A state from `stage, rate, high_water, killswitch, behind, caught_up`.
+    /// A state from `stage, rate, high_water, killswitch, behind, caught_up, verified_behind`.
     private static func state(_ row: PostgresRow) throws -> FleetState {
-        let (stage, rate, highWater, killswitch, behind, caughtUp) = try row.decode(
-            (String, Double, Double, Bool, Int64, Int64).self
+        let (stage, rate, highWater, killswitch, behind, caughtUp, verified) = try row.decode(
+            (String, Double, Double, Bool, Int64, Int64, Int64?).self
         )
         guard let stage = MigrationStage(rawValue: stage) else {
             throw ZDDMError(
@@ -141,7 +170,8 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
             highWaterRate: highWater,
             killswitch: killswitch,
             behind: UInt64(bitPattern: behind),
-            caughtUp: UInt64(bitPattern: caughtUp)
+            caughtUp: UInt64(bitPattern: caughtUp),
+            verifiedBehind: verified.map { UInt64(bitPattern: $0) }
         )
     }
 
@@ -156,7 +186,12 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
                 throw known
             }
             var message = "fleet state table \(table) on \(database.server)"
-            if let hint = PostgresErrors.hint(for: error) { message += ": " + hint }
+            if PostgresErrors.sqlState(error) == "42703" {
+                message += ": a column is missing (an earlier version created the table): prepare() adds it, as does "
+                message += "zddm control set"
+            } else if let hint = PostgresErrors.hint(for: error) {
+                message += ": " + hint
+            }
             throw ZDDMError(
                 .storeFailed,
                 operation: .fleetState,
@@ -175,6 +210,8 @@ extension PostgresFleetStateStore {
         let ensure: String
         let selectForUpdate: String
         let write: String
+        let addVerifiedBehind: String
+        let writeVerified: String
         let markBehind: String
         let publishCaughtUp: String
         let acquire: String
@@ -182,15 +219,17 @@ extension PostgresFleetStateStore {
 
         init(_ table: SQLIdentifier) {
             let f = table.quoted
-            let columns = "stage, rate, high_water, killswitch, behind, caught_up"
+            let columns = "stage, rate, high_water, killswitch, behind, caught_up, verified_behind"
             create = """
                 CREATE TABLE IF NOT EXISTS \(f) (migration text PRIMARY KEY, \
                 stage text NOT NULL DEFAULT 'off', rate float8 NOT NULL DEFAULT 0, \
                 high_water float8 NOT NULL DEFAULT 0, killswitch boolean NOT NULL DEFAULT false, \
                 behind bigint NOT NULL DEFAULT 0, caught_up bigint NOT NULL DEFAULT 0, \
                 lease_holder text, lease_token bigint, lease_expires timestamptz, \
-                last_token bigint NOT NULL DEFAULT 0)
+                last_token bigint NOT NULL DEFAULT 0, verified_behind bigint)
                 """
+            addVerifiedBehind = "ALTER TABLE \(f) ADD COLUMN IF NOT EXISTS verified_behind bigint"
+            writeVerified = "UPDATE \(f) SET verified_behind = $2 WHERE migration = $1"
             select = "SELECT \(columns) FROM \(f) WHERE migration = $1"
             ensure = "INSERT INTO \(f) (migration) VALUES ($1) ON CONFLICT (migration) DO NOTHING"
             selectForUpdate = "SELECT \(columns) FROM \(f) WHERE migration = $1 FOR UPDATE"

@@ -6,8 +6,9 @@ public import ZDDMSQL
 /// database file.
 ///
 /// The table (`zddm_fleet` by default) has the columns `migration` (primary key), `stage`, `rate`, `high_water`,
-/// `killswitch`, `behind`, `caught_up`, `lease_holder`, `lease_token`, `lease_expires` and `last_token`;
-/// ``prepare()`` creates it. Every method is one SQLite write transaction (`BEGIN IMMEDIATE`), so concurrent
+/// `killswitch`, `behind`, `caught_up`, `lease_holder`, `lease_token`, `lease_expires`, `last_token` and
+/// `verified_behind` (nullable: the latest clean verify pass); ``prepare()`` creates it, and adds `verified_behind` to
+/// a table an earlier version created. Every method is one SQLite write transaction (`BEGIN IMMEDIATE`), so concurrent
 /// callers, in this process or others, see each other's changes whole. Lease expiry is measured by SQLite's clock
 /// (`julianday('now')`, the machine's clock read by SQLite), so processes on one machine sharing the file agree.
 /// Migration names and lease holders are bound parameters: any string is accepted.
@@ -29,13 +30,18 @@ public struct SQLiteFleetStateStore: FleetStateStore, CustomStringConvertible {
         self.sql = Statements(self.table)
     }
 
-    /// Creates the table if it does not exist, then checks that it has every column.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks a column, or
-    ///   ``ZDDMError/Code/storeFailed`` when SQLite fails.
+    /// Creates the table if it does not exist, adds the `verified_behind` column to a table an earlier version
+    /// created (empty: no verify pass recorded), then checks that it has every column.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks another
+    ///   column, or ``ZDDMError/Code/storeFailed`` when SQLite fails.
     public func prepare() async throws {
         try await run(.prepare) { [sql, table] db in
             try db.execute(sql: sql.create)
-            let columns = try SQLiteChangeCapture.tableColumns(db, table)
+            var columns = try SQLiteChangeCapture.tableColumns(db, table)
+            if columns[Statements.verifiedBehind] == nil {
+                try db.execute(sql: sql.addVerifiedBehind)
+                columns = try SQLiteChangeCapture.tableColumns(db, table)
+            }
             for column in Statements.columns where columns[column] == nil {
                 throw ZDDMError(
                     .invalidArgument,
@@ -75,6 +81,15 @@ public struct SQLiteFleetStateStore: FleetStateStore, CustomStringConvertible {
             row.state.caughtUp = max(row.state.caughtUp, behind)
             try sql.save(db, migration, row)
             return true
+        }
+    }
+
+    public func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        try await run(.fleetState) { [sql] db in
+            var row = try sql.row(db, migration)
+            row.state = try row.state.recordingCleanVerify(startedAt: behind)
+            try sql.save(db, migration, row)
+            return row.state
         }
     }
 
@@ -122,6 +137,14 @@ public struct SQLiteFleetStateStore: FleetStateStore, CustomStringConvertible {
     ) async throws -> T {
         do {
             return writing ? try await database.writer.write(body) : try await database.writer.read(body)
+        } catch let error as DatabaseError where error.message?.hasPrefix("no such column") == true {
+            throw ZDDMError(
+                .storeFailed,
+                operation: operation,
+                message: "table \(table) in \(database.url) lacks a column (an earlier version created it): "
+                    + "prepare() adds it, as does zddm control set",
+                underlying: SQLiteErrors.sanitized(error)
+            )
         } catch {
             throw SQLiteErrors.wrap(error, operation: operation, table: table, database: database.url)
         }
@@ -142,13 +165,16 @@ extension SQLiteFleetStateStore {
     struct Statements: Sendable {
         static let columns = [
             "migration", "stage", "rate", "high_water", "killswitch", "behind", "caught_up", "lease_holder",
-            "lease_token", "lease_expires", "last_token",
+            "lease_token", "lease_expires", "last_token", verifiedBehind,
         ]
+        /// The column added after the first version of the table.
+        static let verifiedBehind = "verified_behind"
 
         let table: SQLIdentifier
         let create: String
         let read: String
         let upsert: String
+        let addVerifiedBehind: String
 
         init(_ table: SQLIdentifier) {
             self.table = table
@@ -157,8 +183,9 @@ extension SQLiteFleetStateStore {
                 CREATE TABLE IF NOT EXISTS \(t) ("migration" TEXT NOT NULL PRIMARY KEY, "stage" TEXT NOT NULL, \
                 "rate" REAL NOT NULL, "high_water" REAL NOT NULL, "killswitch" INTEGER NOT NULL, \
                 "behind" INTEGER NOT NULL, "caught_up" INTEGER NOT NULL, "lease_holder" TEXT, "lease_token" INTEGER, \
-                "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0)
+                "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0, "verified_behind" INTEGER)
                 """
+            addVerifiedBehind = "ALTER TABLE \(t) ADD COLUMN \"\(Self.verifiedBehind)\" INTEGER"
             let list = Self.columns.dropFirst().map { "\"\($0)\"" }
             read = "SELECT \(list.joined(separator: ", ")) FROM \(t) WHERE \"migration\" = ?"
             upsert = """
@@ -189,7 +216,8 @@ extension SQLiteFleetStateStore {
                 highWaterRate: row[2] ?? 0,
                 killswitch: (row[3] as Int64? ?? 0) != 0,
                 behind: UInt64(bitPattern: row[4] ?? 0),
-                caughtUp: UInt64(bitPattern: row[5] ?? 0)
+                caughtUp: UInt64(bitPattern: row[5] ?? 0),
+                verifiedBehind: (row[10] as Int64?).map { UInt64(bitPattern: $0) }
             )
             stored.leaseHolder = row[6]
             stored.leaseToken = (row[7] as Int64?).map { UInt64(bitPattern: $0) }
@@ -205,7 +233,7 @@ extension SQLiteFleetStateStore {
                 migration, state.stage.rawValue, state.rate, state.highWaterRate, state.killswitch ? 1 : 0,
                 Int64(bitPattern: state.behind), Int64(bitPattern: state.caughtUp), stored.leaseHolder,
                 stored.leaseToken.map { Int64(bitPattern: $0) }, stored.leaseExpires,
-                Int64(bitPattern: stored.lastToken),
+                Int64(bitPattern: stored.lastToken), state.verifiedBehind.map { Int64(bitPattern: $0) },
             ]
             try db.cachedStatement(sql: upsert).execute(arguments: StatementArguments(arguments))
         }

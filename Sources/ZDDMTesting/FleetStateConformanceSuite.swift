@@ -83,6 +83,123 @@ public struct FleetStateConformanceSuite<Store: FleetStateStore>: Sendable {
             )
         }
 
+        // The record of a clean verify pass: never goes down, never ahead of behind.
+        do {
+            let migration = name("verified")
+            expect(
+                try await store.state(of: migration).verifiedBehind == nil,
+                "verified-default",
+                "no verify pass is recorded for a migration never set up"
+            )
+            _ = try await store.markBehind(migration)
+            _ = try await store.markBehind(migration)
+            var state = try await store.recordCleanVerify(migration, startedAt: 1)
+            expect(
+                state.verifiedBehind == 1 && state.behind == 2 && !state.isVerified,
+                "verified-record",
+                "recording a pass that began at behind 1 sets verifiedBehind to 1 and changes nothing else"
+            )
+            state = try await store.recordCleanVerify(migration, startedAt: 2)
+            expect(state.verifiedBehind == 2 && state.isVerified, "verified-record", "a later pass moves it on")
+            state = try await store.recordCleanVerify(migration, startedAt: 1)
+            expect(state.verifiedBehind == 2, "verified-monotonic", "an older pass never moves it back")
+            var refused = false
+            do { _ = try await store.recordCleanVerify(migration, startedAt: 3) } catch {
+                refused = (error as? ZDDMError)?.code == .invalidArgument
+            }
+            expect(refused, "verified-ahead", "a pass cannot have begun at a behind not reached yet: invalidArgument")
+            state = try await store.state(of: migration)
+            expect(
+                state.verifiedBehind == 2 && state.behind == 2,
+                "verified-stored",
+                "the record is read back, and a refused record changes nothing"
+            )
+            _ = try await store.markBehind(migration)
+            expect(
+                try await store.state(of: migration).isVerified == false,
+                "verified-revoked",
+                "New falling behind after the pass revokes it"
+            )
+        }
+
+        // The rampdown rule, enforced by the store in the same step as the change.
+        do {
+            let migration = name("rampdown")
+            func refusal(_ change: FleetControlChange) async throws -> String? {
+                do {
+                    _ = try await store.update(migration, change)
+                    return nil
+                } catch let error as ZDDMError where error.code == .refusedTransition {
+                    return error.message
+                }
+            }
+            _ = try await store.update(migration, FleetControlChange(stage: .live, rate: 0.5))
+            let rate = try await refusal(FleetControlChange(stage: .rampdown))
+            expect(rate?.contains("rate 1") == true, "rampdown-rate", "rampdown at rate 0.5 is refused, naming rate")
+            var state = try await store.update(migration, FleetControlChange(rate: 1))
+            let caughtUp = try await refusal(FleetControlChange(stage: .rampdown))
+            expect(
+                caughtUp?.contains("change applier") == true && caughtUp?.contains("verify") == true,
+                "rampdown-caught-up",
+                "rampdown before the applier caught up and before a verify pass is refused, naming both"
+            )
+            if let token = try await store.acquireLease(migration, holder: "applier", duration: .seconds(60)) {
+                _ = try await store.publishCaughtUp(migration, through: state.behind, token: token)
+            }
+            let unverified = try await refusal(FleetControlChange(stage: .rampdown))
+            expect(
+                unverified?.contains("verify") == true && unverified?.contains("change applier") == false,
+                "rampdown-verify",
+                "rampdown without a clean verify pass is refused, naming it (and only it)"
+            )
+            state = try await store.recordCleanVerify(migration, startedAt: state.behind)
+            let killed = try await refusal(FleetControlChange(stage: .rampdown, killswitch: true))
+            expect(killed?.contains("killswitch") == true, "rampdown-killswitch", "rampdown with the killswitch on")
+            let before = try await store.state(of: migration)
+            expect(
+                before.stage == .live && before.verifiedBehind == state.verifiedBehind && !before.killswitch,
+                "rampdown-refused-unchanged",
+                "a refused change changes nothing"
+            )
+            let permitted = try await refusal(FleetControlChange(stage: .rampdown))
+            state = try await store.state(of: migration)
+            expect(
+                permitted == nil && state.stage == .rampdown && state.verifiedBehind == before.verifiedBehind,
+                "rampdown-permitted",
+                "rampdown is permitted at rate 1, killswitch off, caught up, after a clean pass since the last fall-behind"
+            )
+            let lower = try await refusal(FleetControlChange(rate: 0.5))
+            expect(lower?.contains("rate must stay 1") == true, "rampdown-rate-stays", "the rate stays 1 in rampdown")
+            let completed = try await refusal(FleetControlChange(stage: .complete))
+            let back = try await refusal(FleetControlChange(stage: .live))
+            expect(
+                permitted != nil || (completed == nil && back != nil),
+                "complete-final",
+                "complete is reached from rampdown and never left"
+            )
+            let fresh = name("rampdown-fresh")
+            var jumped: Bool
+            do {
+                _ = try await store.update(fresh, FleetControlChange(stage: .complete, rate: 1))
+                jumped = true
+            } catch {
+                jumped = false
+            }
+            expect(!jumped, "complete-from-rampdown", "complete only from rampdown")
+            do {
+                _ = try await store.update(fresh, FleetControlChange(stage: .rampdown, rate: 1))
+                jumped = true
+            } catch {
+                jumped = false
+            }
+            expect(!jumped, "rampdown-from-live", "rampdown only from live")
+            expect(
+                try await store.state(of: fresh) == FleetState(),
+                "rampdown-from-live",
+                "a refused change on a migration never set up changes nothing"
+            )
+        }
+
         // The barrier: concurrent marks are all counted; caught-up is published only by the lease holder.
         do {
             let migration = name("barrier")

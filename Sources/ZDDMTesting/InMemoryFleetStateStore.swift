@@ -58,6 +58,14 @@ public final class InMemoryFleetStateStore<C: Clock<Duration>>: FleetStateStore,
         }
     }
 
+    public func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        try storage.withLock { storage in
+            let next = try (storage.states[migration] ?? FleetState()).recordingCleanVerify(startedAt: behind)
+            storage.states[migration] = next
+            return next
+        }
+    }
+
     public func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64? {
         let now = clock.now
         return storage.withLock { storage in

@@ -28,6 +28,8 @@ private struct FleetStateJSON: Decodable, Equatable {
     var behind: UInt64
     var caughtUp: UInt64
     var isCaughtUp: Bool
+    var verifiedBehind: UInt64? = nil
+    var rampdownPermitted = false
 }
 
 /// Runs `zddm` with extra environment variables.
@@ -307,9 +309,10 @@ struct CaptureAndControlTests {
         }
         #expect(try control(["show", "--json"]).output == before)
 
-        // live → rampdown needs rate 1, the killswitch off, the applier caught up and --verified.
+        // live → rampdown needs rate 1, the killswitch off, the applier caught up and a recorded clean verify pass.
         #expect(try control(["set", "--stage", "live", "--rate", "1", "--killswitch", "off"]).status == 0)
-        expectError(try control(["set", "--stage", "rampdown"]), "the change applier has not caught up")
+        expectError(try control(["set", "--stage", "rampdown"]), "rampdown needs the change applier caught up")
+        expectError(try control(["set", "--stage", "rampdown"]), "a clean verify pass at rate 1")
         #expect(try control(["show", "--json"]).output.contains("\"stage\":\"live\""))
         return runs
     }
@@ -341,29 +344,99 @@ struct CaptureAndControlTests {
         }
     }
 
-    @Test("control set: the rampdown and complete transitions, checked against the shared state")
+    @Test("control set: rampdown permitted by a clean zddm verify --migration pass, revoked when New falls behind")
     func controlTransitions() async throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let path = try await makeAccounts(in: folder)
+        // Old (which also holds the shared state), and New: the same rows (a clean pass), or one row missing.
+        let path = folder.appendingPathComponent("old.sqlite").path
+        let samePath = folder.appendingPathComponent("same.sqlite").path
+        let differentPath = folder.appendingPathComponent("different.sqlite").path
+        try await makeOldTable(at: path, rows: 10)
+        try await makeOldTable(at: samePath, rows: 10)
+        try await makeOldTable(at: differentPath, rows: 9)
+
         func control(_ arguments: [String]) throws -> Run {
             try zddm(["control"] + arguments + ["--state", "sqlite:\(path)", "--migration", "m"], environment: [:])
         }
+        func verify(_ new: String, _ extra: [String] = ["--migration", "m"]) throws -> Run {
+            try zddm(
+                ["verify", "--from", "sqlite:\(path)", "--to", "sqlite:\(new)", "--table", "kv"] + extra,
+                environment: [:]
+            )
+        }
         #expect(try control(["set", "--stage", "live", "--rate", "0.5"]).status == 0)
-        expectError(try control(["set", "--stage", "rampdown"]), "rampdown needs rate 1 and the killswitch off")
+        expectError(try control(["set", "--stage", "rampdown"]), "rampdown needs rate 1 (the rate is 0.5)")
         // Rate 1 raises the high water, so New may be behind until the change applier has caught up (done here
         // through the library, as an applier holding the lease would).
         #expect(try control(["set", "--rate", "1"]).status == 0)
         let state = try SQLiteFleetStateStore(database: try SQLiteDatabase.open(url: "sqlite:\(path)"))
         let token = try #require(try await state.acquireLease("m", holder: "test", duration: .seconds(60)))
         #expect(try await state.publishCaughtUp("m", through: try await state.state(of: "m").behind, token: token))
-        expectError(try control(["set", "--stage", "rampdown"]), "pass --verified")
-        let rampdown = try control(["set", "--stage", "rampdown", "--verified"])
+        expectError(try control(["set", "--stage", "rampdown"]), "a clean verify pass at rate 1")
+        expectError(try control(["set", "--stage", "rampdown"]), "none recorded yet; run zddm verify")
+        var shown = try control(["show"]).output
+        #expect(shown.contains("behind 2, caught up 2; no clean verify pass recorded; rampdown needs a clean verify"))
+
+        // A pass that finds a mismatch records nothing; neither does a pass on a migration never set up.
+        let unclean = try verify(differentPath)
+        #expect(unclean.status == 1 && unclean.output.contains("fleet: nothing recorded"), "\(unclean.output)")
+        expectError(try verify(samePath, ["--migration", "never-set"]), "migration 'never-set' has no shared state")
+        expectError(try verify(samePath, ["--state", "sqlite:\(path)"]), "--state needs --migration")
+        #expect(try decode(FleetStateJSON.self, try control(["show", "--json"])).verifiedBehind == nil)
+
+        // A clean pass is recorded with the barrier read before it began, and permits rampdown.
+        let clean = try verify(samePath)
+        #expect(clean.status == 0, "\(clean.error)")
+        #expect(clean.output.contains("fleet: recorded a clean pass that began at behind 2"), "\(clean.output)")
+        #expect(clean.output.contains("rampdown permitted"), "\(clean.output)")
+        let json = try decode(FleetStateJSON.self, try control(["show", "--json"]))
+        #expect(json.verifiedBehind == 2 && json.rampdownPermitted && json.stage == "live")
+        shown = try control(["show"]).output
+        #expect(shown.contains("; clean verify pass recorded at behind 2; rampdown permitted"), "\(shown)")
+
+        // New falling behind revokes it, until another clean pass.
+        _ = try await state.markBehind("m")
+        #expect(try await state.publishCaughtUp("m", through: 3, token: token))
+        expectError(try control(["set", "--stage", "rampdown"]), "the last one began at behind 2")
+        #expect(try verify(samePath).status == 0)
+        try state.database.close()
+
+        let rampdown = try control(["set", "--stage", "rampdown"])
         #expect(rampdown.status == 0, "\(rampdown.error)")
-        expectError(try control(["set", "--rate", "0.5"]), "--rate must stay 1 in stage rampdown")
+        #expect(rampdown.output.contains("stage rampdown") && rampdown.output.contains("recorded at behind 3"))
+        expectError(try control(["set", "--rate", "0.5"]), "the rate must stay 1 in stage rampdown")
         #expect(try control(["set", "--stage", "complete"]).status == 0)
         expectError(try control(["set", "--stage", "live"]), "stage complete → live refused: Old is no longer written")
         #expect(try control(["show"]).output.contains("stage complete, rate 1.0"))
+    }
+
+    @Test("control on a table an earlier version created: show names the fix, set adds the column")
+    func controlOlderTable() async throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = try await makeAccounts(in: folder)
+        let database = try SQLiteDatabase.open(url: "sqlite:\(path)")
+        try await database.execute(
+            """
+            CREATE TABLE zddm_fleet ("migration" TEXT NOT NULL PRIMARY KEY, "stage" TEXT NOT NULL, \
+            "rate" REAL NOT NULL, "high_water" REAL NOT NULL, "killswitch" INTEGER NOT NULL, \
+            "behind" INTEGER NOT NULL, "caught_up" INTEGER NOT NULL, "lease_holder" TEXT, "lease_token" INTEGER, \
+            "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0)
+            """
+        )
+        try await database.execute(
+            "INSERT INTO zddm_fleet VALUES ('m', 'live', 1.0, 1.0, 0, 3, 3, NULL, NULL, NULL, 0)"
+        )
+        try database.close()
+        func control(_ arguments: [String]) throws -> Run {
+            try zddm(["control"] + arguments + ["--state", "sqlite:\(path)", "--migration", "m"], environment: [:])
+        }
+        expectError(try control(["show"]), "prepare() adds it, as does zddm control set")
+        let set = try control(["set", "--killswitch", "off"])
+        #expect(set.status == 0, "\(set.error)")
+        #expect(set.output.contains("stage live, rate 1.0") && set.output.contains("no clean verify pass recorded"))
+        #expect(try decode(FleetStateJSON.self, try control(["show", "--json"])).behind == 3)
     }
 
     // MARK: bad input and secrets

@@ -155,6 +155,41 @@ struct PostgresVersionConformanceTests {
         }
     }
 
+    @Test("PostgresFleetStateStore on a table an earlier version created: an error naming the fix, prepare() adds it")
+    func fleetStateOlderTable() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let table = uniqueTableName("fleet_old")
+            try await database.execute(
+                """
+                CREATE TABLE "\(table)" (migration text PRIMARY KEY, stage text NOT NULL DEFAULT 'off', \
+                rate float8 NOT NULL DEFAULT 0, high_water float8 NOT NULL DEFAULT 0, \
+                killswitch boolean NOT NULL DEFAULT false, behind bigint NOT NULL DEFAULT 0, \
+                caught_up bigint NOT NULL DEFAULT 0, lease_holder text, lease_token bigint, \
+                lease_expires timestamptz, last_token bigint NOT NULL DEFAULT 0)
+                """
+            )
+            try await database.execute(
+                "INSERT INTO \"\(table)\" (migration, stage, rate, high_water, behind, caught_up) "
+                    + "VALUES ('m', 'live', 1, 1, 4, 4)"
+            )
+            let store = try PostgresFleetStateStore(database: database, table: table)
+            do {
+                _ = try await store.state(of: "m")
+                Issue.record("a table without verified_behind must not read")
+            } catch let error as ZDDMError {
+                #expect(error.message.contains("prepare() adds it"), "\(error)")
+            }
+            try await store.prepare()
+            try await store.prepare()
+            var state = try await store.state(of: "m")
+            #expect(state == FleetState(stage: .live, rate: 1, highWaterRate: 1, behind: 4, caughtUp: 4))
+            state = try await store.recordCleanVerify("m", startedAt: 4)
+            #expect(state.permitsRampdown)
+            #expect(try await store.update("m", FleetControlChange(stage: .rampdown)).stage == .rampdown)
+            try await database.execute("DROP TABLE \"\(table)\"")
+        }
+    }
+
     // MARK: Runners
 
     private func runFence<Key: SQLKey>(

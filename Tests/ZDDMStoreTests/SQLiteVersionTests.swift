@@ -145,6 +145,39 @@ struct SQLiteVersionTests {
         #expect(try await first.state(of: "shared").behind == 40)
     }
 
+    @Test("The fleet state on a table an earlier version created: an error naming the fix, prepare() adds the column")
+    func fleetStateOlderTable() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let database = try SQLiteDatabase.open(url: "sqlite:" + directory.file())
+        try await database.execute(
+            """
+            CREATE TABLE zddm_fleet ("migration" TEXT NOT NULL PRIMARY KEY, "stage" TEXT NOT NULL, \
+            "rate" REAL NOT NULL, "high_water" REAL NOT NULL, "killswitch" INTEGER NOT NULL, \
+            "behind" INTEGER NOT NULL, "caught_up" INTEGER NOT NULL, "lease_holder" TEXT, "lease_token" INTEGER, \
+            "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0)
+            """
+        )
+        try await database.execute(
+            "INSERT INTO zddm_fleet VALUES ('m', 'live', 1.0, 1.0, 0, 4, 4, NULL, NULL, NULL, 0)"
+        )
+        let store = try SQLiteFleetStateStore(database: database)
+        do {
+            _ = try await store.state(of: "m")
+            Issue.record("a table without verified_behind must not read")
+        } catch let error as ZDDMError {
+            #expect(error.message.contains("prepare() adds it"), "\(error)")
+        }
+        try await store.prepare()
+        try await store.prepare()
+        var state = try await store.state(of: "m")
+        #expect(state == FleetState(stage: .live, rate: 1, highWaterRate: 1, behind: 4, caughtUp: 4))
+        state = try await store.recordCleanVerify("m", startedAt: 4)
+        #expect(state.permitsRampdown && state.verifiedBehind == 4)
+        #expect(try await store.update("m", FleetControlChange(stage: .rampdown)).stage == .rampdown)
+        #expect(try await store.state(of: "m").verifiedBehind == 4, "an update keeps the record")
+    }
+
     @Test("Plain SQL writers get versions and exactly one change entry per change, recursive triggers off and on")
     func plainSQLBypass() async throws {
         for recursive in [false, true] {
@@ -543,6 +576,9 @@ private final class AlternatingFleetStore: FleetStateStore, Sendable {
     func markBehind(_ migration: String) async throws -> UInt64 { try await store.markBehind(migration) }
     func publishCaughtUp(_ migration: String, through behind: UInt64, token: UInt64) async throws -> Bool {
         try await store.publishCaughtUp(migration, through: behind, token: token)
+    }
+    func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        try await store.recordCleanVerify(migration, startedAt: behind)
     }
     func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64? {
         try await store.acquireLease(migration, holder: holder, duration: duration)

@@ -81,6 +81,14 @@ struct VersionTests {
         #expect(failures.contains("caught-up-stale-holder"))
     }
 
+    @Test("The fleet-state suite catches a store that records a verify pass backwards or ahead of behind")
+    func fleetSuiteCatchesCarelessVerifyRecord() async throws {
+        let suite = FleetStateConformanceSuite(makeStore: { CarelessVerifyRecord() })
+        let failures = try await suite.failures().map(\.check)
+        #expect(failures.contains("verified-monotonic"))
+        #expect(failures.contains("verified-ahead"))
+    }
+
     @Test("A lease expires by the store's clock and goes to the next holder with a larger token")
     func leaseExpiryByInjectedClock() async throws {
         let clock = ManualClock()
@@ -159,6 +167,37 @@ private final class UnfencedFleetState: FleetStateStore {
         let token = try await base.acquireLease(migration, holder: holder, duration: duration)
         if let token { lastGranted.withLock { $0 = token } }
         return token
+    }
+    func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        try await base.recordCleanVerify(migration, startedAt: behind)
+    }
+    func releaseLease(_ migration: String, holder: String, token: UInt64) async throws {
+        try await base.releaseLease(migration, holder: holder, token: token)
+    }
+}
+
+/// A fleet state that records a verify pass as given: backwards, and ahead of behind.
+private final class CarelessVerifyRecord: FleetStateStore {
+    let base = InMemoryFleetStateStore()
+    let recorded = Mutex<[String: UInt64]>([:])
+    func state(of migration: String) async throws -> FleetState {
+        var state = try await base.state(of: migration)
+        state.verifiedBehind = recorded.withLock { $0[migration] }
+        return state
+    }
+    func update(_ migration: String, _ change: FleetControlChange) async throws -> FleetState {
+        try await base.update(migration, change)
+    }
+    func markBehind(_ migration: String) async throws -> UInt64 { try await base.markBehind(migration) }
+    func publishCaughtUp(_ migration: String, through behind: UInt64, token: UInt64) async throws -> Bool {
+        try await base.publishCaughtUp(migration, through: behind, token: token)
+    }
+    func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        recorded.withLock { $0[migration] = behind }
+        return try await state(of: migration)
+    }
+    func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64? {
+        try await base.acquireLease(migration, holder: holder, duration: duration)
     }
     func releaseLease(_ migration: String, holder: String, token: UInt64) async throws {
         try await base.releaseLease(migration, holder: holder, token: token)

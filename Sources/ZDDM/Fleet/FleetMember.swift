@@ -162,6 +162,18 @@ public final class FleetMember: Service, Sendable {
     /// Whether a view deadline taken earlier has not passed.
     func isBefore(_ deadline: Int64) -> Bool { clock.nanoseconds < deadline }
 
+    // MARK: Verify passes
+
+    /// The shared state's ``FleetState/behind`` now, read before a verify pass begins.
+    func sharedBehind() async throws -> UInt64 {
+        try await store.state(of: migration).behind
+    }
+
+    /// Records in the shared state a clean verify pass that began when ``FleetState/behind`` was `behind`.
+    func recordCleanVerify(startedAt behind: UInt64) async throws -> FleetState {
+        try await store.recordCleanVerify(migration, startedAt: behind)
+    }
+
     // MARK: The barrier
 
     /// Records in the shared state that New fell behind for a write whose Old step has committed, then waits until

@@ -5,6 +5,9 @@
 /// New may have fallen behind Old for some key (a write's New step did not happen, or New stopped being written),
 /// and ``caughtUp`` is the largest ``behind`` the change applier has caught up past. An instance reads New only while
 /// `caughtUp >= behind` in a view of this state that is still current.
+///
+/// It also records the latest clean verify pass (``verifiedBehind``): `live` → `rampdown` is permitted fleet-wide
+/// once a clean pass began after New last fell behind (see ``applying(_:)`` and ``missingForRampdown``).
 public struct FleetState: Sendable, Hashable, Codable {
     /// The stage.
     public var stage: MigrationStage
@@ -18,6 +21,13 @@ public struct FleetState: Sendable, Hashable, Codable {
     public var behind: UInt64
     /// The largest ``behind`` the change applier has caught up past.
     public var caughtUp: UInt64
+    /// The value of ``behind`` read before the latest clean verify pass began, or `nil` when none was recorded.
+    ///
+    /// A clean pass is a complete ``Verify`` pass at rate 1 that found no mismatch, with the safety memory empty
+    /// and the migration not degraded (``VerifyReport/isClean``). When it equals ``behind``, New has not fallen
+    /// behind since that pass began: the pass saw New hold what Old holds, and nothing can have made it stale since.
+    /// Recorded with ``FleetStateStore/recordCleanVerify(_:startedAt:)``; it never goes down.
+    public var verifiedBehind: UInt64?
 
     /// Creates a state.
     public init(
@@ -26,7 +36,8 @@ public struct FleetState: Sendable, Hashable, Codable {
         highWaterRate: Double = 0,
         killswitch: Bool = false,
         behind: UInt64 = 0,
-        caughtUp: UInt64 = 0
+        caughtUp: UInt64 = 0,
+        verifiedBehind: UInt64? = nil
     ) {
         self.stage = stage
         self.rate = rate
@@ -34,6 +45,7 @@ public struct FleetState: Sendable, Hashable, Codable {
         self.killswitch = killswitch
         self.behind = behind
         self.caughtUp = caughtUp
+        self.verifiedBehind = verifiedBehind
     }
 
     /// Whether proxies write New in this state (for keys the gate admits): the killswitch is off and the stage is
@@ -43,13 +55,54 @@ public struct FleetState: Sendable, Hashable, Codable {
     /// Whether the change applier has caught up with everything New fell behind on.
     public var isCaughtUp: Bool { caughtUp >= behind }
 
-    /// The state after an operator's change, with the rules every ``FleetStateStore`` applies: the high-water rate
-    /// never goes down; a change after which New is no longer written (killswitch on, stage `off`) moves
-    /// ``behind`` on, so that no instance reads New again before the applier has caught up; and so does a rise of
-    /// the high-water rate (instances that have not seen it yet write the newly admitted keys to Old only).
+    /// Whether a clean verify pass began after New last fell behind: ``verifiedBehind`` equals ``behind``.
+    public var isVerified: Bool { verifiedBehind == behind }
+
+    /// What this state lacks for `rampdown`, in words an operator can act on, in the order to fix them; empty when
+    /// rate, killswitch, change applier and verify pass all permit it. The stage is not considered: only `live`
+    /// moves to `rampdown`.
+    public var missingForRampdown: [String] {
+        var missing: [String] = []
+        if rate != 1 { missing.append("rate 1 (the rate is \(rate))") }
+        if killswitch { missing.append("the killswitch off") }
+        if !isCaughtUp {
+            missing.append(
+                "the change applier caught up (behind \(behind), caught up \(caughtUp); wait for the applier)"
+            )
+        }
+        if !isVerified {
+            let pass =
+                switch verifiedBehind {
+                case nil: "none recorded yet"
+                case let verified?:
+                    "the last one began at behind \(verified), and New has fallen behind since (behind \(behind))"
+                }
+            missing.append(
+                "a clean verify pass at rate 1 that began after New last fell behind (\(pass); run zddm verify "
+                    + "with --migration, or a Verify pass on an instance of the fleet)"
+            )
+        }
+        return missing
+    }
+
+    /// Whether `live` → `rampdown` is permitted now: the stage is `live` and nothing in ``missingForRampdown``.
+    public var permitsRampdown: Bool { stage == .live && missingForRampdown.isEmpty }
+
+    /// The state after an operator's change, with the rules every ``FleetStateStore`` applies atomically with the
+    /// change.
+    ///
+    /// The high-water rate never goes down; a change after which New is no longer written (killswitch on, stage
+    /// `off`) moves ``behind`` on, so that no instance reads New again before the applier has caught up; and so does
+    /// a rise of the high-water rate (instances that have not seen it yet write the newly admitted keys to Old only).
+    ///
+    /// Stage transitions are checked as a ``TrafficGate`` checks its own: nothing leaves `complete`; `complete` is
+    /// reached only from `rampdown`; `rampdown` only from `live`, and only when the state after the change has
+    /// rate 1, the killswitch off, the change applier caught up and a clean verify pass that began after New last
+    /// fell behind (``missingForRampdown`` is empty); the rate stays 1 throughout `rampdown` and `complete`.
     /// - Parameter change: What the operator changes.
     /// - Returns: The new state.
-    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` for a rate outside `[0, 1]`.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidRate`` for a rate outside `[0, 1]`, or
+    ///   ``ZDDMError/Code/refusedTransition`` for a transition these rules refuse, naming what is missing.
     public func applying(_ change: FleetControlChange) throws -> FleetState {
         var next = self
         if let rate = change.rate {
@@ -63,6 +116,59 @@ public struct FleetState: Sendable, Hashable, Codable {
         if let killswitch = change.killswitch { next.killswitch = killswitch }
         if writesNew, !next.writesNew { next.behind &+= 1 }
         if next.highWaterRate > highWaterRate { next.behind &+= 1 }
+        try checkTransition(to: next)
+        return next
+    }
+
+    /// Refuses a change these rules do not allow, from this state to `next`.
+    private func checkTransition(to next: FleetState) throws {
+        func refused(_ reason: String) -> ZDDMError {
+            ZDDMError(
+                .refusedTransition,
+                operation: .fleetState,
+                message: "stage \(stage) → \(next.stage) refused: \(reason)"
+            )
+        }
+        if stage != next.stage {
+            switch (stage, next.stage) {
+            case (.complete, _):
+                throw refused("Old is no longer written; going back needs a migration the other way")
+            case (_, .complete) where stage != .rampdown:
+                throw refused("go through rampdown first")
+            case (_, .rampdown) where stage != .live:
+                throw refused("only live can move to rampdown")
+            case (.live, .rampdown):
+                let missing = next.missingForRampdown
+                if !missing.isEmpty { throw refused("rampdown needs " + missing.joined(separator: "; ")) }
+            default:
+                break
+            }
+        }
+        if next.stage == .rampdown || next.stage == .complete, next.rate != 1 {
+            throw ZDDMError(
+                .refusedTransition,
+                operation: .fleetState,
+                message: "the rate must stay 1 in stage \(next.stage), got \(next.rate)"
+            )
+        }
+    }
+
+    /// The state after recording a clean verify pass that began when ``behind`` was `behind`: ``verifiedBehind``
+    /// becomes the larger of its value and `behind` (it never goes down).
+    /// - Parameter behind: The value of ``behind`` read before the pass began.
+    /// - Returns: The new state.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when `behind` is larger than ``behind``
+    ///   (no pass can have read it; recording it would permit rampdown once ``behind`` grows to it).
+    public func recordingCleanVerify(startedAt behind: UInt64) throws -> FleetState {
+        guard behind <= self.behind else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: .fleetState,
+                message: "a verify pass cannot have begun at behind \(behind): behind is \(self.behind)"
+            )
+        }
+        var next = self
+        next.verifiedBehind = max(verifiedBehind ?? 0, behind)
         return next
     }
 }
@@ -90,7 +196,7 @@ public struct FleetControlChange: Sendable, Hashable {
 /// Every method is one atomic step on the shared table. Lease expiry is measured by the store's own clock (the
 /// database server's), never by the instances' clocks.
 public protocol FleetStateStore: Sendable {
-    /// Reads a migration's state; a migration never set up reads as ``FleetState/init(stage:rate:highWaterRate:killswitch:behind:caughtUp:)``'s
+    /// Reads a migration's state; a migration never set up reads as ``FleetState/init(stage:rate:highWaterRate:killswitch:behind:caughtUp:verifiedBehind:)``'s
     /// defaults.
     /// - Parameter migration: The migration's name.
     func state(of migration: String) async throws -> FleetState
@@ -124,6 +230,16 @@ public protocol FleetStateStore: Sendable {
     /// - Returns: The lease's fencing token when `holder` holds it (a new, larger token each time the lease changes
     ///   hands; the same token on renewal), or `nil` while another holder's lease has not expired.
     func acquireLease(_ migration: String, holder: String, duration: Duration) async throws -> UInt64?
+
+    /// Records a clean verify pass atomically, with ``FleetState/recordingCleanVerify(startedAt:)``'s rules:
+    /// ``FleetState/verifiedBehind`` never goes down.
+    /// - Parameters:
+    ///   - migration: The migration's name.
+    ///   - behind: The value of ``FleetState/behind`` read before the pass began.
+    /// - Returns: The state after the record.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when `behind` is larger than the
+    ///   state's ``FleetState/behind``, or the store's error.
+    func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState
 
     /// Gives the lease up, if `holder` still holds it with `token`, so another instance can take it at once.
     func releaseLease(_ migration: String, holder: String, token: UInt64) async throws

@@ -14,6 +14,12 @@ public import ServiceLifecycle
 /// keys repaired, keys held back (an operation in flight, New traffic off) and keys whose repair failed; a failure
 /// of New does not stop the pass. A verify pass needs no proxy: build it on the migration's
 /// ``MigrationCore`` (the proxy's ``MigrationProxy/core`` when the process also serves traffic).
+///
+/// A clean pass (``VerifyReport/isClean``) permits `rampdown`: the gate records it, and so, when the core has a
+/// ``FleetMember``, does the fleet's shared state (``FleetStateStore/recordCleanVerify(_:startedAt:)``, with the
+/// value of ``FleetState/behind`` read before the pass began), which permits `rampdown` fleet-wide until New falls
+/// behind again. A shared state that cannot be read or written does not fail the pass: it is logged, and the
+/// report's ``VerifyReport/fleetVerifiedBehind`` stays `nil`.
 public final class Verify<Old: KeyValueStore, New: KeyValueStore>: Service
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     public typealias Key = Old.Key
@@ -66,6 +72,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` when a store fails.
     public func verify() async throws -> VerifyReport<Key> {
         var report = VerifyReport<Key>()
+        // In a fleet: the shared barrier before anything is compared, so a fall-behind during the pass revokes it.
+        let fleetMark = await readFleetMark()
         report.safetyMark = core.ledger.takeMark()
         let mark = core.gate.newBehindMark
         let rateAtStart = core.gate.rate
@@ -141,13 +149,51 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             core.metrics.verifyMismatches(report.counts)
         } else if !Task.isCancelled, rateAtStart >= 1, core.unsafeKeyCount == 0, !core.isDegraded {
             // A complete, clean pass at rate 1: New holds what Old holds, unless something happened meanwhile.
+            report.isClean = true
             core.gate.recordCleanVerify(startedAt: mark)
+            if let fleetMark { report.fleetVerifiedBehind = await recordFleetPass(startedAt: fleetMark) }
         }
         core.logger.info(
             "verify finished",
             metadata: ["zddm.mismatches": "\(report.mismatches)", "zddm.repaired": "\(report.repaired)"]
         )
         return report
+    }
+
+    /// The fleet's ``FleetState/behind`` before the pass, or `nil` without a fleet or when it cannot be read.
+    private func readFleetMark() async -> UInt64? {
+        guard let fleet = core.fleet else { return nil }
+        do {
+            return try await fleet.sharedBehind()
+        } catch {
+            core.logger.warning(
+                "verify could not read the fleet's shared state; a clean pass will not be recorded there",
+                metadata: ["zddm.error_type": "\(type(of: error))"]
+            )
+            return nil
+        }
+    }
+
+    /// Records a clean pass in the fleet's shared state; returns the value recorded, or `nil` when it failed.
+    private func recordFleetPass(startedAt mark: UInt64) async -> UInt64? {
+        guard let fleet = core.fleet else { return nil }
+        do {
+            let state = try await fleet.recordCleanVerify(startedAt: mark)
+            core.logger.info(
+                "verify recorded a clean pass in the fleet's shared state",
+                metadata: [
+                    "zddm.verified_behind": "\(mark)", "zddm.behind": "\(state.behind)",
+                    "zddm.rampdown_permitted": "\(state.permitsRampdown)",
+                ]
+            )
+            return mark
+        } catch {
+            core.logger.error(
+                "verify could not record its clean pass in the fleet's shared state; rampdown stays refused",
+                metadata: ["zddm.error_type": "\(type(of: error))"]
+            )
+            return nil
+        }
     }
 
     /// Keys of a page of Old's keys that differ in New.

@@ -37,6 +37,13 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
     public var repairFailed = 0
     /// The proxy's safety-memory mark when the pass started, for ``MigrationProxy/resetAfterVerify(_:)``.
     public internal(set) var safetyMark: UInt64 = 0
+    /// Whether the pass was clean: complete (not cancelled), at rate 1, no mismatch found, no key in the
+    /// migration's safety memory and the migration not degraded. Only a clean pass permits `rampdown`.
+    public internal(set) var isClean = false
+    /// With a ``FleetMember``: the value of ``FleetState/behind`` before the pass began, as recorded in the shared
+    /// state for this clean pass (``FleetState/verifiedBehind``); `nil` when the pass recorded nothing there (no
+    /// fleet, not clean, or the shared state failed).
+    public internal(set) var fleetVerifiedBehind: UInt64?
 
     /// All mismatches.
     public var mismatches: Int { counts.values.reduce(0, +) }
