@@ -53,8 +53,8 @@
  * markBehind and its wait; KILLSWITCH_WAIT=0 a held-back write skips waitOutWritingViews; TOMBSTONES=0 a delete
  * removes New's row; FLIP_COUNT=0 the applier's settledSince follows only the writesNew value it last read (the
  * earlier implementation, which fails G4 when the killswitch goes on and off between two of its reads). The default
- * FLIP_COUNT=1 counts writesNew changes, as the implementation does by restarting its wait on every move of
- * `behind` (turning the killswitch on moves it).
+ * FLIP_COUNT=1 counts writesNew changes, as the implementation's FleetState.controlEpoch does; the applier restarts
+ * its wait when the count moves, not when a failed New step moves `behind`.
  */
 
 #ifndef FENCE

@@ -12,6 +12,7 @@ public import ZDDMSQL
 /// | `lease_holder`, `lease_token`, `lease_expires` | `text`, `bigint`, `timestamptz`, nullable | the change applier's lease |
 /// | `last_token` | `bigint` | the last fencing token given out |
 /// | `verified_behind` | `bigint`, nullable | the latest clean verify pass (``ZDDM/FleetState/verifiedBehind``) |
+/// | `control_epoch` | `bigint` | ``ZDDM/FleetState/controlEpoch`` |
 ///
 /// Every method is atomic: ``update(_:_:)`` reads the row `FOR UPDATE`, applies ``ZDDM/FleetState/applying(_:)``
 /// and writes it back in one transaction, and so does ``recordCleanVerify(_:startedAt:)`` with
@@ -35,13 +36,14 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         self.sql = Statements(self.table)
     }
 
-    /// Creates the table if it does not exist, and adds the `verified_behind` column to a table an earlier version
-    /// created (empty: no verify pass recorded).
+    /// Creates the table if it does not exist, and adds the `verified_behind` column (empty: no verify pass
+    /// recorded) and the `control_epoch` column (0) to a table an earlier version created.
     /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/storeFailed`` when PostgreSQL fails.
     public func prepare() async throws {
         try await run {
             _ = try await database.rows(sql.create, PostgresBindings())
             _ = try await database.rows(sql.addVerifiedBehind, PostgresBindings())
+            _ = try await database.rows(sql.addControlEpoch, PostgresBindings())
         }
     }
 
@@ -76,6 +78,7 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
                 binds.append(next.killswitch)
                 binds.append(Int64(bitPattern: next.behind))
                 binds.append(Int64(bitPattern: next.caughtUp))
+                binds.append(Int64(bitPattern: next.controlEpoch))
                 try await connection.query(PostgresQuery(unsafeSQL: sql.write, binds: binds), logger: logger)
                 return next
             }
@@ -152,10 +155,10 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         return binds
     }
 
-    /// A state from `stage, rate, high_water, killswitch, behind, caught_up, verified_behind`.
+    /// A state from `stage, rate, high_water, killswitch, behind, caught_up, verified_behind, control_epoch`.
     private static func state(_ row: PostgresRow) throws -> FleetState {
-        let (stage, rate, highWater, killswitch, behind, caughtUp, verified) = try row.decode(
-            (String, Double, Double, Bool, Int64, Int64, Int64?).self
+        let (stage, rate, highWater, killswitch, behind, caughtUp, verified, epoch) = try row.decode(
+            (String, Double, Double, Bool, Int64, Int64, Int64?, Int64).self
         )
         guard let stage = MigrationStage(rawValue: stage) else {
             throw ZDDMError(
@@ -171,7 +174,8 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
             killswitch: killswitch,
             behind: UInt64(bitPattern: behind),
             caughtUp: UInt64(bitPattern: caughtUp),
-            verifiedBehind: verified.map { UInt64(bitPattern: $0) }
+            verifiedBehind: verified.map { UInt64(bitPattern: $0) },
+            controlEpoch: UInt64(bitPattern: epoch)
         )
     }
 
@@ -211,6 +215,7 @@ extension PostgresFleetStateStore {
         let selectForUpdate: String
         let write: String
         let addVerifiedBehind: String
+        let addControlEpoch: String
         let writeVerified: String
         let markBehind: String
         let publishCaughtUp: String
@@ -219,23 +224,24 @@ extension PostgresFleetStateStore {
 
         init(_ table: SQLIdentifier) {
             let f = table.quoted
-            let columns = "stage, rate, high_water, killswitch, behind, caught_up, verified_behind"
+            let columns = "stage, rate, high_water, killswitch, behind, caught_up, verified_behind, control_epoch"
             create = """
                 CREATE TABLE IF NOT EXISTS \(f) (migration text PRIMARY KEY, \
                 stage text NOT NULL DEFAULT 'off', rate float8 NOT NULL DEFAULT 0, \
                 high_water float8 NOT NULL DEFAULT 0, killswitch boolean NOT NULL DEFAULT false, \
                 behind bigint NOT NULL DEFAULT 0, caught_up bigint NOT NULL DEFAULT 0, \
                 lease_holder text, lease_token bigint, lease_expires timestamptz, \
-                last_token bigint NOT NULL DEFAULT 0, verified_behind bigint)
+                last_token bigint NOT NULL DEFAULT 0, verified_behind bigint, control_epoch bigint NOT NULL DEFAULT 0)
                 """
             addVerifiedBehind = "ALTER TABLE \(f) ADD COLUMN IF NOT EXISTS verified_behind bigint"
+            addControlEpoch = "ALTER TABLE \(f) ADD COLUMN IF NOT EXISTS control_epoch bigint NOT NULL DEFAULT 0"
             writeVerified = "UPDATE \(f) SET verified_behind = $2 WHERE migration = $1"
             select = "SELECT \(columns) FROM \(f) WHERE migration = $1"
             ensure = "INSERT INTO \(f) (migration) VALUES ($1) ON CONFLICT (migration) DO NOTHING"
             selectForUpdate = "SELECT \(columns) FROM \(f) WHERE migration = $1 FOR UPDATE"
             write = """
                 UPDATE \(f) SET stage = $2, rate = $3, high_water = $4, killswitch = $5, behind = $6, \
-                caught_up = $7 WHERE migration = $1
+                caught_up = $7, control_epoch = $8 WHERE migration = $1
                 """
             markBehind = """
                 INSERT INTO \(f) AS s (migration, behind) VALUES ($1, 1) \

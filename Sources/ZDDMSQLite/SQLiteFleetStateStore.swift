@@ -6,9 +6,9 @@ public import ZDDMSQL
 /// database file.
 ///
 /// The table (`zddm_fleet` by default) has the columns `migration` (primary key), `stage`, `rate`, `high_water`,
-/// `killswitch`, `behind`, `caught_up`, `lease_holder`, `lease_token`, `lease_expires`, `last_token` and
-/// `verified_behind` (nullable: the latest clean verify pass); ``prepare()`` creates it, and adds `verified_behind` to
-/// a table an earlier version created. Every method is one SQLite write transaction (`BEGIN IMMEDIATE`), so concurrent
+/// `killswitch`, `behind`, `caught_up`, `lease_holder`, `lease_token`, `lease_expires`, `last_token`,
+/// `verified_behind` (nullable: the latest clean verify pass) and `control_epoch`; ``prepare()`` creates it, and adds
+/// `verified_behind` and `control_epoch` to a table an earlier version created. Every method is one SQLite write transaction (`BEGIN IMMEDIATE`), so concurrent
 /// callers, in this process or others, see each other's changes whole. Lease expiry is measured by SQLite's clock
 /// (`julianday('now')`, the machine's clock read by SQLite), so processes on one machine sharing the file agree.
 /// Migration names and lease holders are bound parameters: any string is accepted.
@@ -30,16 +30,16 @@ public struct SQLiteFleetStateStore: FleetStateStore, CustomStringConvertible {
         self.sql = Statements(self.table)
     }
 
-    /// Creates the table if it does not exist, adds the `verified_behind` column to a table an earlier version
-    /// created (empty: no verify pass recorded), then checks that it has every column.
+    /// Creates the table if it does not exist, adds the `verified_behind` (empty: no verify pass recorded) and
+    /// `control_epoch` (0) columns to a table an earlier version created, then checks that it has every column.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` when an existing table lacks another
     ///   column, or ``ZDDMError/Code/storeFailed`` when SQLite fails.
     public func prepare() async throws {
         try await run(.prepare) { [sql, table] db in
             try db.execute(sql: sql.create)
             var columns = try SQLiteChangeCapture.tableColumns(db, table)
-            if columns[Statements.verifiedBehind] == nil {
-                try db.execute(sql: sql.addVerifiedBehind)
+            for (column, statement) in sql.addedColumns where columns[column] == nil {
+                try db.execute(sql: statement)
                 columns = try SQLiteChangeCapture.tableColumns(db, table)
             }
             for column in Statements.columns where columns[column] == nil {
@@ -165,16 +165,15 @@ extension SQLiteFleetStateStore {
     struct Statements: Sendable {
         static let columns = [
             "migration", "stage", "rate", "high_water", "killswitch", "behind", "caught_up", "lease_holder",
-            "lease_token", "lease_expires", "last_token", verifiedBehind,
+            "lease_token", "lease_expires", "last_token", "verified_behind", "control_epoch",
         ]
-        /// The column added after the first version of the table.
-        static let verifiedBehind = "verified_behind"
 
         let table: SQLIdentifier
         let create: String
         let read: String
         let upsert: String
-        let addVerifiedBehind: String
+        /// The columns added after the first version of the table, and the statements that add them.
+        let addedColumns: [(column: String, statement: String)]
 
         init(_ table: SQLIdentifier) {
             self.table = table
@@ -183,9 +182,13 @@ extension SQLiteFleetStateStore {
                 CREATE TABLE IF NOT EXISTS \(t) ("migration" TEXT NOT NULL PRIMARY KEY, "stage" TEXT NOT NULL, \
                 "rate" REAL NOT NULL, "high_water" REAL NOT NULL, "killswitch" INTEGER NOT NULL, \
                 "behind" INTEGER NOT NULL, "caught_up" INTEGER NOT NULL, "lease_holder" TEXT, "lease_token" INTEGER, \
-                "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0, "verified_behind" INTEGER)
+                "lease_expires" REAL, "last_token" INTEGER NOT NULL DEFAULT 0, "verified_behind" INTEGER, \
+                "control_epoch" INTEGER NOT NULL DEFAULT 0)
                 """
-            addVerifiedBehind = "ALTER TABLE \(t) ADD COLUMN \"\(Self.verifiedBehind)\" INTEGER"
+            addedColumns = [
+                ("verified_behind", "ALTER TABLE \(t) ADD COLUMN \"verified_behind\" INTEGER"),
+                ("control_epoch", "ALTER TABLE \(t) ADD COLUMN \"control_epoch\" INTEGER NOT NULL DEFAULT 0"),
+            ]
             let list = Self.columns.dropFirst().map { "\"\($0)\"" }
             read = "SELECT \(list.joined(separator: ", ")) FROM \(t) WHERE \"migration\" = ?"
             upsert = """
@@ -217,7 +220,8 @@ extension SQLiteFleetStateStore {
                 killswitch: (row[3] as Int64? ?? 0) != 0,
                 behind: UInt64(bitPattern: row[4] ?? 0),
                 caughtUp: UInt64(bitPattern: row[5] ?? 0),
-                verifiedBehind: (row[10] as Int64?).map { UInt64(bitPattern: $0) }
+                verifiedBehind: (row[10] as Int64?).map { UInt64(bitPattern: $0) },
+                controlEpoch: UInt64(bitPattern: row[11] ?? 0)
             )
             stored.leaseHolder = row[6]
             stored.leaseToken = (row[7] as Int64?).map { UInt64(bitPattern: $0) }
@@ -234,6 +238,7 @@ extension SQLiteFleetStateStore {
                 Int64(bitPattern: state.behind), Int64(bitPattern: state.caughtUp), stored.leaseHolder,
                 stored.leaseToken.map { Int64(bitPattern: $0) }, stored.leaseExpires,
                 Int64(bitPattern: stored.lastToken), state.verifiedBehind.map { Int64(bitPattern: $0) },
+                Int64(bitPattern: state.controlEpoch),
             ]
             try db.cachedStatement(sql: upsert).execute(arguments: StatementArguments(arguments))
         }

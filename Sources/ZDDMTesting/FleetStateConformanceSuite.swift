@@ -66,9 +66,22 @@ public struct FleetStateConformanceSuite<Store: FleetStateStore>: Sendable {
             )
             state = try await store.update(migration, FleetControlChange(killswitch: true))
             expect(state.behind == 2, "killswitch-behind", "a killswitch already on does not move behind again")
+            let epochBefore = state.controlEpoch
             state = try await store.update(migration, FleetControlChange(killswitch: false))
+            expect(
+                state.controlEpoch == epochBefore + 1 && state.behind == 2,
+                "control-epoch",
+                "turning the killswitch off moves the control epoch on, not behind"
+            )
             state = try await store.update(migration, FleetControlChange(stage: .off))
             expect(state.behind == 3, "stage-off-behind", "stage off stops New's writes, so it moves behind on")
+            expect(
+                state.controlEpoch == epochBefore + 2,
+                "control-epoch",
+                "stopping New's writes moves the control epoch on (kept by the store: \(state.controlEpoch))"
+            )
+            let stored = try await store.state(of: migration)
+            expect(stored == state, "control-epoch", "the state read back must be the state the update returned")
             var rejected = false
             do { _ = try await store.update(migration, FleetControlChange(stage: .live, rate: 1.5)) } catch {
                 rejected = (error as? ZDDMError)?.code == .invalidRate
@@ -210,6 +223,11 @@ public struct FleetStateConformanceSuite<Store: FleetStateStore>: Sendable {
                 return marks
             }
             expect(Set(marks) == Set(1...20), "mark-behind", "20 concurrent marks must return 1…20, each once")
+            expect(
+                try await store.state(of: migration).controlEpoch == 0,
+                "mark-behind-epoch",
+                "marking behind must not move the control epoch"
+            )
             let token = try await store.acquireLease(migration, holder: "a", duration: .seconds(60))
             expect(token != nil, "lease-acquire", "a free lease must be granted")
             let other = try await store.acquireLease(migration, holder: "b", duration: .seconds(60))

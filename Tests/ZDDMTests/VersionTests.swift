@@ -50,18 +50,22 @@ struct VersionTests {
     func fleetStateRules() throws {
         var state = try FleetState().applying(FleetControlChange(stage: .live, rate: 0.7))
         #expect(state.highWaterRate == 0.7 && state.writesNew && state.behind == 1, "a rise of the high water")
+        #expect(state.controlEpoch == 2, "New written from now on, and a rise of the high water")
         state.caughtUp = 1
         state = try state.applying(FleetControlChange(rate: 0.1))
         #expect(state.rate == 0.1 && state.highWaterRate == 0.7 && state.isCaughtUp)
         state = try state.applying(FleetControlChange(rate: 0.5))
         #expect(state.isCaughtUp, "below the high water: nothing new for New")
+        #expect(state.controlEpoch == 2, "a rate below the high water changes no view's meaning")
         state = try state.applying(FleetControlChange(killswitch: true))
-        #expect(state.behind == 2 && !state.writesNew && !state.isCaughtUp)
+        #expect(state.behind == 2 && !state.writesNew && !state.isCaughtUp && state.controlEpoch == 3)
         state = try state.applying(FleetControlChange(stage: .off, killswitch: false))
         #expect(state.behind == 2, "already not writing New: nothing new fell behind")
+        #expect(state.controlEpoch == 3, "still not writing New")
         state = try state.applying(FleetControlChange(stage: .dualwrite))
+        #expect(state.controlEpoch == 4, "writing New again")
         state = try state.applying(FleetControlChange(stage: .off))
-        #expect(state.behind == 3)
+        #expect(state.behind == 3 && state.controlEpoch == 5)
         #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: .nan)) }
         #expect(throws: ZDDMError.self) { try state.applying(FleetControlChange(rate: -0.1)) }
     }

@@ -18,10 +18,12 @@ import Synchronization
 ///
 /// After a complete pass (every entry committed before the pass began applied: a read of the change table returned
 /// fewer entries than the batch size, and they were applied), the applier publishes that the fleet has caught up with the
-/// ``FleetState/behind`` value it read before the pass, so instances read New again. Each time it sees `behind` move
-/// (New stopped being written, the high-water rate rose, or a write's New step did not happen), it first waits until
-/// every instance's view from before that has expired (``FleetOptions/viewLease``): writes acknowledged under those
-/// views may have left New alone (the killswitch may even have gone on and off between two of its reads).
+/// ``FleetState/behind`` value it read before the pass, so instances read New again. Each time it sees
+/// ``FleetState/controlEpoch`` move (New stopped or resumed being written, the high-water rate rose), it first waits
+/// until every instance's view from before that has expired (``FleetOptions/viewLease``): writes acknowledged under
+/// those views may have left New alone without a record of their own (the killswitch may even have gone on and off
+/// between two of its reads). A write whose New step did not happen needs no wait: it moved `behind` after Old had
+/// committed its change, so a pass that read that `behind` reads the change too.
 public final class ChangeApplier<Old: KeyValueStore, New: KeyValueStore>: Service, Sendable
 where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     public typealias Key = Old.Key
@@ -41,7 +43,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     private struct Progress {
         var token: UInt64?
-        var settled: (writesNew: Bool, highWater: Double, behind: UInt64)?
+        var settled: (writesNew: Bool, highWater: Double, epoch: UInt64)?
         var settledSince: Int64 = .min
     }
 
@@ -221,11 +223,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let state = try await store.state(of: core.name)
         let finished = clock.nanoseconds
         let settledSince = progress.withLock { progress in
-            // Any move of `behind` restarts the wait, not only a change of what this applier saw: the killswitch
-            // may have gone on and off between two of its reads, and turning it on moved `behind` on.
-            let now = (writesNew: state.writesNew, highWater: state.highWaterRate, behind: state.behind)
+            // Any move of the control epoch restarts the wait, not only a change of what this applier saw: the
+            // killswitch may have gone on and off between two of its reads. A write whose New step failed moves
+            // `behind` only, after Old committed its change: the next pass sees that change, no wait is needed.
+            let now = (writesNew: state.writesNew, highWater: state.highWaterRate, epoch: state.controlEpoch)
             if progress.settled.map({
-                $0.writesNew != now.writesNew || $0.highWater != now.highWater || $0.behind != now.behind
+                $0.writesNew != now.writesNew || $0.highWater != now.highWater || $0.epoch != now.epoch
             }) ?? true {
                 progress.settled = now
                 progress.settledSince = finished

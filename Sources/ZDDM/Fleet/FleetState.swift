@@ -28,6 +28,12 @@ public struct FleetState: Sendable, Hashable, Codable {
     /// behind since that pass began: the pass saw New hold what Old holds, and nothing can have made it stale since.
     /// Recorded with ``FleetStateStore/recordCleanVerify(_:startedAt:)``; it never goes down.
     public var verifiedBehind: UInt64?
+    /// Grows each time New stops or resumes being written (``writesNew`` changes) and each time the high-water rate
+    /// rises: the changes after which an instance may still act on an older view (a write held back under the
+    /// killswitch, a newly admitted key written to Old only). The change applier publishes ``caughtUp`` only once
+    /// every view older than its last move has expired. ``FleetStateStore/markBehind(_:)`` does not move it: a write
+    /// whose New step did not happen records that after Old committed, so the applier's next pass sees its change.
+    public var controlEpoch: UInt64
 
     /// Creates a state.
     public init(
@@ -37,7 +43,8 @@ public struct FleetState: Sendable, Hashable, Codable {
         killswitch: Bool = false,
         behind: UInt64 = 0,
         caughtUp: UInt64 = 0,
-        verifiedBehind: UInt64? = nil
+        verifiedBehind: UInt64? = nil,
+        controlEpoch: UInt64 = 0
     ) {
         self.stage = stage
         self.rate = rate
@@ -46,6 +53,7 @@ public struct FleetState: Sendable, Hashable, Codable {
         self.behind = behind
         self.caughtUp = caughtUp
         self.verifiedBehind = verifiedBehind
+        self.controlEpoch = controlEpoch
     }
 
     /// Whether proxies write New in this state (for keys the gate admits): the killswitch is off and the stage is
@@ -94,6 +102,7 @@ public struct FleetState: Sendable, Hashable, Codable {
     /// The high-water rate never goes down; a change after which New is no longer written (killswitch on, stage
     /// `off`) moves ``behind`` on, so that no instance reads New again before the applier has caught up; and so does
     /// a rise of the high-water rate (instances that have not seen it yet write the newly admitted keys to Old only).
+    /// A change of ``writesNew`` either way, and a rise of the high-water rate, move ``controlEpoch`` on.
     ///
     /// Stage transitions are checked as a ``TrafficGate`` checks its own: nothing leaves `complete`; `complete` is
     /// reached only from `rampdown`; `rampdown` only from `live`, and only when the state after the change has
@@ -116,6 +125,8 @@ public struct FleetState: Sendable, Hashable, Codable {
         if let killswitch = change.killswitch { next.killswitch = killswitch }
         if writesNew, !next.writesNew { next.behind &+= 1 }
         if next.highWaterRate > highWaterRate { next.behind &+= 1 }
+        if writesNew != next.writesNew { next.controlEpoch &+= 1 }
+        if next.highWaterRate > highWaterRate { next.controlEpoch &+= 1 }
         try checkTransition(to: next)
         return next
     }
