@@ -1,6 +1,8 @@
 public import ZDDM
 
-/// The checks every ``ZDDM/FleetStateStore`` must pass, runnable against your own.
+/// The checks every ``ZDDM/FleetStateStore`` must pass, runnable against your own: operator changes and the rules
+/// of ``ZDDM/FleetState/applying(_:)`` (stage transitions, `rampdown`'s conditions included), the record of a clean
+/// verify pass, the barrier, and the applier's lease.
 ///
 /// Give it a factory returning a store (fresh or not: every check uses a migration name of its own, made unique
 /// with `prefix`). Lease expiry is checked with a lease of `shortLease`, polled with a generous deadline.
