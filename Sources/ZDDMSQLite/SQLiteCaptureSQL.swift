@@ -29,8 +29,9 @@ import ZDDMSQL
 /// version the triggers give: an `UPDATE` of the row to `max(version, deleted-versions entry) + 1`, or, for a key
 /// without a row, an `INSERT` at `deleted-versions entry + 1`. `<prefix>_after_update` or `<prefix>_after_insert`
 /// then finds the row already at that version: it appends the change entry, and its own update of the row matches
-/// nothing. Such a write changes two rows, the row and the entry; an upsert changes five (the floor kept by
-/// `<prefix>_before_write`, the row, the entry, the trigger's update of the row, the floor dropped).
+/// nothing. Such a write of a key that has a row changes two rows, the row and the entry, where an upsert changes
+/// five (the floor kept by `<prefix>_before_write`, the row, the entry, the trigger's update of the row, the floor
+/// dropped); of a key without a row, the row and the entry, and the deleted-versions entry if the key has one.
 struct SQLiteCaptureSQL: Sendable {
     /// The names.
     let schema: ChangeCaptureSchema
