@@ -13,6 +13,7 @@ let package = Package(
         .package(name: "zddm", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.3.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .executableTarget(
@@ -26,6 +27,7 @@ let package = Package(
                 .product(name: "ZDDMPostgres", package: "zddm"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Benchmarks/ProxyBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -40,6 +42,16 @@ let package = Package(
                 .product(name: "ZDDMTesting", package: "zddm"),
             ],
             path: "Sources/BackfillBench"
+        ),
+        .executableTarget(
+            name: "WriteCostBench",
+            dependencies: [
+                .product(name: "ZDDM", package: "zddm"),
+                .product(name: "ZDDMSQL", package: "zddm"),
+                .product(name: "ZDDMSQLite", package: "zddm"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Sources/WriteCostBench"
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -117,3 +117,15 @@ extension SQLStoreCore {
         )
     }
 }
+
+extension SQLiteCaptureSQL.VersionedWrite {
+    /// Runs the write inside the caller's write transaction: the update, else the insert.
+    /// - Parameter arguments: The key, then the values the statements bind (`?2`…).
+    /// - Returns: The version the key got, as stored.
+    func run(_ db: Database, arguments: StatementArguments) throws -> DatabaseValue {
+        if let version = try DatabaseValue.fetchOne(db.cachedStatement(sql: update), arguments: arguments) {
+            return version
+        }
+        return try DatabaseValue.fetchOne(db.cachedStatement(sql: insert), arguments: arguments) ?? .null
+    }
+}

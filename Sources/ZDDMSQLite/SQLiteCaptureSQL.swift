@@ -24,6 +24,14 @@ import ZDDMSQL
 /// version as it was, or sets a value that is not the newest entry's (the newest entry of a key holds the row's
 /// version), so it is always captured; and the version update only runs when the row does not already hold the
 /// version, so it never repeats.
+///
+/// The stores' own writes (``versionedWrite(columns:values:)``) set the version in their statement, to exactly the
+/// version the triggers give: an `UPDATE` of the row to `max(version, deleted-versions entry) + 1`, or, for a key
+/// without a row, an `INSERT` at `deleted-versions entry + 1`. `<prefix>_after_update` or `<prefix>_after_insert`
+/// then finds the row already at that version: it appends the change entry, and its own update of the row matches
+/// nothing. Such a write of a key that has a row changes two rows, the row and the entry, where an upsert changes
+/// five (the floor kept by `<prefix>_before_write`, the row, the entry, the trigger's update of the row, the floor
+/// dropped); of a key without a row, the row and the entry, and the deleted-versions entry if the key has one.
 struct SQLiteCaptureSQL: Sendable {
     /// The names.
     let schema: ChangeCaptureSchema
@@ -43,6 +51,10 @@ struct SQLiteCaptureSQL: Sendable {
     let backlog: String
     private let readManyDeletedPrefix: String
     private let removeChangesPrefix: String
+    /// `max(version, deleted-versions entry or 0) + 1` for the row an `UPDATE` changes.
+    private let nextVersionOfRow: String
+    /// `(deleted-versions entry of ?1 or 0) + 1`.
+    private let firstVersionOfKey: String
 
     /// SQLite's clock as Unix seconds with milliseconds, from `julianday` (available in every SQLite 3).
     static let now = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -79,6 +91,9 @@ struct SQLiteCaptureSQL: Sendable {
         backlog = "SELECT count(*), \(now) - min(\"changed_at\") FROM \(ch)"
         readManyDeletedPrefix = "SELECT \"key\", \"version\" FROM \(del) WHERE \"key\" IN ("
         removeChangesPrefix = "DELETE FROM \(ch) WHERE \"seq\" IN ("
+        let deletedOf = { (key: String) in "(SELECT \"version\" FROM \(del) WHERE \"key\" = \(key))" }
+        nextVersionOfRow = "max(coalesce(\(ver), 0), coalesce(\(deletedOf("\(t).\(k)")), 0)) + 1"
+        firstVersionOfKey = "coalesce(\(deletedOf("?1")), 0) + 1"
 
         /// The version a key's deleted-versions entry holds, or 0.
         func floor(_ key: String) -> String {
@@ -144,6 +159,39 @@ struct SQLiteCaptureSQL: Sendable {
             let name = try schema.object(suffix)
             return (name, "CREATE TRIGGER \(name.quoted) " + body)
         }
+    }
+
+    /// A store's own write of a key, with the version set by its statements rather than by the triggers.
+    struct VersionedWrite: Sendable {
+        /// `UPDATE table SET assignments, version = <next> WHERE key = ?1 RETURNING version`, where `<next>` is the
+        /// version `<prefix>_after_update` gives an update keeping the key, `max(old version, deleted-versions
+        /// entry) + 1`. The trigger finds the row already at that version, so it appends the change entry and writes
+        /// nothing else. No row comes back when the key has no row.
+        let update: String
+        /// `INSERT INTO table (key, columns…, version) VALUES (?1, values…, <first>) RETURNING version`, run when
+        /// ``update`` found no row, where `<first>` is the version `<prefix>_after_insert` gives, `deleted-versions
+        /// entry + 1`. The trigger finds the row already at that version, so it appends the change entry and drops
+        /// the deleted-versions entry; `<prefix>_before_write` does nothing, the key having no row.
+        let insert: String
+    }
+
+    /// The statements of a store's own write (see ``VersionedWrite``): one `UPDATE` of the row, or one `INSERT`, and
+    /// the triggers append the change entry. A plain upsert would also fire `<prefix>_before_write` (keeping the row's
+    /// version as a floor) and `<prefix>_after_update`'s own update of the row: three more writes.
+    /// - Parameters:
+    ///   - columns: The quoted columns the write sets, besides the key and the version.
+    ///   - values: Their values, in the same order: `?2`, `?3`… (the key is `?1`) or literals.
+    func versionedWrite(columns: [String], values: [String]) -> VersionedWrite {
+        let t = schema.table.quoted
+        let k = schema.keyColumn.quoted
+        let ver = schema.versionColumn.quoted
+        let assignments = zip(columns, values).map { "\($0) = \($1)" }.joined(separator: ", ")
+        let names = ([k] + columns + [ver]).joined(separator: ", ")
+        let list = (["?1"] + values + [firstVersionOfKey]).joined(separator: ", ")
+        return VersionedWrite(
+            update: "UPDATE \(t) SET \(assignments), \(ver) = \(nextVersionOfRow) WHERE \(k) = ?1 RETURNING \(ver)",
+            insert: "INSERT INTO \(t) (\(names)) VALUES (\(list)) RETURNING \(ver)"
+        )
     }
 
     /// `SELECT key, version FROM deleted WHERE key IN (?, …)` with `count` placeholders.

@@ -23,6 +23,12 @@ public import ZDDMSQL
 /// insertion), each with its own larger version. The deleted-versions table may also keep a live key's version
 /// (at most its row's version) after an `INSERT` that found the key present; readers look at the row first.
 ///
+/// A statement that sets the version itself to the one the triggers would give (the row's version or the key's
+/// deleted-versions entry, whichever is larger, plus one) is captured with one change entry, without the triggers'
+/// own update of the row, as ``SQLiteStore`` and ``SQLiteTableStore`` do: one `UPDATE … RETURNING` of the row, or
+/// one `INSERT` for a key without a row (which also drops the key's deleted-versions entry). Any other value in the
+/// version column is replaced by the triggers' version.
+///
 /// ```swift
 /// let capture = try SQLiteChangeCapture(
 ///     database: database,

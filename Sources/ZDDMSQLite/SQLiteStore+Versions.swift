@@ -44,14 +44,10 @@ extension SQLiteStore {
     }
 
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
-        try requireCapture(.write)
+        guard let write = captured?.value else { throw noCapture(.write) }
         let arguments = try core.arguments(key, value, for: .write)
-        let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        let version = try await core.run(.write, on: database) { [sql] db in
-            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
-            return try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readVersion), arguments: [bound])
-        }
-        return try SQLiteBinding.version(version ?? .null)
+        let version = try await core.run(.write, on: database) { db in try write.run(db, arguments: arguments) }
+        return try SQLiteBinding.version(version)
     }
 
     public func deleteVersioned(_ key: Key) async throws -> UInt64 {
@@ -140,14 +136,16 @@ extension SQLiteStore {
 
     @discardableResult
     private func requireCapture(_ operation: StoreOperation) throws -> SQLiteCaptureSQL {
-        guard let capture else {
-            throw ZDDMError(
-                .unsupported,
-                operation: operation,
-                message: "the store over table \(schema.table) has no change capture, so it does not assign versions"
-            )
-        }
+        guard let capture else { throw noCapture(operation) }
         return capture
+    }
+
+    private func noCapture(_ operation: StoreOperation) -> ZDDMError {
+        ZDDMError(
+            .unsupported,
+            operation: operation,
+            message: "the store over table \(schema.table) has no change capture, so it does not assign versions"
+        )
     }
 
     private func requireFence() throws {

@@ -34,7 +34,9 @@ public import ZDDMSQL
 /// - **Old** (with `changeCapture: true`): ``prepare()`` installs ``SQLiteChangeCapture`` on the table, whose
 ///   triggers give every change, by any writer, a larger version and a change-table entry; the store declares
 ///   ``ZDDM/StoreCapabilities/changeCapture`` and implements ``writeVersioned(_:_:)``, ``deleteVersioned(_:)``,
-///   ``capturedChanges(limit:)`` and the rest. Plain writes get versions from the triggers too. The fence throws
+///   ``capturedChanges(limit:)`` and the rest. Plain writes get versions too: ``write(_:_:)``,
+///   ``writeTombstone(_:)`` and ``writeVersioned(_:_:)`` are one `UPDATE` of the row, or one `INSERT` for a key
+///   without one, that sets the next version itself, so the triggers only append the change entry. The fence throws
 ///   ``ZDDMError/Code/unsupported`` (the triggers assign versions, so the table cannot keep given ones).
 public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomStringConvertible {
     /// The default largest encoded value: 16 MiB.
@@ -53,6 +55,8 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     let core: SQLStoreCore<Key, Value>
     let sql: Statements
     let capture: SQLiteCaptureSQL?
+    /// With change capture, the store's own writes of a value and of a tombstone, which set the version themselves.
+    let captured: CapturedWrites?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -111,9 +115,12 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
                 keyColumn: keyColumn,
                 versionColumn: versionName ?? "zddm_version"
             )
-            self.capture = try SQLiteCaptureSQL(captureSchema, keyType: "")
+            let capture = try SQLiteCaptureSQL(captureSchema, keyType: "")
+            self.capture = capture
+            self.captured = CapturedWrites(capture, schema)
         } else {
             self.capture = nil
+            self.captured = nil
         }
         self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
         self.sql = Statements(schema, version: version, keyKind: Key.sqlKeyKind)
@@ -174,8 +181,12 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
 
     public func write(_ key: Key, _ value: Value) async throws {
         let arguments = try core.arguments(key, value, for: .write)
-        try await core.run(.write, on: database) { db in
-            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
+        try await core.run(.write, on: database) { [captured] db in
+            if let captured {
+                _ = try captured.value.run(db, arguments: arguments)
+            } else {
+                try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
+            }
         }
     }
 
@@ -196,8 +207,12 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
 
     public func writeTombstone(_ key: Key) async throws {
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
-        try await core.run(.writeTombstone, on: database) { db in
-            try db.cachedStatement(sql: sql.tombstone).execute(arguments: [bound])
+        try await core.run(.writeTombstone, on: database) { [captured] db in
+            if let captured {
+                _ = try captured.tombstone.run(db, arguments: [bound])
+            } else {
+                try db.cachedStatement(sql: sql.tombstone).execute(arguments: [bound])
+            }
         }
     }
 
@@ -299,6 +314,21 @@ extension SQLiteStore where Value: Codable {
 }
 
 extension SQLiteStore {
+    /// A captured store's own writes (see ``SQLiteCaptureSQL/versionedWrite(columns:values:)``): one `UPDATE` of
+    /// the row, or one `INSERT` when the key has none, each setting the version the triggers would give.
+    struct CapturedWrites: Sendable {
+        /// Writes a value (`?2`) and clears the tombstone flag.
+        let value: SQLiteCaptureSQL.VersionedWrite
+        /// Writes a tombstone: no value, the flag set.
+        let tombstone: SQLiteCaptureSQL.VersionedWrite
+
+        init(_ capture: SQLiteCaptureSQL, _ schema: KeyValueTableSchema) {
+            let columns = [schema.valueColumn.quoted, schema.tombstoneColumn.quoted]
+            value = capture.versionedWrite(columns: columns, values: ["?2", "0"])
+            tombstone = capture.versionedWrite(columns: columns, values: ["NULL", "1"])
+        }
+    }
+
     /// The SQL text of a store, built once from validated, quoted names.
     struct Statements: Sendable {
         static var batchSize: Int { 500 }
@@ -317,8 +347,6 @@ extension SQLiteStore {
         let readVersioned: String
         /// The fence: an upsert of value, tombstone flag and version that updates only an older version.
         let writeIfNewer: String
-        /// `SELECT version … WHERE key = ?`
-        let readVersion: String
         private let readManyPrefix: String
         private let readManyVersionedPrefix: String
 
@@ -336,7 +364,6 @@ extension SQLiteStore {
             let n = version?.quoted ?? "0"
             addVersionColumn = version.map { "ALTER TABLE \(t) ADD COLUMN \($0.quoted) INTEGER NOT NULL DEFAULT 0" }
             readVersioned = "SELECT \(v), \(d), \(n) FROM \(t) WHERE \(k) = ?"
-            readVersion = "SELECT \(n) FROM \(t) WHERE \(k) = ?"
             writeIfNewer = """
                 INSERT INTO \(t) (\(k), \(v), \(d), \(n)) VALUES (?, ?, ?, ?) \
                 ON CONFLICT (\(k)) DO UPDATE SET \(v) = excluded.\(v), \(d) = excluded.\(d), \(n) = excluded.\(n) \

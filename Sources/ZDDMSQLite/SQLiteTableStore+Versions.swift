@@ -53,15 +53,14 @@ extension SQLiteTableStore {
     }
 
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
-        try requireCapture(.write)
+        guard let write = capturedWrite else { throw noCapture(.write) }
         let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let version = try await core.run(.write, on: database) { db in
             try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
-            try db.cachedStatement(sql: sql.upsert).execute(arguments: arguments)
-            return try DatabaseValue.fetchOne(db.cachedStatement(sql: sql.readVersion), arguments: [bound])
+            return try write.run(db, arguments: arguments)
         }
-        return try SQLiteBinding.version(version ?? .null)
+        return try SQLiteBinding.version(version)
     }
 
     public func deleteVersioned(_ key: Key) async throws -> UInt64 {
@@ -186,13 +185,15 @@ extension SQLiteTableStore {
 
     @discardableResult
     private func requireCapture(_ operation: StoreOperation) throws -> SQLiteCaptureSQL {
-        guard let capture else {
-            throw ZDDMError(
-                .unsupported,
-                operation: operation,
-                message: "the store over table \(mapping.table) has no change capture, so it does not assign versions"
-            )
-        }
+        guard let capture else { throw noCapture(operation) }
         return capture
+    }
+
+    private func noCapture(_ operation: StoreOperation) -> ZDDMError {
+        ZDDMError(
+            .unsupported,
+            operation: operation,
+            message: "the store over table \(mapping.table) has no change capture, so it does not assign versions"
+        )
     }
 }

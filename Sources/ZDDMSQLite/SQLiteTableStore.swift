@@ -18,7 +18,9 @@ public import ZDDMSQL
 ///   any writer, gives the key a larger version and a change-table entry; the store declares
 ///   ``ZDDM/StoreCapabilities/versions`` and ``ZDDM/StoreCapabilities/changeCapture`` and implements
 ///   ``writeVersioned(_:_:)``, ``deleteVersioned(_:)``, ``readVersioned(_:)`` (the row, else the deleted-versions
-///   table as a tombstone) and the change table. The fence throws ``ZDDMError/Code/unsupported``.
+///   table as a tombstone) and the change table. ``write(_:_:)`` and ``writeVersioned(_:_:)`` remove the key's
+///   tombstone, then update the row, or insert it when the key has none, setting the next version themselves, so the
+///   triggers only append the change entry. The fence throws ``ZDDMError/Code/unsupported``.
 /// - **New** (with `versionColumn:` and no capture): ``prepare()`` adds the version column
 ///   (`INTEGER NOT NULL DEFAULT 0`) to your table and to the tombstone side table when they lack it.
 ///   ``writeIfNewer(_:_:)`` stores a record only over nothing or an older version, in one write transaction; plain
@@ -39,6 +41,9 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
     let core: SQLStoreCore<Key, Value>
     let sql: Statements
     let capture: SQLiteCaptureSQL?
+    /// With change capture, the store's own write of a row, which sets the version itself (see
+    /// ``SQLiteCaptureSQL/versionedWrite(columns:values:)``).
+    let capturedWrite: SQLiteCaptureSQL.VersionedWrite?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -82,9 +87,15 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
                 throw ZDDMError(.invalidArgument, message: "the version column must be the change capture's")
             }
             version = changeCapture.versionColumn
-            self.capture = try SQLiteCaptureSQL(changeCapture, keyType: "")
+            let capture = try SQLiteCaptureSQL(changeCapture, keyType: "")
+            self.capture = capture
+            self.capturedWrite = capture.versionedWrite(
+                columns: mapping.valueColumns.map(\.quoted),
+                values: mapping.valueColumns.indices.map { "?\($0 + 2)" }
+            )
         } else {
             self.capture = nil
+            self.capturedWrite = nil
         }
         if let version {
             let taken = ([mapping.keyColumn] + mapping.valueColumns).map { $0.name.lowercased() }
@@ -171,10 +182,15 @@ public struct SQLiteTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Cus
         let arguments = try core.arguments(key, value, for: .write)
         let bound = SQLiteBinding.databaseValue(key.sqlKeyValue)
         let fencing = fencing
-        try await core.run(.write, on: database) { db in
+        try await core.run(.write, on: database) { [capturedWrite] db in
             if fencing {
                 let version = try SQLiteBinding.databaseValue(version: currentVersion(db, bound) ?? 0, for: .write)
                 try storeValue(db, bound: bound, arguments: arguments, version: version)
+                return
+            }
+            if let capturedWrite {
+                try db.cachedStatement(sql: sql.deleteTombstone).execute(arguments: [bound])
+                _ = try capturedWrite.run(db, arguments: arguments)
                 return
             }
             try db.inSavepoint {

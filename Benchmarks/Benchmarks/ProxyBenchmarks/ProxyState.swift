@@ -19,6 +19,8 @@ where Old.Key == Int64, New.Key == Int64, Old.Value == [UInt8], New.Value == [UI
     let new: New
     let proxy: MigrationProxy<Old, New>
     let round: KeyRounds
+    /// Counts the iterations of the "changing value" benchmarks, which alternate between two values.
+    let flips = KeyRounds(size: 1)
 
     init(
         _ old: Old,
