@@ -211,14 +211,6 @@ public struct PostgresChangeCapture: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Removes entries from the change table.
-    func removeChanges(_ sequences: [Int64]) async throws {
-        guard !sequences.isEmpty else { return }
-        var binds = PostgresBindings(capacity: 1)
-        binds.append(sequences)
-        _ = try await database.rows("DELETE FROM \(schema.changeTable.quoted) WHERE seq = ANY($1::int8[])", binds)
-    }
-
     /// The change table's size and the age of its oldest entry by the server's clock.
     func changeBacklog() async throws -> ChangeBacklog {
         let rows = try await database.rows(

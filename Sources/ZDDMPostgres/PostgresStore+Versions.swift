@@ -110,8 +110,8 @@ extension PostgresStore {
         try await core.capturedChanges(limit: limit, capture: changeCapture, on: database)
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        try await core.removeCapturedChanges(sequences, capture: changeCapture, on: database)
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
+        try await core.removeCapturedChanges(changes, capture: changeCapture, on: database)
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {

@@ -114,14 +114,25 @@ extension SQLStoreCore {
         }
     }
 
-    /// Removes applied entries from the change table.
+    /// Removes applied entries from the change table, each only while its sequence number, key and version match,
+    /// in one statement.
     func removeCapturedChanges(
-        _ sequences: [Int64],
+        _ changes: [CapturedChange<Key>],
         capture: PostgresChangeCapture?,
         on database: PostgresDatabase
     ) async throws {
-        let capture = try requireCapture(capture)
-        try await run(.changes, on: database) { try await capture.removeChanges(sequences) }
+        let table = try requireCapture(capture).schema.changeTable.quoted
+        guard !changes.isEmpty else { return }
+        var binds = PostgresBindings(capacity: 3)
+        binds.append(changes.map(\.sequence))
+        PostgresBinding.appendArray(changes.map(\.key.sqlKeyValue), kind: Key.sqlKeyKind, to: &binds)
+        binds.append(try changes.map { try PostgresBinding.versionParameter($0.version, for: .changes) })
+        let keyType = PostgresBinding.arrayElementType(Key.sqlKeyKind)
+        let statement = """
+            DELETE FROM \(table) WHERE (seq, "key", version) IN \
+            (SELECT * FROM unnest($1::int8[], $2::\(keyType)[], $3::int8[]))
+            """
+        try await run(.changes, on: database) { _ = try await database.rows(statement, binds) }
     }
 
     /// The change table's size and the age of its oldest entry.

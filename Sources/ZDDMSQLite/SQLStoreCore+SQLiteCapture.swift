@@ -33,16 +33,20 @@ extension SQLStoreCore {
         }
     }
 
-    /// Removes change-table entries, in one transaction.
-    func removeCapturedChanges(_ sequences: [Int64], on database: SQLiteDatabase, sql: SQLiteCaptureSQL) async throws {
-        guard !sequences.isEmpty else { return }
-        let chunks = Self.batches(sequences.map(\.databaseValue), size: 500).map(Array.init)
+    /// Removes change-table entries whose sequence number, key and version all match, in one transaction.
+    func removeCapturedChanges(
+        _ changes: [CapturedChange<Key>],
+        on database: SQLiteDatabase,
+        sql: SQLiteCaptureSQL
+    ) async throws {
+        guard !changes.isEmpty else { return }
+        let rows = try changes.map { change -> StatementArguments in
+            let version = try SQLiteBinding.databaseValue(version: change.version, for: .changes)
+            return [change.sequence, SQLiteBinding.databaseValue(change.key.sqlKeyValue), version]
+        }
         try await run(.changes, on: database) { db in
-            for chunk in chunks {
-                try db.cachedStatement(sql: sql.removeChanges(chunk.count)).execute(
-                    arguments: StatementArguments(chunk)
-                )
-            }
+            let statement = try db.cachedStatement(sql: sql.removeChange)
+            for arguments in rows { try statement.execute(arguments: arguments) }
         }
     }
 

@@ -50,7 +50,9 @@ struct SQLiteCaptureSQL: Sendable {
     /// Entries and the oldest entry's age in seconds, by SQLite's clock.
     let backlog: String
     private let readManyDeletedPrefix: String
-    private let removeChangesPrefix: String
+    /// Removes one entry while its sequence number, key and version are those given (without `AUTOINCREMENT`, a
+    /// removed entry's sequence number is given again once it was the largest).
+    let removeChange: String
     /// `max(version, deleted-versions entry or 0) + 1` for the row an `UPDATE` changes.
     private let nextVersionOfRow: String
     /// `(deleted-versions entry of ?1 or 0) + 1`.
@@ -82,7 +84,7 @@ struct SQLiteCaptureSQL: Sendable {
             CREATE TABLE IF NOT EXISTS \(del) ("key"\(type) NOT NULL PRIMARY KEY, "version" INTEGER NOT NULL)
             """
         createChanges = """
-            CREATE TABLE IF NOT EXISTS \(ch) ("seq" INTEGER PRIMARY KEY AUTOINCREMENT, "key"\(type) NOT NULL, \
+            CREATE TABLE IF NOT EXISTS \(ch) ("seq" INTEGER PRIMARY KEY, "key"\(type) NOT NULL, \
             "version" INTEGER NOT NULL, "changed_at" REAL NOT NULL)
             """
         addVersionColumn = "ALTER TABLE \(t) ADD COLUMN \(ver) INTEGER NOT NULL DEFAULT 0"
@@ -90,7 +92,7 @@ struct SQLiteCaptureSQL: Sendable {
         listChanges = "SELECT \"seq\", \"key\", \"version\" FROM \(ch) ORDER BY \"seq\" LIMIT ?"
         backlog = "SELECT count(*), \(now) - min(\"changed_at\") FROM \(ch)"
         readManyDeletedPrefix = "SELECT \"key\", \"version\" FROM \(del) WHERE \"key\" IN ("
-        removeChangesPrefix = "DELETE FROM \(ch) WHERE \"seq\" IN ("
+        removeChange = "DELETE FROM \(ch) WHERE \"seq\" = ? AND \"key\" = ? AND \"version\" = ?"
         let deletedOf = { (key: String) in "(SELECT \"version\" FROM \(del) WHERE \"key\" = \(key))" }
         nextVersionOfRow = "max(coalesce(\(ver), 0), coalesce(\(deletedOf("\(t).\(k)")), 0)) + 1"
         firstVersionOfKey = "coalesce(\(deletedOf("?1")), 0) + 1"
@@ -197,10 +199,5 @@ struct SQLiteCaptureSQL: Sendable {
     /// `SELECT key, version FROM deleted WHERE key IN (?, …)` with `count` placeholders.
     func readManyDeleted(_ count: Int) -> String {
         readManyDeletedPrefix + SQLiteBinding.placeholders(count) + ")"
-    }
-
-    /// `DELETE FROM changes WHERE seq IN (?, …)` with `count` placeholders.
-    func removeChanges(_ count: Int) -> String {
-        removeChangesPrefix + SQLiteBinding.placeholders(count) + ")"
     }
 }

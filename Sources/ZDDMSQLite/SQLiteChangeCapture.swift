@@ -11,8 +11,10 @@ public import ZDDMSQL
 /// - the version column (``ZDDMSQL/ChangeCaptureSchema/versionColumn``, `INTEGER NOT NULL DEFAULT 0`) if the table
 ///   lacks it: rows that exist keep version 0 until their first change gives them 1;
 /// - the deleted-versions table `(key PRIMARY KEY, version)` and the change table
-///   `(seq INTEGER PRIMARY KEY AUTOINCREMENT, key, version, changed_at)`, `changed_at` in Unix seconds by SQLite's
-///   clock;
+///   `(seq INTEGER PRIMARY KEY, key, version, changed_at)`, `changed_at` in Unix seconds by SQLite's clock (no
+///   `AUTOINCREMENT`, whose `sqlite_sequence` update would cost every write a page: a removed entry's number may be
+///   given again, so entries are removed by sequence number, key and version together; tables installed with
+///   `AUTOINCREMENT` by an earlier version keep working);
 /// - triggers on `INSERT`, `UPDATE` and `DELETE` of the table, so that every change, by any writer and plain SQL
 ///   too, makes the key's version larger than any it had (whatever the statement put in the version column), keeps
 ///   a deleted key's version in the deleted-versions table (a key inserted again continues above it), and appends

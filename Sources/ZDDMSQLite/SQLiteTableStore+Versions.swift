@@ -93,8 +93,8 @@ extension SQLiteTableStore {
         try await core.capturedChanges(limit: limit, on: database, sql: requireCapture(.changes))
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        try await core.removeCapturedChanges(sequences, on: database, sql: requireCapture(.changes))
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
+        try await core.removeCapturedChanges(changes, on: database, sql: requireCapture(.changes))
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {

@@ -219,8 +219,8 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.changes, nil) { try await base.capturedChanges(limit: limit) }
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        try await run(.changes, nil) { try await base.removeCapturedChanges(sequences) }
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
+        try await run(.changes, nil) { try await base.removeCapturedChanges(changes) }
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {

@@ -156,9 +156,9 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         }
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        let removed = Set(sequences)
-        storage.withLock { storage in storage.changes.removeAll { removed.contains($0.change.sequence) } }
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
+        let removed = Set(changes)
+        storage.withLock { storage in storage.changes.removeAll { removed.contains($0.change) } }
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {

@@ -208,7 +208,7 @@ extension StoreConformanceSuite {
         if capabilities.contains(.changeCapture), versionRoles.contains(.assigns) {
             let store = try await factory()
             let existing = try await store.capturedChanges(limit: 10_000)
-            try await store.removeCapturedChanges(existing.map(\.sequence))
+            try await store.removeCapturedChanges(existing)
             let a = try await store.writeVersioned(k0, v0)
             let b = try await store.writeVersioned(k1, v1)
             let c = try await store.deleteVersioned(k0)
@@ -235,14 +235,25 @@ extension StoreConformanceSuite {
                 "capture-backlog",
                 "the backlog must count entries"
             )
-            try await store.removeCapturedChanges(Array(sequences.prefix(2)))
+            // An entry is removed only while its sequence number, key and version are those given.
+            let last = changes[2]
+            try await store.removeCapturedChanges([
+                CapturedChange(sequence: last.sequence, key: last.key, version: last.version &+ 1),
+                CapturedChange(sequence: last.sequence, key: k2, version: last.version),
+            ])
+            expect(
+                try await store.capturedChanges(limit: 100).count == 3,
+                "capture-remove-match",
+                "an entry whose key or version differs from the one given must stay (its number may be reused)"
+            )
+            try await store.removeCapturedChanges(Array(changes.prefix(2)))
             let left = try await store.capturedChanges(limit: 100)
             expect(
                 left.map(\.sequence) == [sequences[2]],
                 "capture-remove",
                 "removal must remove exactly those entries"
             )
-            try await store.removeCapturedChanges([sequences[2]])
+            try await store.removeCapturedChanges([last])
             let empty = try await store.changeBacklog()
             expect(
                 empty.entries == 0 && empty.oldestAge == nil,

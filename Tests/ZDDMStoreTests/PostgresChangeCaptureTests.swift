@@ -19,7 +19,7 @@ struct PostgresChangeCaptureTests {
                 func run(_ query: PostgresQuery) async throws { try await client.query(query, logger: quiet) }
                 func expectChanges(_ expected: [(String, UInt64)], _ step: String) async throws {
                     let changes = try await store.capturedChanges(limit: 100)
-                    try await store.removeCapturedChanges(changes.map(\.sequence))
+                    try await store.removeCapturedChanges(changes)
                     let got = changes.map { "\($0.key)@\($0.version)" }
                     #expect(got == expected.map { "\($0.0)@\($0.1)" }, "\(step)")
                 }
@@ -60,7 +60,7 @@ struct PostgresChangeCaptureTests {
                 try await expectChanges([("a", 6)], "INSERT after DELETE continues above the deletion")
                 try await run("UPDATE \(unescaped: t) SET value = value")
                 let all = try await store.capturedChanges(limit: 100)
-                try await store.removeCapturedChanges(all.map(\.sequence))
+                try await store.removeCapturedChanges(all)
                 #expect(Set(all.map { "\($0.key)@\($0.version)" }) == ["a@7", "b@2", "c@2"], "multi-row UPDATE")
                 try await run("UPDATE \(unescaped: t) SET key = 'd' WHERE key = 'c'")
                 try await expectChanges([("c", 3), ("d", 1)], "UPDATE of the key: a deletion and a creation")

@@ -252,7 +252,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             let entries = keys.map { (key: $0, record: found[$0] ?? .tombstone(version: 0)) }
             _ = try await core.callNewOrThrow(.writeIfNewer) { try await new.writeManyIfNewer(entries) }
         }
-        try await core.storeSpan(.old, .changes) { try await core.old.removeCapturedChanges(changes.map(\.sequence)) }
+        try await core.storeSpan(.old, .changes) { try await core.old.removeCapturedChanges(changes) }
         metrics.applied.increment(by: keys.count)
         return keys.count
     }

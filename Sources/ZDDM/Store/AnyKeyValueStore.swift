@@ -81,8 +81,8 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
         try await base.capturedChanges(limit: limit)
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
-        try await base.removeCapturedChanges(sequences)
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
+        try await base.removeCapturedChanges(changes)
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {

@@ -209,10 +209,12 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.
     func capturedChanges(limit: Int) async throws -> [CapturedChange<Key>]
 
-    /// Removes applied entries from the change table.
-    /// - Parameter sequences: The entries' sequence numbers.
+    /// Removes applied entries from the change table, each only while its sequence number, key and version are
+    /// still those given: a store may give a removed entry's sequence number to a later entry, and an applier that
+    /// lost its lease must never remove an entry it did not apply.
+    /// - Parameter changes: The entries, as ``capturedChanges(limit:)`` returned them.
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.
-    func removeCapturedChanges(_ sequences: [Int64]) async throws
+    func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws
 
     /// How many entries the change table holds and how old the oldest is.
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/changeCapture``.

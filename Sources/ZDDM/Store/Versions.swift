@@ -38,7 +38,8 @@ extension VersionedRecord: Hashable where Value: Hashable {}
 /// change applier reads entries, copies each key's current state from Old into New through the fence, and then
 /// removes the entries, so an entry whose transaction commits late is read by a later pass, never skipped.
 public struct CapturedChange<Key: Sendable>: Sendable {
-    /// The entry's position in the change table (increasing in the order entries were made).
+    /// The entry's position in the change table: larger than every entry present when it was made (a store may
+    /// give a removed entry's number again).
     public let sequence: Int64
     /// The key that changed.
     public let key: Key
@@ -110,7 +111,7 @@ extension KeyValueStore {
         throw ZDDMError(.unsupported, operation: .changes, message: "this store captures no changes")
     }
 
-    public func removeCapturedChanges(_ sequences: [Int64]) async throws {
+    public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
         throw ZDDMError(.unsupported, operation: .changes, message: "this store captures no changes")
     }
 
