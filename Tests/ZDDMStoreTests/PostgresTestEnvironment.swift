@@ -46,7 +46,13 @@ enum PostgresTestEnvironment {
         logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
         _ body: (PostgresDatabase) async throws -> T
     ) async throws -> T {
-        let database = try await PostgresDatabase.connect(url: url(), maximumConnections: 8, logger: logger)
+        // A generous connect timeout: on a busy machine a login can take seconds, and no test here measures it.
+        let database = try await PostgresDatabase.connect(
+            url: url(),
+            connectTimeout: .seconds(60),
+            maximumConnections: 8,
+            logger: logger
+        )
         do {
             let result = try await body(database)
             await database.shutdown()
