@@ -111,7 +111,9 @@ struct FleetProcessTests {
 
     /// Drops a run's tables (and change capture's functions) from the test database.
     private static func dropPostgresTables(_ tables: [String], captured: String? = nil) async {
-        guard let url = try? CLIPostgres.url(), let database = try? await PostgresDatabase.connect(url: url, connectTimeout: .seconds(60)) else {
+        guard let url = try? CLIPostgres.url(),
+            let database = try? await PostgresDatabase.connect(url: url, connectTimeout: .seconds(60))
+        else {
             return
         }
         if let captured, let schema = try? ChangeCaptureSchema(table: captured, keyColumn: "key") {
