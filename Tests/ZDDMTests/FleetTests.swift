@@ -48,20 +48,38 @@ struct FleetTests {
         let (a, b) = (fleet.instances[0], fleet.instances[1])
         try await fleet.oldBase.write("k", "old")
         #expect(try await fleet.catchUp())
-        try await fleet.newBase.delete("k")  // a cold key: the next read fills it
-        let entered = AsyncSignal()
         let release = AsyncSignal()
-        a.new.setHooks(
-            before: { operation, _ in
-                if operation == .writeIfNewer {
-                    entered.signal()
-                    await release.wait()
-                }
-            },
-            after: nil
-        )
-        let read = Task { try await a.proxy.read("k") }
-        await entered.wait()
+        let filling = Atomic<Bool>(false)
+        var held: Task<String?, any Error>?
+        // On a busy machine a's view can expire before its read reaches New; the read then answers from Old and
+        // fills nothing. Try again under a fresh view until a read's fill is held on its way into New.
+        for _ in 0..<20 {
+            try await fleet.newBase.delete("k")  // a cold key: the next read fills it
+            try await a.member.refresh()
+            let reached = AsyncSignal()
+            a.new.setHooks(
+                before: { operation, _ in
+                    if operation == .writeIfNewer {
+                        filling.store(true, ordering: .releasing)
+                        reached.signal()
+                        await release.wait()
+                    }
+                },
+                after: nil
+            )
+            let read = Task {
+                defer { reached.signal() }
+                return try await a.proxy.read("k")
+            }
+            await reached.wait()
+            if filling.load(ordering: .acquiring) {
+                held = read
+                break
+            }
+            _ = try await read.value
+            a.new.setHooks(before: nil, after: nil)
+        }
+        let read = try #require(held, "no read reached New's fill in 20 tries")
         try await b.proxy.write("k", "new")
         release.signal()
         #expect(try await read.value == "old")  // it started before the write was acknowledged
