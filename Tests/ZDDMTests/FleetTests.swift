@@ -7,7 +7,8 @@ import ZDDMTesting
 struct FleetTests {
     /// A fleet in `live` at rate 1 whose applier has caught up with the rise of the high water.
     private func liveFleet(_ count: Int) async throws -> InProcessFleet {
-        let fleet = try InProcessFleet(count: count)
+        // A view lease long enough that a view refreshed a moment ago is still current on a busy machine.
+        let fleet = try InProcessFleet(count: count, viewLease: .seconds(1))
         try await fleet.control(FleetControlChange(stage: .live, rate: 1))
         try await fleet.refreshAll()
         #expect(try await fleet.catchUp())
