@@ -57,32 +57,7 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
     public func update(_ migration: String, _ change: FleetControlChange) async throws -> FleetState {
         // Checked before any SQL runs; `applying` checks it again.
         _ = try FleetState().applying(FleetControlChange(rate: change.rate))
-        let sql = sql
-        let logger = database.logger
-        return try await run {
-            try await database.client.withTransaction(logger: logger) { connection in
-                let name = Self.name(migration)
-                try await connection.query(PostgresQuery(unsafeSQL: sql.ensure, binds: name), logger: logger)
-                let rows = try await connection.query(
-                    PostgresQuery(unsafeSQL: sql.selectForUpdate, binds: name),
-                    logger: logger
-                ).collect()
-                guard let row = rows.first else {
-                    throw ZDDMError(.storeFailed, operation: .fleetState, message: "the migration's row vanished")
-                }
-                let next = try Self.state(row).applying(change)
-                var binds = Self.name(migration)
-                binds.append(next.stage.rawValue)
-                binds.append(next.rate)
-                binds.append(next.highWaterRate)
-                binds.append(next.killswitch)
-                binds.append(Int64(bitPattern: next.behind))
-                binds.append(Int64(bitPattern: next.caughtUp))
-                binds.append(Int64(bitPattern: next.controlEpoch))
-                try await connection.query(PostgresQuery(unsafeSQL: sql.write, binds: binds), logger: logger)
-                return next
-            }
-        }
+        return try await changeState(migration) { try $0.applying(change) }
     }
 
     public func markBehind(_ migration: String) async throws -> UInt64 {
@@ -102,6 +77,15 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
     }
 
     public func recordCleanVerify(_ migration: String, startedAt behind: UInt64) async throws -> FleetState {
+        try await changeState(migration) { try $0.recordingCleanVerify(startedAt: behind) }
+    }
+
+    /// Reads a migration's row `FOR UPDATE` (creating it first), applies `transform` and writes the state back, in one
+    /// transaction.
+    private func changeState(
+        _ migration: String,
+        _ transform: @escaping @Sendable (FleetState) throws -> FleetState
+    ) async throws -> FleetState {
         let sql = sql
         let logger = database.logger
         return try await run {
@@ -115,10 +99,17 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
                 guard let row = rows.first else {
                     throw ZDDMError(.storeFailed, operation: .fleetState, message: "the migration's row vanished")
                 }
-                let next = try Self.state(row).recordingCleanVerify(startedAt: behind)
+                let next = try transform(try Self.state(row))
                 var binds = Self.name(migration)
+                binds.append(next.stage.rawValue)
+                binds.append(next.rate)
+                binds.append(next.highWaterRate)
+                binds.append(next.killswitch)
+                binds.append(Int64(bitPattern: next.behind))
+                binds.append(Int64(bitPattern: next.caughtUp))
+                binds.append(Int64(bitPattern: next.controlEpoch))
                 binds.append(next.verifiedBehind.map { Int64(bitPattern: $0) })
-                try await connection.query(PostgresQuery(unsafeSQL: sql.writeVerified, binds: binds), logger: logger)
+                try await connection.query(PostgresQuery(unsafeSQL: sql.write, binds: binds), logger: logger)
                 return next
             }
         }
@@ -216,7 +207,6 @@ extension PostgresFleetStateStore {
         let write: String
         let addVerifiedBehind: String
         let addControlEpoch: String
-        let writeVerified: String
         let markBehind: String
         let publishCaughtUp: String
         let acquire: String
@@ -235,13 +225,12 @@ extension PostgresFleetStateStore {
                 """
             addVerifiedBehind = "ALTER TABLE \(f) ADD COLUMN IF NOT EXISTS verified_behind bigint"
             addControlEpoch = "ALTER TABLE \(f) ADD COLUMN IF NOT EXISTS control_epoch bigint NOT NULL DEFAULT 0"
-            writeVerified = "UPDATE \(f) SET verified_behind = $2 WHERE migration = $1"
             select = "SELECT \(columns) FROM \(f) WHERE migration = $1"
             ensure = "INSERT INTO \(f) (migration) VALUES ($1) ON CONFLICT (migration) DO NOTHING"
             selectForUpdate = "SELECT \(columns) FROM \(f) WHERE migration = $1 FOR UPDATE"
             write = """
                 UPDATE \(f) SET stage = $2, rate = $3, high_water = $4, killswitch = $5, behind = $6, \
-                caught_up = $7, control_epoch = $8 WHERE migration = $1
+                caught_up = $7, control_epoch = $8, verified_behind = $9 WHERE migration = $1
                 """
             markBehind = """
                 INSERT INTO \(f) AS s (migration, behind) VALUES ($1, 1) \
