@@ -69,16 +69,6 @@ struct FleetControlServiceTests {
             #expect(gate.rate == 0.5 && gate.isKillswitchOn && gate.stage == .live)
         }
     }
-
-    private func eventuallyAsync(_ condition: () async throws -> Bool) async throws -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(60)
-        while clock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return try await condition()
-    }
 }
 
 /// A refused `rampdown` from the configuration: logged once, the rest published, retried at a steady pace until a
@@ -216,14 +206,15 @@ struct FleetControlServiceRefusalTests {
             #expect(refusals(handler).count == 1)
         }
     }
+}
 
-    private func eventuallyAsync(_ condition: () async throws -> Bool) async throws -> Bool {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(60)
-        while clock.now < deadline {
-            if try await condition() { return true }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return try await condition()
+/// Polls `condition` every 10 ms until it holds, for at most 60 s; returns whether it held.
+private func eventuallyAsync(_ condition: () async throws -> Bool) async throws -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(60)
+    while clock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
     }
+    return try await condition()
 }
