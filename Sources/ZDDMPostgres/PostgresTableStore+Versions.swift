@@ -204,17 +204,12 @@ extension PostgresTableStore {
             let deleted = capture.deletedTable.quoted
             let columns = mapping.valueColumns.map(\.quoted)
             let list = columns.joined(separator: ", ")
-            let nulls = columns.map { _ in "NULL" }.joined(separator: ", ")
-            let keyType = PostgresBinding.arrayElementType(keyKind)
-            func select(_ condition: (String) -> String) -> String {
-                """
-                SELECT true, false, \(ver), \(k), \(list) FROM \(t) WHERE \(condition(k)) \
-                UNION ALL SELECT false, true, version, "key", \(nulls) FROM \(deleted) WHERE \(condition("\"key\"")) \
-                UNION ALL SELECT false, true, 0, \(sk), \(nulls) FROM \(s) WHERE \(condition(sk))
-                """
-            }
-            read = select { "\($0) = $1" }
-            readMany = select { "\($0) = ANY($1::\(keyType)[])" }
+            (read, readMany) = versionedReads(
+                mapping,
+                keyKind: keyKind,
+                version: ver,
+                tombstones: [(deleted, "\"key\"", "version"), (s, sk, "0")]
+            )
             let values = PostgresBinding.placeholders(from: 1, count: columns.count + 1)
             let updates = columns.map { "\($0) = EXCLUDED.\($0)" }.joined(separator: ", ")
             writeVersioned = """
@@ -256,19 +251,11 @@ extension PostgresTableStore {
             let ver = versionColumn.quoted
             let columns = mapping.valueColumns.map(\.quoted)
             let list = columns.joined(separator: ", ")
-            let nulls = columns.map { _ in "NULL" }.joined(separator: ", ")
             let keyType = PostgresBinding.arrayElementType(keyKind)
             addVersionColumns = [t, s].map {
                 "ALTER TABLE \($0) ADD COLUMN IF NOT EXISTS \(ver) bigint NOT NULL DEFAULT 0"
             }
-            func select(_ condition: (String) -> String) -> String {
-                """
-                SELECT true, false, \(ver), \(k), \(list) FROM \(t) WHERE \(condition(k)) \
-                UNION ALL SELECT false, true, \(ver), \(sk), \(nulls) FROM \(s) WHERE \(condition(sk))
-                """
-            }
-            read = select { "\($0) = $1" }
-            readMany = select { "\($0) = ANY($1::\(keyType)[])" }
+            (read, readMany) = versionedReads(mapping, keyKind: keyKind, version: ver, tombstones: [(s, sk, ver)])
             versions = """
                 SELECT \(k), \(ver) FROM \(t) WHERE \(k) = ANY($1::\(keyType)[]) \
                 UNION ALL SELECT \(sk), \(ver) FROM \(s) WHERE \(sk) = ANY($1::\(keyType)[])
@@ -282,4 +269,29 @@ extension PostgresTableStore {
                 """
         }
     }
+}
+
+/// The versioned reads of a table store, for one key and for an array of keys: rows `fromRow, tombstone, version,
+/// key, columns…`, the table's row first, then each tombstone source (a table, its key column, the expression of
+/// its version), all names already quoted.
+private func versionedReads<Value>(
+    _ mapping: RowMapping<Value>,
+    keyKind: SQLKeyKind,
+    version: String,
+    tombstones: [(table: String, key: String, version: String)]
+) -> (read: String, readMany: String) {
+    let k = mapping.keyColumn.quoted
+    let list = mapping.valueColumns.map(\.quoted).joined(separator: ", ")
+    let nulls = mapping.valueColumns.map { _ in "NULL" }.joined(separator: ", ")
+    func select(_ condition: (String) -> String) -> String {
+        ([
+            "SELECT true, false, \(version), \(k), \(list) FROM \(mapping.table.quoted) WHERE \(condition(k))"
+        ]
+            + tombstones.map {
+                "SELECT false, true, \($0.version), \($0.key), \(nulls) FROM \($0.table) WHERE \(condition($0.key))"
+            })
+            .joined(separator: " UNION ALL ")
+    }
+    let keyType = PostgresBinding.arrayElementType(keyKind)
+    return (select { "\($0) = $1" }, select { "\($0) = ANY($1::\(keyType)[])" })
 }
