@@ -1,43 +1,110 @@
-import Synchronization
+public import Synchronization
 public import ZDDM
 
 /// A thread-safe in-memory store with every capability: the reference implementation the conformance suite is
-/// proven on, and a handy Old or New in tests.
+/// proven on, and a fast Old or New in tests, demos and benchmarks.
 ///
-/// Keys are listed in their `Comparable` order. Listing after a change sorts the keys again (O(n log n)), so
-/// it suits tests and demos, not large production data.
+/// Keys are spread over independently locked shards (by the high bits of their hash), so tasks working on
+/// different keys rarely wait for each other, and the single-key calls are `@inlinable`: a caller that names the
+/// store's concrete `Key` and `Value` types gets them specialized, with no generic dispatch and no allocation on a
+/// read or an overwrite.
+///
+/// Keys are listed in their `Comparable` order. Each shard keeps its keys sorted and sorts them again after a change
+/// that added or removed one (O(n log n) for the shard), so listing suits tests, demos and backfills of a store that
+/// is not changing much, not a large store under heavy writes.
 ///
 /// The store keeps versions the way a SQL store with change capture does: every change (a write, an insert that
 /// stored, a delete that removed something, a tombstone) makes the key's version larger, and a deletion keeps it;
 /// ``writeIfNewer(_:_:)`` stores the version it is given. With `captureChanges`, every change is also appended to
-/// a change table (``capturedChanges(limit:)``), as a trigger on an SQL table would.
+/// a change table (``capturedChanges(limit:)``), as a trigger on an SQL table would, in the order the key's changes
+/// were made.
 public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: Sendable>: KeyValueStore, Sendable {
-    private struct Storage {
-        var records: [Key: StoreRecord<Value>] = [:]
-        /// Every key's version; kept when the key's record is removed.
-        var versions: [Key: UInt64] = [:]
-        /// Keys holding values, sorted; `nil` when a change made it out of date.
-        var sortedValueKeys: [Key]? = []
-        /// Keys holding a version (a value, a tombstone or a deletion), sorted; `nil` when a new key made it out of
-        /// date.
-        var sortedVersionedKeys: [Key]? = []
-        var captureChanges = false
-        var changes: [(change: CapturedChange<Key>, at: ContinuousClock.Instant)] = []
-        var nextSequence: Int64 = 1
+    /// What the store knows of a key.
+    @usableFromInline
+    struct Entry: Sendable {
+        /// The value or tombstone; `nil` once the key was deleted (its version stays).
+        @usableFromInline var record: StoreRecord<Value>?
+        @usableFromInline var version: UInt64
 
-        /// Gives the key its next version and records the change.
-        mutating func changed(_ key: Key, to version: UInt64? = nil) -> UInt64 {
-            let next = version ?? ((versions[key] ?? 0) + 1)
-            if versions.updateValue(next, forKey: key) == nil { sortedVersionedKeys = nil }
-            if captureChanges {
-                changes.append((CapturedChange(sequence: nextSequence, key: key, version: next), .now))
-                nextSequence += 1
-            }
-            return next
+        @inlinable
+        init(record: StoreRecord<Value>?, version: UInt64) {
+            self.record = record
+            self.version = version
         }
     }
 
-    private let storage: Mutex<Storage>
+    /// One shard's keys.
+    @usableFromInline
+    struct ShardState: Sendable {
+        @usableFromInline var entries: [Key: Entry] = [:]
+        /// Keys holding values, sorted; `nil` when a change made it out of date.
+        @usableFromInline var sortedValueKeys: [Key]? = []
+        /// Keys holding a version (a value, a tombstone or a deletion), sorted; `nil` when a new key made it out of
+        /// date.
+        @usableFromInline var sortedVersionedKeys: [Key]? = []
+
+        @inlinable
+        init() {}
+
+        /// Stores `record` for `key` (`nil` deletes it) at `version`, or at the key's next version; returns it.
+        @inlinable
+        mutating func set(_ key: Key, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
+            var stored: UInt64 = 0
+            let hadValue: Bool
+            if let index = entries.index(forKey: key) {
+                let held = entries.values[index]
+                hadValue = held.record?.value != nil
+                stored = version ?? (held.version + 1)
+                entries.values[index] = Entry(record: record, version: stored)
+            } else {
+                hadValue = false
+                stored = version ?? 1
+                entries[key] = Entry(record: record, version: stored)
+                sortedVersionedKeys = nil
+            }
+            if hadValue != (record?.value != nil) { sortedValueKeys = nil }
+            return stored
+        }
+    }
+
+    /// A shard: its lock and its keys, padded so that two shards' locks do not share a cache line.
+    @usableFromInline
+    final class Shard: Sendable {
+        @usableFromInline let state: Mutex<ShardState> = Mutex(ShardState())
+        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+        @usableFromInline
+        init() {}
+    }
+
+    /// The change table, shared by every shard; a change is appended while its shard is locked, so the entries of
+    /// one key are in the order of its versions.
+    @usableFromInline
+    final class ChangeLog: Sendable {
+        struct State {
+            var changes: [(change: CapturedChange<Key>, at: ContinuousClock.Instant)] = []
+            var nextSequence: Int64 = 1
+        }
+
+        let state = Mutex(State())
+
+        @usableFromInline
+        init() {}
+
+        @usableFromInline
+        func append(_ key: Key, version: UInt64) {
+            state.withLock { state in
+                state.changes.append((CapturedChange(sequence: state.nextSequence, key: key, version: version), .now))
+                state.nextSequence += 1
+            }
+        }
+    }
+
+    @usableFromInline let shards: [Shard]
+    /// How far to shift a hash right to get its shard's index (its high bits: the dictionaries use the low ones).
+    @usableFromInline let shardShift: Int
+    /// The change table, with `captureChanges`.
+    @usableFromInline let changeLog: ChangeLog?
 
     public let capabilities: StoreCapabilities
 
@@ -45,102 +112,132 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     /// - Parameters:
     ///   - values: Initial values.
     ///   - captureChanges: Whether to record every change in a change table, as change capture on an SQL Old does.
-    public init(_ values: [Key: Value] = [:], captureChanges: Bool = false) {
-        var storage = Storage()
-        storage.records = values.mapValues { .value($0) }
-        storage.versions = values.mapValues { _ in 1 }
-        storage.sortedVersionedKeys = nil
-        storage.sortedValueKeys = nil
-        storage.captureChanges = captureChanges
-        self.storage = Mutex(storage)
+    ///   - shardBits: The store has 2^`shardBits` shards (default 5: 32), in `0...12`.
+    public init(_ values: [Key: Value] = [:], captureChanges: Bool = false, shardBits: Int = 5) {
+        let bits = min(max(shardBits, 0), 12)
+        self.shards = (0..<(1 << bits)).map { _ in Shard() }
+        self.shardShift = UInt.bitWidth - bits
+        self.changeLog = captureChanges ? ChangeLog() : nil
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches, .versions]
         if captureChanges { capabilities.insert(.changeCapture) }
         self.capabilities = capabilities
-    }
-
-    public func read(_ key: Key) async throws -> StoreRecord<Value>? {
-        storage.withLock { $0.records[key] }
-    }
-
-    public func write(_ key: Key, _ value: Value) async throws {
-        _ = try await writeVersioned(key, value)
-    }
-
-    public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        storage.withLock { storage in
-            guard storage.records[key] == nil else { return false }
-            storage.records[key] = .value(value)
-            storage.sortedValueKeys = nil
-            _ = storage.changed(key)
-            return true
-        }
-    }
-
-    public func delete(_ key: Key) async throws {
-        _ = try await deleteVersioned(key)
-    }
-
-    public func writeTombstone(_ key: Key) async throws {
-        storage.withLock { storage in
-            if storage.records.updateValue(.tombstone, forKey: key)?.value != nil { storage.sortedValueKeys = nil }
-            _ = storage.changed(key)
-        }
-    }
-
-    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
-        storage.withLock { storage in
-            guard let version = storage.versions[key] else { return nil }
-            return VersionedRecord(storage.records[key] ?? .tombstone, version: version)
-        }
-    }
-
-    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
-        storage.withLock { storage in
-            var found: [Key: VersionedRecord<Value>] = [:]
-            for key in keys {
-                if let version = storage.versions[key] {
-                    found[key] = VersionedRecord(storage.records[key] ?? .tombstone, version: version)
-                }
+        for (key, value) in values {
+            withShard(key) { state in
+                state.entries[key] = Entry(record: .value(value), version: 1)
+                state.sortedValueKeys = nil
+                state.sortedVersionedKeys = nil
             }
-            return found
         }
     }
 
-    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
-        storage.withLock { storage in
-            let previous = storage.records.updateValue(.value(value), forKey: key)
-            if previous?.value == nil { storage.sortedValueKeys = nil }
-            return storage.changed(key)
-        }
+    /// Runs `body` with the key's shard locked.
+    @inlinable
+    func withShard<R>(_ key: Key, _ body: (inout ShardState) -> R) -> R {
+        // A shift by the word's width (one shard) must give 0, not be undefined: `>>` on a Swift integer is smart.
+        let index = Int(truncatingIfNeeded: UInt(bitPattern: key.hashValue) >> UInt(shardShift))
+        return shards[index].state.withLock { body(&$0) }
     }
 
-    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
-        storage.withLock { storage in
-            guard let removed = storage.records.removeValue(forKey: key) else { return storage.versions[key] ?? 0 }
-            if removed.value != nil { storage.sortedValueKeys = nil }
-            return storage.changed(key)
-        }
-    }
-
-    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
-        storage.withLock { storage in Self.storeIfNewer(&storage, key, record) }
-    }
-
-    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
-        storage.withLock { storage in
-            var stored: Set<Key> = []
-            for entry in entries where Self.storeIfNewer(&storage, entry.key, entry.record) {
-                stored.insert(entry.key)
-            }
+    /// Stores a change under the shard's lock and appends it to the change table.
+    @inlinable
+    func change(_ key: Key, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
+        withShard(key) { state in
+            let stored = state.set(key, record, version: version)
+            changeLog?.append(key, version: stored)
             return stored
         }
     }
 
-    private static func storeIfNewer(_ storage: inout Storage, _ key: Key, _ record: VersionedRecord<Value>) -> Bool {
-        if let held = storage.versions[key], held >= record.version, storage.records[key] != nil { return false }
-        let previous = storage.records.updateValue(record.record, forKey: key)
-        if (previous?.value == nil) != (record.record.value == nil) { storage.sortedValueKeys = nil }
-        _ = storage.changed(key, to: record.version)
+    @inlinable
+    public func read(_ key: Key) async throws -> StoreRecord<Value>? {
+        withShard(key) { $0.entries[key]?.record }
+    }
+
+    @inlinable
+    public func write(_ key: Key, _ value: Value) async throws {
+        _ = change(key, .value(value))
+    }
+
+    @inlinable
+    public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
+        withShard(key) { state in
+            guard state.entries[key]?.record == nil else { return false }
+            let stored = state.set(key, .value(value))
+            changeLog?.append(key, version: stored)
+            return true
+        }
+    }
+
+    @inlinable
+    public func delete(_ key: Key) async throws {
+        _ = try await deleteVersioned(key)
+    }
+
+    @inlinable
+    public func writeTombstone(_ key: Key) async throws {
+        _ = change(key, .tombstone)
+    }
+
+    @inlinable
+    public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
+        withShard(key) { state in
+            guard let entry = state.entries[key] else { return nil }
+            return VersionedRecord(entry.record ?? .tombstone, version: entry.version)
+        }
+    }
+
+    public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
+        var found: [Key: VersionedRecord<Value>] = [:]
+        for key in keys {
+            if let entry = withShard(key, { $0.entries[key] }) {
+                found[key] = VersionedRecord(entry.record ?? .tombstone, version: entry.version)
+            }
+        }
+        return found
+    }
+
+    @inlinable
+    public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
+        change(key, .value(value))
+    }
+
+    @inlinable
+    public func deleteVersioned(_ key: Key) async throws -> UInt64 {
+        withShard(key) { state in
+            guard let entry = state.entries[key] else { return 0 }
+            guard entry.record != nil else { return entry.version }
+            let stored = state.set(key, nil)
+            changeLog?.append(key, version: stored)
+            return stored
+        }
+    }
+
+    @inlinable
+    public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
+        withShard(key) { state in Self.storeIfNewer(&state, key, record, changeLog) }
+    }
+
+    public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
+        var stored: Set<Key> = []
+        for entry in entries where withShard(entry.key, { Self.storeIfNewer(&$0, entry.key, entry.record, changeLog) })
+        {
+            stored.insert(entry.key)
+        }
+        return stored
+    }
+
+    /// Stores a record unless the key holds a value or tombstone at the same or a newer version (a deletion's
+    /// version does not hold a record back: the key was removed, and the record re-creates it).
+    @inlinable
+    static func storeIfNewer(
+        _ state: inout ShardState,
+        _ key: Key,
+        _ record: VersionedRecord<Value>,
+        _ changeLog: ChangeLog?
+    ) -> Bool {
+        if let held = state.entries[key], held.version >= record.version, held.record != nil { return false }
+        let stored = state.set(key, record.record, version: record.version)
+        changeLog?.append(key, version: stored)
         return true
     }
 
@@ -148,64 +245,62 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         guard limit >= 1 else {
             throw ZDDMError(.invalidArgument, operation: .changes, message: "limit must be at least 1, got \(limit)")
         }
-        return try storage.withLock { storage in
-            guard storage.captureChanges else {
-                throw ZDDMError(.unsupported, operation: .changes, message: "this store captures no changes")
-            }
-            return storage.changes.prefix(limit).map(\.change)
+        guard let changeLog else {
+            throw ZDDMError(.unsupported, operation: .changes, message: "this store captures no changes")
         }
+        return changeLog.state.withLock { $0.changes.prefix(limit).map(\.change) }
     }
 
     public func removeCapturedChanges(_ changes: [CapturedChange<Key>]) async throws {
         let removed = Set(changes)
-        storage.withLock { storage in storage.changes.removeAll { removed.contains($0.change) } }
+        changeLog?.state.withLock { state in state.changes.removeAll { removed.contains($0.change) } }
     }
 
     public func changeBacklog() async throws -> ChangeBacklog {
-        storage.withLock { storage in
-            ChangeBacklog(entries: storage.changes.count, oldestAge: storage.changes.first.map { .now - $0.at })
-        }
+        let (entries, oldest) = changeLog?.state.withLock { ($0.changes.count, $0.changes.first?.at) } ?? (0, nil)
+        return ChangeBacklog(entries: entries, oldestAge: oldest.map { .now - $0 })
     }
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
-        try page(after: cursor, limit: limit, sorted: \.sortedValueKeys) { storage in
-            storage.records.compactMap { $0.value.value == nil ? nil : $0.key }
+        try page(after: cursor, limit: limit, sorted: \.sortedValueKeys) { state in
+            state.entries.compactMap { $0.value.record?.value == nil ? nil : $0.key }
         }
     }
 
     /// Keys with a value, a tombstone or a deletion's version: every key the store has a version for.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
-        try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { Array($0.versions.keys) }
+        try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { Array($0.entries.keys) }
     }
 
-    /// A page of a sorted key list kept in `sorted` (made from `keys` when a change invalidated it).
+    /// A page of keys after `cursor`: up to `limit` from each shard's sorted list (made from `keys` when a change
+    /// invalidated it), merged.
     private func page(
         after cursor: Key?,
         limit: Int,
-        sorted cache: WritableKeyPath<Storage, [Key]?>,
-        keys: (Storage) -> [Key]
+        sorted cache: WritableKeyPath<ShardState, [Key]?>,
+        keys: (ShardState) -> [Key]
     ) throws -> [Key] {
-        try Self.checkListLimit(limit)
-        return storage.withLock { storage in
-            let sorted: [Key]
-            if let cached = storage[keyPath: cache] {
-                sorted = cached
-            } else {
-                sorted = keys(storage).sorted()
-                storage[keyPath: cache] = sorted
-            }
-            return Self.page(sorted, after: cursor, limit: limit)
-        }
-    }
-
-    private static func checkListLimit(_ limit: Int) throws {
         guard limit >= 1 else {
             throw ZDDMError(.invalidArgument, operation: .listKeys, message: "limit must be at least 1, got \(limit)")
         }
+        var merged: [Key] = []
+        for shard in shards {
+            shard.state.withLock { state in
+                let sorted: [Key]
+                if let cached = state[keyPath: cache] {
+                    sorted = cached
+                } else {
+                    sorted = keys(state).sorted()
+                    state[keyPath: cache] = sorted
+                }
+                merged += Self.page(sorted, after: cursor, limit: limit)
+            }
+        }
+        return shards.count == 1 ? merged : Array(merged.sorted().prefix(limit))
     }
 
     /// Up to `limit` keys of `sorted` after `cursor`.
-    private static func page(_ sorted: [Key], after cursor: Key?, limit: Int) -> [Key] {
+    private static func page(_ sorted: [Key], after cursor: Key?, limit: Int) -> ArraySlice<Key> {
         var low = 0
         if let cursor {
             var high = sorted.count
@@ -214,36 +309,36 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
                 if sorted[middle] <= cursor { low = middle + 1 } else { high = middle }
             }
         }
-        return Array(sorted[low..<min(sorted.count, low + limit)])
+        return sorted[low..<min(sorted.count, low + limit)]
     }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
-        storage.withLock { storage in
-            var found: [Key: StoreRecord<Value>] = [:]
-            for key in keys { found[key] = storage.records[key] }
-            return found
-        }
+        var found: [Key: StoreRecord<Value>] = [:]
+        for key in keys { found[key] = withShard(key) { $0.entries[key]?.record } }
+        return found
     }
 
     public func insertManyIfAbsent(_ entries: [(key: Key, value: Value)]) async throws -> Set<Key> {
-        storage.withLock { storage in
-            var inserted: Set<Key> = []
-            for entry in entries where storage.records[entry.key] == nil {
-                storage.records[entry.key] = .value(entry.value)
-                inserted.insert(entry.key)
-            }
-            if !inserted.isEmpty { storage.sortedValueKeys = nil }
-            return inserted
-        }
+        var inserted: Set<Key> = []
+        for entry in entries where try await insertIfAbsent(entry.key, entry.value) { inserted.insert(entry.key) }
+        return inserted
     }
 
     /// Everything the store holds, for assertions.
     public func snapshot() -> [Key: StoreRecord<Value>] {
-        storage.withLock { $0.records }
+        var all: [Key: StoreRecord<Value>] = [:]
+        for shard in shards {
+            shard.state.withLock { state in
+                for (key, entry) in state.entries { all[key] = entry.record }
+            }
+        }
+        return all
     }
 
     /// The number of keys holding a value or a tombstone.
     public var count: Int {
-        storage.withLock { $0.records.count }
+        shards.reduce(0) { total, shard in
+            total + shard.state.withLock { state in state.entries.values.count(where: { $0.record != nil }) }
+        }
     }
 }

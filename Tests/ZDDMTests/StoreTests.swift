@@ -26,6 +26,60 @@ struct StoreTests {
         ).run()
     }
 
+    @Test("The in-memory store passes the conformance suite with one shard and with 4 096", arguments: [0, 12])
+    func inMemoryShardCounts(shardBits: Int) async throws {
+        try await StoreConformanceSuite(
+            makeStore: { InMemoryStore<Int, String>(shardBits: shardBits) },
+            key: { $0 * 7 - 300 },
+            value: { "value-\($0)" },
+            areInIncreasingOrder: { $0 < $1 }
+        ).run()
+    }
+
+    @Test("Tasks writing the same keys at once: each key ends at its last write, with one version per change, in order")
+    func inMemoryConcurrentWriters() async throws {
+        let store = InMemoryStore<Int, Int>(captureChanges: true)
+        let keys = 0..<200
+        let rounds = 50
+        // Four tasks each write every key `rounds` times; every write returns the version it made.
+        let versions = try await withThrowingTaskGroup(of: [Int: [UInt64: Int]].self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    var made: [Int: [UInt64: Int]] = [:]
+                    for round in 0..<rounds {
+                        for key in keys {
+                            let value = task * 1_000 + round
+                            made[key, default: [:]][try await store.writeVersioned(key, value)] = value
+                        }
+                    }
+                    return made
+                }
+            }
+            var all: [Int: [UInt64: Int]] = [:]
+            for try await made in group {
+                // Two writes that were given the same version would collide here, and the count below would miss.
+                all.merge(made) { $0.merging($1) { first, _ in first } }
+            }
+            return all
+        }
+        let changes = try await store.capturedChanges(limit: .max)
+        #expect(changes.count == keys.count * rounds * 4)
+        var lastVersion: [Int: UInt64] = [:]
+        for change in changes {
+            // A key's entries are in the order of its versions, and each write made exactly one version.
+            #expect(change.version == (lastVersion[change.key] ?? 0) + 1)
+            lastVersion[change.key] = change.version
+        }
+        for key in keys {
+            #expect(versions[key]?.keys.sorted() == Array(1...UInt64(rounds * 4)))
+            let read = try await store.readVersioned(key)
+            #expect(read?.version == UInt64(rounds * 4))
+            // The write that made the highest version is the last one, and its value is the one stored.
+            #expect(read?.value == versions[key]?[UInt64(rounds * 4)])
+        }
+        #expect(try await store.keys(after: nil, limit: 1_000) == Array(keys))
+    }
+
     @Test("The conformance suite catches a store whose insert-if-absent overwrites")
     func suiteCatchesBrokenStore() async throws {
         let suite = StoreConformanceSuite(

@@ -72,6 +72,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     private let shards: [Shard]
+    private let shardShift: UInt
     private let unsafeCount = Atomic<Int>(0)
     private let acknowledgedCount = Atomic<Int>(0)
     private let sequence = Atomic<UInt64>(1)
@@ -83,12 +84,14 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     init(
         maxUnsafeKeys: Int,
-        shardCount: Int = 16,
+        shardBits: Int = 4,
         onUnsafe: @escaping @Sendable () -> Void = {},
         onDegraded: @escaping @Sendable () -> Void = {}
     ) {
         self.maxUnsafeKeys = maxUnsafeKeys
-        self.shards = (0..<max(1, shardCount)).map { _ in Shard() }
+        let bits = min(max(shardBits, 0), 12)
+        self.shards = (0..<(1 << bits)).map { _ in Shard() }
+        self.shardShift = UInt(UInt.bitWidth - bits)
         self.onUnsafe = onUnsafe
         self.onDegraded = onDegraded
     }
@@ -100,8 +103,9 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     var isDegraded: Bool { degradedFlag.load(ordering: .acquiring) }
 
     private func shard(for key: Key) -> Shard {
-        // Swift's per-process hash is fine here: sharding is local to this process and never decides routing.
-        shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+        // Swift's per-process hash is fine here: sharding is local to this process and never decides routing. The
+        // high bits pick the shard: the shard's dictionary places keys by the low ones, which would all be alike.
+        shards[Int(truncatingIfNeeded: UInt(bitPattern: key.hashValue) >> shardShift)]
     }
 
     /// What happened under a shard's lock that the callbacks must hear of, once the lock is released.
