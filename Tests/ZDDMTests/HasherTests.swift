@@ -1,5 +1,6 @@
 import Testing
 import ZDDM
+import ZDDMTesting
 
 @Suite("Hashers")
 struct HasherTests {
@@ -34,6 +35,22 @@ struct HasherTests {
         #expect(Int64.min.gateBytes == Array("-9223372036854775808".utf8))
         #expect(UInt64.max.gateBytes == Array("18446744073709551615".utf8))
         #expect(Int.zero.gateBytes == Array("0".utf8))
+    }
+
+    @Test("An integer's bytes are its decimal digits: random 64-bit values, and a type wider than 64 bits")
+    func integerDigits() {
+        var random = SplitMix64(seed: 11)
+        for _ in 0..<2_000 {
+            let bits = random.next()
+            // Every magnitude, from one digit to twenty, negative and positive.
+            let value = Int64(bitPattern: bits) >> (bits % 64)
+            #expect(value.gateBytes == Array(String(value).utf8))
+            #expect(bits.gateBytes == Array(String(bits).utf8))
+        }
+        let wide = Int128(Int64.min) * 1_000_000_007 - 3
+        #expect(wide.gateBytes == Array(String(wide).utf8))
+        #expect(UInt128.max.gateBytes == Array(String(UInt128.max).utf8))
+        #expect(Int128(-5).gateBytes == Array("-5".utf8))
     }
 
     @Test("Bytes hash as they are; strings as UTF-8")

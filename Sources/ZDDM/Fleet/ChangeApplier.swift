@@ -243,7 +243,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         var seen: Set<Key> = []
         keys.reserveCapacity(changes.count)
         for change in changes where seen.insert(change.key).inserted {
-            if CallPlan.isBelow(highWater, { core.gate.hasher.hashRate(of: change.key) }) { keys.append(change.key) }
+            if CallPlan.isBelow(highWater, { core.gate.hashRate(of: change.key) }) { keys.append(change.key) }
         }
         if !keys.isEmpty {
             let old = core.old

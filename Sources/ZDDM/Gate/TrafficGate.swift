@@ -194,6 +194,7 @@ public final class TrafficGate: Sendable {
     /// Whether the gate admits a key now (killswitch off and the key's hash rate below the rate).
     /// - Parameter key: The key.
     /// - Returns: `true` when the key takes part in the migration.
+    @inlinable
     public func admits(_ key: some GateKey) -> Bool {
         let snapshot = self.snapshot
         guard snapshot.allowsNewTraffic || !snapshot.stage.oldIsAuthoritative else { return false }
@@ -206,9 +207,21 @@ public final class TrafficGate: Sendable {
     ///   - key: The key.
     ///   - rate: The rate to test against.
     /// - Returns: `true` when the key's hash rate is below `rate`, or `rate` is at least 1.
+    @inlinable
     public func admits(_ key: some GateKey, atRate rate: Double) -> Bool {
         if rate >= 1 { return true }
         if !(rate > 0) { return false }
-        return hasher.hashRate(of: key) < rate
+        return hashRate(of: key) < rate
+    }
+
+    /// A key's hash rate under this gate's hasher.
+    ///
+    /// The key's bytes are made where the key's type is known (inlined into the caller, without generic dispatch)
+    /// and handed to the hasher in one call.
+    /// - Parameter key: The key.
+    /// - Returns: A value in `[0, 1]`.
+    @inlinable
+    public func hashRate(of key: some GateKey) -> Double {
+        key.withGateBytes { hasher.hashRate(ofBytes: $0) }
     }
 }

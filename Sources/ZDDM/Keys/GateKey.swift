@@ -48,8 +48,67 @@ extension Array: GateKey where Element == UInt8 {
     }
 }
 
-/// Writes the decimal digits of an integer without allocating.
+/// Writes the decimal digits of an integer without allocating: on the stack, with a loop over `UInt64` for every
+/// value that fits one (a caller that knows the integer type gets it specialized and inlined), and a generic loop for
+/// wider ones.
+@inlinable
 func withDecimalDigits<I: BinaryInteger, Result>(
+    of value: I,
+    _ body: (UnsafeRawBufferPointer) throws -> Result
+) rethrows -> Result {
+    if let magnitude = UInt64(exactly: value.magnitude) {
+        return try withDecimalDigits(magnitude: magnitude, negative: value < 0, body)
+    }
+    return try withWideDecimalDigits(of: value, body)
+}
+
+/// "00", "01", …, "99", one after another: a constant in the binary, read without any set-up.
+@usableFromInline
+let decimalPairs: StaticString = """
+    00010203040506070809101112131415161718192021222324252627282930313233343536373839\
+    40414243444546474849505152535455565758596061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899
+    """
+
+/// The decimal digits of `magnitude`, after a `-` when `negative`.
+@inlinable
+func withDecimalDigits<Result>(
+    magnitude: UInt64,
+    negative: Bool,
+    _ body: (UnsafeRawBufferPointer) throws -> Result
+) rethrows -> Result {
+    // 20 digits hold UInt64.max, and one more byte the sign.
+    try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 21) { buffer in
+        var end = buffer.count
+        var rest = magnitude
+        // Two digits per step, from a table of the pairs "00" to "99": half as many divisions, each by a constant.
+        let pairs = decimalPairs.utf8Start
+        while rest >= 100 {
+            let (quotient, pair) = rest.quotientAndRemainder(dividingBy: 100)
+            buffer[end &- 1] = pairs[Int(truncatingIfNeeded: pair) &* 2 &+ 1]
+            buffer[end &- 2] = pairs[Int(truncatingIfNeeded: pair) &* 2]
+            end &-= 2
+            rest = quotient
+        }
+        if rest >= 10 {
+            buffer[end &- 1] = pairs[Int(truncatingIfNeeded: rest) &* 2 &+ 1]
+            buffer[end &- 2] = pairs[Int(truncatingIfNeeded: rest) &* 2]
+            end &-= 2
+        } else {
+            end &-= 1
+            buffer[end] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest)
+        }
+        if negative {
+            end &-= 1
+            buffer[end] = UInt8(ascii: "-")
+        }
+        return try body(UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[end...])))
+    }
+}
+
+/// The decimal digits of an integer wider than 64 bits.
+@usableFromInline
+func withWideDecimalDigits<I: BinaryInteger, Result>(
     of value: I,
     _ body: (UnsafeRawBufferPointer) throws -> Result
 ) rethrows -> Result {
@@ -77,6 +136,7 @@ extension GateKey where Self: BinaryInteger {
     /// - Parameter body: A closure that reads the bytes; the buffer is valid only during the call.
     /// - Returns: What `body` returns.
     /// - Throws: What `body` throws.
+    @inlinable
     public func withGateBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         try withDecimalDigits(of: self, body)
     }
@@ -92,3 +152,5 @@ extension UInt8: GateKey {}
 extension UInt16: GateKey {}
 extension UInt32: GateKey {}
 extension UInt64: GateKey {}
+extension Int128: GateKey {}
+extension UInt128: GateKey {}

@@ -58,7 +58,7 @@ extension MigrationProxy {
     func mutateVersioned(_ key: Key, _ mutation: VersionedMutation) async throws -> Bool {
         // The view deadline is read before the gate's snapshot, so the snapshot is at least as new as that view.
         let viewDeadline = core.fleet?.viewDeadline ?? .max
-        var plan = CallPlan.mutation(gate.snapshot) { gate.hasher.hashRate(of: key) }
+        var plan = CallPlan.mutation(gate.snapshot) { gate.hashRate(of: key) }
         guard plan.isOldFirst else { return false }
         var heldByBreaker = false
         if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) {

@@ -154,7 +154,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Throws: ``ZDDMError`` naming Old when Old's read fails. New's failures never throw.
     public func read(_ key: Key) async throws -> Value? {
         let snapshot = gate.snapshot
-        var plan = CallPlan.read(snapshot) { gate.hasher.hashRate(of: key) }
+        var plan = CallPlan.read(snapshot) { gate.hashRate(of: key) }
         switch plan {
         case .newFirst:
             if !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
@@ -373,7 +373,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     ) async throws {
         let (first, version) = gate.versionedSnapshot
         var snapshot = first
-        var plan = CallPlan.mutation(snapshot) { gate.hasher.hashRate(of: key) }
+        var plan = CallPlan.mutation(snapshot) { gate.hashRate(of: key) }
         var ticket: KeyLedger<Key>.MutationTicket?
         if plan.isOldFirst {
             // The safety memory must know of the write before the gate state its plan rests on: a fill that ended
@@ -383,7 +383,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             ticket = registered
             if gate.version != version {
                 snapshot = gate.snapshot
-                plan = CallPlan.mutation(snapshot) { gate.hasher.hashRate(of: key) }
+                plan = CallPlan.mutation(snapshot) { gate.hashRate(of: key) }
                 if !plan.isOldFirst {
                     _ = ledger.endMutation(key, registered, .overwritten, mayRepair: false)
                     ticket = nil
