@@ -1,6 +1,7 @@
 import Synchronization
 
 /// The circuit breaker around New: a ``CircuitBreakerStateMachine`` behind a lock, with the clock.
+@usableFromInline
 final class CircuitBreaker: Sendable {
     private let machine: Mutex<CircuitBreakerStateMachine>
     private let clock: MigrationClock
@@ -19,6 +20,7 @@ final class CircuitBreaker: Sendable {
     }
 
     /// Whether a New call may go ahead now.
+    @usableFromInline
     func allowCall() -> Bool {
         let now = clock.now
         let (allowed, event) = machine.withLock { $0.allowCall(now: now) }
@@ -27,6 +29,7 @@ final class CircuitBreaker: Sendable {
     }
 
     /// Records a New call that took `duration` and failed or not.
+    @usableFromInline
     func record(failed: Bool, duration: Duration) {
         let slow = slowCallDuration.map { duration > $0 } ?? false
         let now = clock.now
@@ -35,6 +38,7 @@ final class CircuitBreaker: Sendable {
     }
 
     /// Whether New traffic is off now (open, and not yet due for a probe).
+    @usableFromInline
     var isOpen: Bool {
         let now = clock.now
         return machine.withLock { machine in

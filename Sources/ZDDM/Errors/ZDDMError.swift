@@ -85,6 +85,7 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Wraps a store's error, naming the store and the operation.
+    @usableFromInline
     static func store(_ role: StoreRole, _ operation: StoreOperation, _ error: any Error) -> ZDDMError {
         // A store's own ZDDMError keeps its code (an invalid argument stays one), and gains the role.
         if var known = error as? ZDDMError {

@@ -157,9 +157,11 @@ public final class FleetMember: Service, Sendable {
 
     /// The moment (clock nanoseconds) until which the current view counts; read it before the gate's snapshot
     /// that a write plans with.
+    @usableFromInline
     var viewDeadline: Int64 { viewUntil.load(ordering: .acquiring) }
 
     /// Whether a view deadline taken earlier has not passed.
+    @usableFromInline
     func isBefore(_ deadline: Int64) -> Bool { clock.nanoseconds < deadline }
 
     // MARK: Verify passes
@@ -179,6 +181,7 @@ public final class FleetMember: Service, Sendable {
     /// Records in the shared state that New fell behind for a write whose Old step has committed, then waits until
     /// every view from before that record has expired. Never throws: if the record cannot be made within
     /// ``FleetOptions/barrierTimeout``, it logs an error, counts it, and returns.
+    @usableFromInline
     func fallBehind() async {
         barrierWaits.increment()
         let giveUp = clock.nanoseconds &+ options.barrierTimeout.nanoseconds
@@ -206,6 +209,7 @@ public final class FleetMember: Service, Sendable {
 
     /// Waits, for a write held back because New is not written, until every view from before New stopped being
     /// written has expired.
+    @usableFromInline
     func waitOutWritingViews() async {
         let since = tracking.withLock { $0.notWritingSince } ?? clock.nanoseconds
         await sleep(until: since &+ options.expiryWait.nanoseconds)

@@ -1,5 +1,6 @@
 /// The clock a migration's components measure time with, erased to durations since the clock was handed over,
 /// so that any `Clock` whose duration is `Duration` can be injected (tests step a manual one).
+@usableFromInline
 struct MigrationClock: Sendable {
     private let elapsed: @Sendable () -> Duration
     private let sleeper: @Sendable (Duration) async throws -> Void
@@ -11,6 +12,7 @@ struct MigrationClock: Sendable {
     }
 
     /// Now, as the time since the clock was handed over.
+    @usableFromInline
     var now: Duration { elapsed() }
 
     /// Sleeps for `duration` on the clock.

@@ -26,14 +26,14 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// The gate deciding which keys take part.
     public let gate: TrafficGate
 
-    let ledger: KeyLedger<Key>
-    let metrics: ProxyMetrics
-    let logger: Logger
-    let tracer: (any Tracer)?
-    let clock: MigrationClock
+    @usableFromInline let ledger: KeyLedger<Key>
+    @usableFromInline let metrics: ProxyMetrics
+    @usableFromInline let logger: Logger
+    @usableFromInline let tracer: (any Tracer)?
+    @usableFromInline let clock: MigrationClock
     let background = BackgroundWork()
-    let newCallTimeout: Duration?
-    let breaker: CircuitBreaker?
+    @usableFromInline let newCallTimeout: Duration?
+    @usableFromInline let breaker: CircuitBreaker?
     private let warnedNoBackground = AtomicFlag()
 
     /// Whether both stores keep versions: writes into New are then fenced ("if newer"), fills and repairs copy
@@ -224,6 +224,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// Runs `body` in a span named `name` when a tracer is installed; otherwise just runs it. An error is recorded
     /// in the span by its type's name only (never its description, which may hold a store's details).
     @inline(__always)
+    @usableFromInline
     func traced<R>(
         _ name: String,
         kind: SpanKind = .internal,
@@ -243,6 +244,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Runs one store call in a child span `zddm.old.<operation>` or `zddm.new.<operation>`.
     @inline(__always)
+    @inlinable
     func storeSpan<R>(
         _ role: StoreRole,
         _ operation: StoreOperation,
@@ -275,7 +277,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// ``callNew(_:_:)`` for callers that handle a failure with `catch` (the request path: no result enum to build).
-    @inline(__always)
+    @inlinable
     func callNewOrThrow<R>(_ operation: StoreOperation, _ body: () async throws -> R) async throws -> R {
         let started = breaker == nil ? nil : clock.now
         do {
@@ -297,6 +299,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// value is built on the hot path.) With a budget but no background work running, New is not called at all (`run(false)`,
     /// in the caller's task): a request never waits longer than its budget, and the step records New as
     /// unavailable. A caller cancelled while waiting also gets `nil`, without counting a timeout.
+    @usableFromInline
     func withinBudget<Step: NewStep>(_ operation: StoreOperation, _ step: Step) async -> Step.Result? {
         guard let budget = newCallTimeout else { return await step.run(newAvailable: true) }
         let result = OneShot<Step.Result>()
@@ -325,6 +328,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         return finished
     }
 
+    @usableFromInline
     func newFailed(_ operation: StoreOperation, _ error: any Error) {
         metrics.newFailure(operation)
         logger.debug(
@@ -341,6 +345,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Reads Old for a caller, counting where the read was served from.
     @inline(__always)
+    @inlinable
     func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
@@ -357,6 +362,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     /// Makes New safe for an unsafe key (a repair claimed from the safety memory) and records the outcome: with
     /// versions, Old's record is copied through the fence; without, the key is invalidated.
+    @usableFromInline
     func repair(_ key: Key, epoch: UInt64) async {
         do {
             try await repairInNew(key)
@@ -469,6 +475,7 @@ public struct MigrationOptions: Sendable {
 
 /// One New step of a proxy call (a read, a fill, a write's New step, a repair), as a value: what
 /// ``MigrationCore/withinBudget(_:_:)`` runs in the caller's task or in the background.
+@usableFromInline
 protocol NewStep: Sendable {
     associatedtype Result: Sendable
     /// Runs the step; `newAvailable` is `false` when New must not be called (the step records New as unavailable).

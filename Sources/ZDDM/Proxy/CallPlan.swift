@@ -1,7 +1,9 @@
 /// What one proxy call does, decided once per call from one ``GateSnapshot`` by pure code: which stores, in which
 /// order, and which protection the key gets. The proxy acts on the plan; nothing in it reads the gate again.
+@usableFromInline
 enum CallPlan {
     /// How a read goes.
+    @usableFromInline
     enum Read: Equatable, Sendable {
         /// Old only (gate closed for the key, killswitch, stage `off`/`dualwrite`, or New unavailable).
         case oldOnly
@@ -14,15 +16,18 @@ enum CallPlan {
         case newAuthoritative(fillFromOld: Bool)
 
         /// Whether the plan touches New on the request path unless the circuit breaker says otherwise.
+        @inlinable
         var asksBreaker: Bool { self == .newFirst || self == .shadow }
 
         /// The same read with New unavailable (the circuit breaker is open).
+        @inlinable
         func withNewUnavailable() -> Read {
             asksBreaker ? .oldOnly : self
         }
     }
 
     /// How a write or delete goes.
+    @usableFromInline
     enum Mutation: Equatable, Sendable {
         /// Old only: New cannot hold the key (its hash rate was never below the rate).
         case oldOnly
@@ -39,15 +44,19 @@ enum CallPlan {
         case newOnly
 
         /// Whether the New step runs after Old's (and may be handed to write-back).
+        @inlinable
         var hasNewStepAfterOld: Bool { self == .oldThenNew || self == .oldThenInvalidate }
 
         /// Whether Old is written first (Old is the source of truth): the safety memory tracks the call.
+        @inlinable
         var isOldFirst: Bool { self != .newThenOld && self != .newOnly }
 
         /// Whether New may hold a copy of the key: a failed Old step must then keep New out of it.
+        @inlinable
         var mayBeInNew: Bool { self != .oldOnly }
 
         /// The same mutation with New unavailable (the circuit breaker is open).
+        @inlinable
         func withNewUnavailable() -> Mutation {
             hasNewStepAfterOld ? .oldThenHoldBack : self
         }
@@ -57,6 +66,7 @@ enum CallPlan {
     /// - Parameters:
     ///   - gate: The gate as this call sees it.
     ///   - hashRate: The key's hash rate, computed only if needed.
+    @inlinable
     static func read(_ gate: GateSnapshot, hashRate: () -> Double) -> Read {
         switch gate.stage {
         case .rampdown: return .newAuthoritative(fillFromOld: true)
@@ -72,6 +82,7 @@ enum CallPlan {
     /// - Parameters:
     ///   - gate: The gate as this call sees it.
     ///   - hashRate: The key's hash rate, computed at most once and only if needed.
+    @inlinable
     static func mutation(_ gate: GateSnapshot, hashRate: () -> Double) -> Mutation {
         switch gate.stage {
         case .rampdown: return .newThenOld
@@ -97,6 +108,7 @@ enum CallPlan {
     }
 
     /// Whether a hash rate is below `rate`; rate 0 and 1 are decided without hashing.
+    @inlinable
     static func isBelow(_ rate: Double, _ hashRate: () -> Double) -> Bool {
         rate >= 1 || (rate > 0 && hashRate() < rate)
     }

@@ -20,6 +20,7 @@ import Synchronization
 /// meanwhile keep it unsafe. The number of unsafe keys is bounded; past the bound the ledger is *degraded*: New is
 /// kept out of every read until a reset after a verify pass (``resetAfterVerify(startedAt:)``), which forgets only
 /// what happened before the pass started.
+@usableFromInline
 final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     struct State {
         var mutations = 0
@@ -41,7 +42,8 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     /// What a read should do with New.
-    enum ReadPlan: Equatable {
+    @usableFromInline
+    enum ReadPlan: Equatable, Sendable {
         /// Read New first, as usual.
         case normal
         /// Keep New out of this read (unsafe key, repair in progress, or degraded).
@@ -97,6 +99,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
     }
 
     /// The number of keys currently marked unsafe.
+    @usableFromInline
     var unsafeKeys: Int { unsafeCount.load(ordering: .relaxed) }
 
     /// Whether the ledger overflowed and keeps New out of every read.
@@ -166,6 +169,7 @@ final class KeyLedger<Key: Hashable & Sendable>: Sendable {
 
     // MARK: Reads
 
+    @usableFromInline
     func readPlan(_ key: Key) -> ReadPlan {
         if isDegraded { return .bypass }
         // Fast path: nothing is unsafe or pending, so nothing to look up.

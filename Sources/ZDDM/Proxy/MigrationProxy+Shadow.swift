@@ -2,6 +2,7 @@ extension MigrationProxy {
     /// A read in the `shadow` stage: Old answers the caller; New is read at the same time in the background and
     /// compared there, so the caller never waits for New.
     @inline(never)
+    @usableFromInline
     func shadowRead(_ key: Key) async throws -> Value? {
         let shadow = shadowComparison
         guard shadowSampler.hashRate(of: key) < shadow.sampleRatio, shadowInFlight.begin(limit: shadow.maxInFlight)

@@ -1,14 +1,17 @@
-import Tracing
+public import CoreMetrics
+public import Tracing
 
 /// The proxy's paths when both stores keep versions: every write into New is fenced ("if newer than what New
 /// holds"), so the order in which writes, fills and repairs reach New no longer matters, and the safety memory
 /// is needed only for New steps that did not happen. With a fleet, those are handled by the fleet's barrier.
 extension MigrationProxy {
     /// What a versioned write or delete does to Old.
+    @usableFromInline
     enum VersionedMutation: Sendable {
         case write(Value)
         case delete
 
+        @inlinable
         var oldOperation: StoreOperation {
             switch self {
             case .write: .write
@@ -21,7 +24,7 @@ extension MigrationProxy {
 
     /// A read-through miss with versions: Old's record and version are filled through the fence (a tombstone at
     /// Old's version when Old has nothing), so a fill never overwrites a newer write.
-    @inline(never)
+    @inlinable
     func readOldAndFillVersioned(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         let found: VersionedRecord<Value>?
         do {
@@ -35,14 +38,20 @@ extension MigrationProxy {
         if core.newCallTimeout == nil {
             await fillVersioned(key, record)
         } else {
-            _ = await core.withinBudget(.writeIfNewer, VersionedFillStep(proxy: self, key: key, record: record))
+            await fillVersionedWithinBudget(key, record)
         }
         return served(record.value, .oldAfterMiss, span)
     }
 
+    @usableFromInline
+    func fillVersionedWithinBudget(_ key: Key, _ record: VersionedRecord<Value>) async {
+        _ = await core.withinBudget(.writeIfNewer, VersionedFillStep(proxy: self, key: key, record: record))
+    }
+
     /// Fills New through the fence. A failed fill leaves New as it was (nothing for the key), so it needs no
     /// protection.
-    fileprivate func fillVersioned(_ key: Key, _ record: VersionedRecord<Value>) async {
+    @inlinable
+    func fillVersioned(_ key: Key, _ record: VersionedRecord<Value>) async {
         let new = self.new
         guard
             let stored = try? await core.callNewOrThrow(.writeIfNewer, { try await new.writeIfNewer(key, record) })
@@ -55,6 +64,7 @@ extension MigrationProxy {
     /// A write or delete with versions: Old first (its version comes back), then, for keys New may hold, the same
     /// record at that version into New through the fence.
     /// - Returns: `false` when the call is not for this path (New is authoritative), having done nothing.
+    @inlinable
     func mutateVersioned(_ key: Key, _ mutation: VersionedMutation) async throws -> Bool {
         // The view deadline is read before the gate's snapshot, so the snapshot is at least as new as that view.
         let viewDeadline = core.fleet?.viewDeadline ?? .max
@@ -69,6 +79,19 @@ extension MigrationProxy {
             try await performVersioned(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
             return true
         }
+        try await performVersionedTraced(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
+        return true
+    }
+
+    /// ``performVersioned(_:_:_:heldByBreaker:viewDeadline:)`` in a span (kept off the untraced path).
+    @usableFromInline
+    func performVersionedTraced(
+        _ key: Key,
+        _ mutation: VersionedMutation,
+        _ plan: CallPlan.Mutation,
+        heldByBreaker: Bool,
+        viewDeadline: Int64
+    ) async throws {
         let name = mutation.oldOperation == .write ? "zddm.write" : "zddm.delete"
         let stage = gate.stage
         try await core.traced(name) { span in
@@ -77,10 +100,10 @@ extension MigrationProxy {
             span?.attributes["db.operation.name"] = mutation.oldOperation.rawValue
             try await performVersioned(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
         }
-        return true
     }
 
-    private func performVersioned(
+    @inlinable
+    func performVersioned(
         _ key: Key,
         _ mutation: VersionedMutation,
         _ plan: CallPlan.Mutation,
@@ -116,9 +139,7 @@ extension MigrationProxy {
             if core.newCallTimeout == nil {
                 stored = await writeNewVersioned(key, record)
             } else {
-                stored =
-                    await core.withinBudget(.writeIfNewer, VersionedWriteStep(proxy: self, key: key, record: record))
-                    ?? false
+                stored = await writeNewVersionedWithinBudget(key, record)
             }
             if !stored { await newFellBehind(key) }
         case .oldThenHoldBack:
@@ -143,13 +164,21 @@ extension MigrationProxy {
 
     /// Writes a record into New through the fence; returns `false` when New failed (a refused older record counts
     /// as done: New already holds something newer).
-    fileprivate func writeNewVersioned(_ key: Key, _ record: VersionedRecord<Value>) async -> Bool {
+    @inlinable
+    func writeNewVersioned(_ key: Key, _ record: VersionedRecord<Value>) async -> Bool {
         let new = self.new
         return (try? await core.callNewOrThrow(.writeIfNewer) { try await new.writeIfNewer(key, record) }) != nil
     }
 
+    /// ``writeNewVersioned(_:_:)`` within the budget; `false` past it.
+    @usableFromInline
+    func writeNewVersionedWithinBudget(_ key: Key, _ record: VersionedRecord<Value>) async -> Bool {
+        await core.withinBudget(.writeIfNewer, VersionedWriteStep(proxy: self, key: key, record: record)) ?? false
+    }
+
     /// New missed a write that Old acknowledged: the fleet's barrier, or this process's safety memory.
-    private func newFellBehind(_ key: Key) async {
+    @usableFromInline
+    func newFellBehind(_ key: Key) async {
         if let fleet = core.fleet {
             await fleet.fallBehind()
         } else {
@@ -157,7 +186,8 @@ extension MigrationProxy {
         }
     }
 
-    private func markUnsafe(_ key: Key) {
+    @usableFromInline
+    func markUnsafe(_ key: Key) {
         ledger.markUnsafe(key)
         metrics.unsafeKeys.record(ledger.unsafeKeys)
     }

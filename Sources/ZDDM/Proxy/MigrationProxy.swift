@@ -117,9 +117,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
 
     // The core's, held here too: a stored `let` is borrowed on the request path, where a computed property would
     // copy (and retain every metric handle of) the whole struct on each access.
-    let ledger: KeyLedger<Key>
-    let metrics: ProxyMetrics
-    let logger: Logger
+    @usableFromInline let ledger: KeyLedger<Key>
+    @usableFromInline let metrics: ProxyMetrics
+    @usableFromInline let logger: Logger
 
     /// Whether New traffic is on (the killswitch is off). The original ZDDM's `isEnabled`.
     public var isEnabled: Bool { !gate.isKillswitchOn }
@@ -152,6 +152,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Parameter key: The key.
     /// - Returns: The value, or `nil` when the key does not exist (or was deleted).
     /// - Throws: ``ZDDMError`` naming Old when Old's read fails. New's failures never throw.
+    @inlinable
     public func read(_ key: Key) async throws -> Value? {
         let snapshot = gate.snapshot
         var plan = CallPlan.read(snapshot) { gate.hashRate(of: key) }
@@ -165,7 +166,13 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
         // Without a tracer (the usual case) the call goes straight to the plan's steps.
         guard core.tracer != nil else { return try await perform(plan, key, nil) }
-        return try await core.traced("zddm.read") { span in
+        return try await performTraced(plan, key, snapshot)
+    }
+
+    /// ``perform(_:_:_:)`` in a span (kept off the untraced path).
+    @usableFromInline
+    func performTraced(_ plan: CallPlan.Read, _ key: Key, _ snapshot: GateSnapshot) async throws -> Value? {
+        try await core.traced("zddm.read") { span in
             span?.attributes["zddm.stage"] = snapshot.stage.rawValue
             span?.attributes["zddm.admitted"] = plan != .oldOnly
             span?.attributes["db.operation.name"] = "read"
@@ -173,8 +180,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    @inline(__always)
-    private func perform(_ plan: CallPlan.Read, _ key: Key, _ span: (any Span)?) async throws -> Value? {
+    @inlinable
+    func perform(_ plan: CallPlan.Read, _ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch plan {
         case .oldOnly:
             return served(try await core.readOld(key, servedBy: .oldOnly), .oldOnly, span)
@@ -190,7 +197,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// The original ZDDM read-through: New first, a miss reads Old and fills New (through the fence with versions,
     /// else with insert-if-absent under the safety memory's protection). In a fleet, New is read only under a current
     /// view of the shared state that the change applier has caught up with.
-    private func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+    @inlinable
+    func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         if let fleet = core.fleet, !fleet.mayReadNew {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
@@ -200,12 +208,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         case .bypass:
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         case .repair(let epoch):
-            if core.newCallTimeout == nil {
-                await core.repair(key, epoch: epoch)
-            } else {
-                let operation: StoreOperation = core.usesVersions ? .writeIfNewer : .invalidate
-                _ = await core.withinBudget(operation, RepairStep(core: core, key: key, epoch: epoch))
-            }
+            await repairBeforeRead(key, epoch: epoch)
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
         let record: StoreRecord<Value>?
@@ -230,10 +233,21 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
+    /// Repairs an unsafe key a read claimed, within the budget when one is set.
+    @usableFromInline
+    func repairBeforeRead(_ key: Key, epoch: UInt64) async {
+        if core.newCallTimeout == nil {
+            await core.repair(key, epoch: epoch)
+        } else {
+            let operation: StoreOperation = core.usesVersions ? .writeIfNewer : .invalidate
+            _ = await core.withinBudget(operation, RepairStep(core: core, key: key, epoch: epoch))
+        }
+    }
+
     /// Reads New within the budget; throws when New failed, ran out of budget (counted as a failed read of New; the
     /// call goes on in the background) or was not called (a budget without background work to enforce it). Kept out
     /// of ``readThrough(_:_:)`` so that the hit path does not set up this path's generic values.
-    @inline(never)
+    @usableFromInline @inline(never)
     func readNewWithinBudget(_ key: Key) async throws -> StoreRecord<Value>? {
         switch await core.withinBudget(.read, ReadStep(core: core, key: key)) {
         case .succeeded(let found)??:
@@ -247,8 +261,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Reads in `rampdown` and `complete`, where New is the source of truth: its failures are the caller's.
-    @inline(never)
-    private func readAuthoritativeNew(_ key: Key, fillFromOld: Bool, _ span: (any Span)?) async throws -> Value? {
+    @usableFromInline @inline(never)
+    func readAuthoritativeNew(_ key: Key, fillFromOld: Bool, _ span: (any Span)?) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
             record = try await core.storeSpan(.new, .read) { try await new.read(key) }
@@ -269,8 +283,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    @inline(never)
-    private func readOldAndFill(_ key: Key, _ span: (any Span)?) async throws -> Value? {
+    @usableFromInline @inline(never)
+    func readOldAndFill(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         guard ledger.beginFill(key) else {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
@@ -318,7 +332,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Notes in the call's span where a read was served from, and passes the value on.
-    @inline(__always)
+    @inlinable
     func served(_ value: Value?, _ source: ReadSource, _ span: (any Span)?) -> Value? {
         span?.attributes["zddm.served_by"] = source.rawValue
         return value
@@ -332,6 +346,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     ///   - value: The value.
     /// - Throws: ``ZDDMError`` naming Old when Old's write fails (New is then not touched). New's failures never
     ///   throw.
+    @inlinable
     public func write(_ key: Key, _ value: Value) async throws {
         if core.usesVersions, try await mutateVersioned(key, .write(value)) { return }
         let old = self.old
@@ -347,6 +362,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// - Parameter key: The key.
     /// - Throws: ``ZDDMError`` naming Old when Old's delete fails (New is then not touched). New's failures never
     ///   throw.
+    @inlinable
     public func delete(_ key: Key) async throws {
         if core.usesVersions, try await mutateVersioned(key, .delete) { return }
         let old = self.old
@@ -358,12 +374,14 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    private enum MutationKind: String {
+    @usableFromInline
+    enum MutationKind: String, Sendable {
         case write
         case delete
     }
 
-    private func mutate(
+    @usableFromInline
+    func mutate(
         _ key: Key,
         _ kind: MutationKind,
         oldOperation: StoreOperation,

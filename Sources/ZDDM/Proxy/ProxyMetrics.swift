@@ -1,4 +1,4 @@
-import CoreMetrics
+public import CoreMetrics
 
 /// Where a read's answer came from, as counted in `zddm_reads_total{served_by}`.
 public enum ReadSource: String, Sendable, CaseIterable {
@@ -17,6 +17,7 @@ public enum ReadSource: String, Sendable, CaseIterable {
 /// Every label is a constant in ``Label``, and ``labels`` lists them all: the metrics table in the Runbook article
 /// is checked against that list by the documentation tests, and the list against the metrics this initializer
 /// creates, so documentation and code cannot drift apart.
+@usableFromInline
 struct ProxyMetrics: Sendable {
     /// The label of every metric ZDDM defines.
     enum Label {
@@ -57,12 +58,16 @@ struct ProxyMetrics: Sendable {
     /// The label of every metric the initializer creates.
     static let labels: [String] = Label.all
 
-    let reads: [ReadSource: Counter]
-    let fillsInserted: Counter
-    let fillsLost: Counter
+    /// The read counters by source, resolved once: counting a read is one call, no lookup.
+    @usableFromInline let readsFromNew: Counter
+    @usableFromInline let readsFromOldAfterMiss: Counter
+    @usableFromInline let readsFromOldOnly: Counter
+    @usableFromInline let readsFromOldFallback: Counter
+    @usableFromInline let fillsInserted: Counter
+    @usableFromInline let fillsLost: Counter
     let newFailures: [StoreOperation: Counter]
     let oldFailures: [StoreOperation: Counter]
-    let unsafeKeys: Gauge
+    @usableFromInline let unsafeKeys: Gauge
     let degraded: Gauge
     let verifyMismatchCounters: [MismatchKind: Counter]
     let shadowResults: [String: Counter]
@@ -75,15 +80,13 @@ struct ProxyMetrics: Sendable {
 
     init(migration: String, factory: any MetricsFactory) {
         let name = ("migration", migration)
-        var reads: [ReadSource: Counter] = [:]
-        for source in ReadSource.allCases {
-            reads[source] = Counter(
-                label: Label.reads,
-                dimensions: [name, ("served_by", source.rawValue)],
-                factory: factory
-            )
+        func reads(_ source: ReadSource) -> Counter {
+            Counter(label: Label.reads, dimensions: [name, ("served_by", source.rawValue)], factory: factory)
         }
-        self.reads = reads
+        self.readsFromNew = reads(.new)
+        self.readsFromOldAfterMiss = reads(.oldAfterMiss)
+        self.readsFromOldOnly = reads(.oldOnly)
+        self.readsFromOldFallback = reads(.oldFallback)
         self.fillsInserted = Counter(
             label: Label.fills,
             dimensions: [name, ("outcome", "inserted")],
@@ -155,10 +158,17 @@ struct ProxyMetrics: Sendable {
         self.backfillRows = backfillRows
     }
 
+    @inlinable
     func read(_ source: ReadSource) {
-        reads[source]?.increment()
+        switch source {
+        case .new: readsFromNew.increment()
+        case .oldAfterMiss: readsFromOldAfterMiss.increment()
+        case .oldOnly: readsFromOldOnly.increment()
+        case .oldFallback: readsFromOldFallback.increment()
+        }
     }
 
+    @usableFromInline
     func newFailure(_ operation: StoreOperation) {
         newFailures[operation]?.increment()
     }
@@ -171,6 +181,7 @@ struct ProxyMetrics: Sendable {
         for (kind, count) in counts where count > 0 { verifyMismatchCounters[kind]?.increment(by: count) }
     }
 
+    @usableFromInline
     func oldFailure(_ operation: StoreOperation) {
         oldFailures[operation]?.increment()
     }
