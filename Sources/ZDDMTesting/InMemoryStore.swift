@@ -113,6 +113,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     ///   - values: Initial values.
     ///   - captureChanges: Whether to record every change in a change table, as change capture on an SQL Old does.
     ///   - shardBits: The store has 2^`shardBits` shards (default 5: 32), in `0...12`.
+    @inlinable
     public init(_ values: [Key: Value] = [:], captureChanges: Bool = false, shardBits: Int = 5) {
         let bits = min(max(shardBits, 0), 12)
         self.shards = (0..<(1 << bits)).map { _ in Shard() }

@@ -9,6 +9,9 @@ import ZDDMTesting
 //   HotPathBench [REPS] [SIZES…]   REPS repetitions (default 3) of every scenario; prints the median ns per
 //                                  operation, mallocs per operation and the ratios to quote
 //   HotPathBench gate [COUNT]      ns per `admits` of an `Int` key with the SHA-1 and the fast hasher
+//   HotPathBench one OPERATION PATH KEYS [ROUNDS]
+//                                  one scenario (shuffled, one task), its timed loop ROUNDS times over the same
+//                                  stores (a fill once), for a profiler
 //
 // Scenarios: fill-read (New empty: a miss reads Old and fills New), hit-read (New holds every key), write (Old, then
 // New); 100 000 and 1 000 000 keys, in order and shuffled; one task and two (each takes half the keys; the figure is
@@ -91,7 +94,7 @@ func timed(
     )
 }
 
-func run(_ scenario: Scenario) async throws -> Sample {
+func run(_ scenario: Scenario, rounds: Int = 1) async throws -> Sample {
     let keys = order(scenario.keys, shuffled: scenario.shuffled)
     var initial: [Int: String] = [:]
     initial.reserveCapacity(scenario.keys)
@@ -99,6 +102,14 @@ func run(_ scenario: Scenario) async throws -> Sample {
     let old = Store(initial)
     let new = scenario.operation == .hit ? Store(initial) : Store()
     let proxy = try makeProxy(old: old, new: new)
+    // More than one round (hit-reads and writes only) repeats the timed loop over the same stores, for a profiler.
+    var sample = Sample(nanosecondsPerOperation: 0, mallocsPerOperation: 0)
+    for _ in 0..<rounds { sample = try await loop(scenario, keys, proxy) }
+    return sample
+}
+
+func loop(_ scenario: Scenario, _ keys: [Int], _ proxy: MigrationProxy<Store, Store>) async throws -> Sample {
+    let (old, new) = (proxy.old, proxy.new)
     switch (scenario.operation, scenario.path) {
     case (.fill, .proxy), (.hit, .proxy):
         return try await timed(keys, tasks: scenario.tasks) { part in
@@ -256,7 +267,15 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if !interposerCounts() {
     print("warning: the malloc interposer is not loaded (run under LD_PRELOAD, see above); malloc counts read 0")
 }
-if arguments.first == "gate" {
+if arguments.first == "one", arguments.count >= 4, let operation = Operation(rawValue: arguments[1]),
+    let path = Path(rawValue: arguments[2]), let keys = Int(arguments[3])
+{
+    // One scenario, shuffled, one task, repeated: for a profiler.
+    let rounds = arguments.count > 4 ? Int(arguments[4]) ?? 10 : 10
+    let scenario = Scenario(operation: operation, path: path, keys: keys, shuffled: true, tasks: 1)
+    let sample = try await run(scenario, rounds: operation == .fill ? 1 : rounds)
+    print("last round: \(format(sample.nanosecondsPerOperation)) ns (\(format(sample.mallocsPerOperation, 2)) mallocs)")
+} else if arguments.first == "gate" {
     try benchmarkGate(count: arguments.dropFirst().first.flatMap(Int.init) ?? 1_000_000)
 } else {
     let repetitions = arguments.first.flatMap(Int.init) ?? 3

@@ -30,6 +30,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     @usableFromInline let metrics: ProxyMetrics
     @usableFromInline let logger: Logger
     @usableFromInline let tracer: (any Tracer)?
+    /// Whether ``tracer`` is set: what the request path tests (a flag, without copying the existential).
+    @usableFromInline let isTracing: Bool
     @usableFromInline let clock: MigrationClock
     let background = BackgroundWork()
     @usableFromInline let newCallTimeout: Duration?
@@ -124,6 +126,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         self.metrics = metrics
         let tracer = tracer ?? InstrumentationSystem.tracer
         self.tracer = tracer is NoOpTracer ? nil : tracer
+        self.isTracing = !(tracer is NoOpTracer)
         let clock = MigrationClock(clock)
         self.clock = clock
         self.newCallTimeout = options.newCallTimeout
@@ -250,7 +253,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         _ operation: StoreOperation,
         _ body: () async throws -> R
     ) async throws -> R {
-        guard tracer != nil else { return try await body() }
+        guard isTracing else { return try await body() }
         return try await traced("zddm.\(role.rawValue).\(operation.rawValue)", kind: .client) { span in
             span?.attributes["db.operation.name"] = operation.rawValue
             span?.attributes["zddm.store"] = role.rawValue

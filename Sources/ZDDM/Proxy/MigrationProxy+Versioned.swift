@@ -75,7 +75,7 @@ extension MigrationProxy {
             plan = plan.withNewUnavailable()
             heldByBreaker = true
         }
-        guard core.tracer != nil else {
+        guard core.isTracing else {
             try await performVersioned(key, mutation, plan, heldByBreaker: heldByBreaker, viewDeadline: viewDeadline)
             return true
         }

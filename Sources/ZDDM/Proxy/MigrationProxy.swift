@@ -165,7 +165,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             break
         }
         // Without a tracer (the usual case) the call goes straight to the plan's steps.
-        guard core.tracer != nil else { return try await perform(plan, key, nil) }
+        guard core.isTracing else { return try await perform(plan, key, nil) }
         return try await performTraced(plan, key, snapshot)
     }
 
@@ -180,7 +180,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func perform(_ plan: CallPlan.Read, _ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch plan {
         case .oldOnly:
@@ -197,7 +197,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// The original ZDDM read-through: New first, a miss reads Old and fills New (through the fence with versions,
     /// else with insert-if-absent under the safety memory's protection). In a fleet, New is read only under a current
     /// view of the shared state that the change applier has caught up with.
-    @inlinable
+    @inlinable @inline(__always)
     func readThrough(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         if let fleet = core.fleet, !fleet.mayReadNew {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
@@ -411,7 +411,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         // The circuit breaker is asked only when the plan would touch New, so that a half-open probe is not claimed
         // by a call that never reaches New.
         if plan.hasNewStepAfterOld, !(core.breaker?.allowCall() ?? true) { plan = plan.withNewUnavailable() }
-        guard core.tracer != nil else {
+        guard core.isTracing else {
             return try await perform(
                 plan,
                 key,
