@@ -31,12 +31,39 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
             self.record = record
             self.version = version
         }
+
+        /// Whether the entry holds a value (not a tombstone, not deleted); tells without copying the value.
+        @inlinable
+        var holdsValue: Bool { Self.holdsValue(record) }
+
+        @inlinable
+        static func holdsValue(_ record: StoreRecord<Value>?) -> Bool {
+            if case .value? = record { return true }
+            return false
+        }
     }
 
-    /// One shard's keys.
+    /// A key and what the store knows of it, side by side in one slot of a shard's table.
+    @usableFromInline
+    struct Slot: Sendable {
+        @usableFromInline let key: Key
+        @usableFromInline var entry: Entry
+
+        @inlinable
+        init(key: Key, entry: Entry) {
+            self.key = key
+            self.entry = entry
+        }
+    }
+
+    /// One shard's keys: an open-addressing hash table (linear probing) whose slots hold the key and its entry
+    /// together, so that a lookup reads one place in memory rather than a dictionary's separate key and value
+    /// arrays. A key is never removed (a deleted key keeps its version), so the table needs no deletion markers.
     @usableFromInline
     struct ShardState: Sendable {
-        @usableFromInline var entries: [Key: Entry] = [:]
+        /// A power of two in length, at most five eighths full.
+        @usableFromInline var slots: [Slot?] = Array(repeating: nil, count: 16)
+        @usableFromInline var count = 0
         /// Keys holding values, sorted; `nil` when a change made it out of date.
         @usableFromInline var sortedValueKeys: [Key]? = []
         /// Keys holding a version (a value, a tombstone or a deletion), sorted; `nil` when a new key made it out of
@@ -46,23 +73,64 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         @inlinable
         init() {}
 
+        /// The index of the slot holding `key`, or of the empty slot where it would go.
+        @inlinable
+        func index(of key: Key, hash: Int) -> Int {
+            slots.withUnsafeBufferPointer { slots in
+                let mask = slots.count &- 1
+                var index = hash & mask
+                while let slot = slots[index] {
+                    if slot.key == key { return index }
+                    index = (index &+ 1) & mask
+                }
+                return index
+            }
+        }
+
+        /// What the store knows of `key`.
+        @inlinable
+        func entry(_ key: Key, hash: Int) -> Entry? {
+            slots[index(of: key, hash: hash)]?.entry
+        }
+
+        /// Every key with what the store knows of it.
+        @inlinable
+        var all: some Sequence<Slot> { slots.lazy.compactMap { $0 } }
+
+        /// Puts a new key into the empty slot `index` (from ``index(of:hash:)``), growing the table when it is full
+        /// enough.
+        @inlinable
+        mutating func insert(_ key: Key, _ entry: Entry, at index: Int) {
+            slots[index] = Slot(key: key, entry: entry)
+            count &+= 1
+            sortedVersionedKeys = nil
+            if count &* 8 > slots.count &* 5 { grow() }
+        }
+
+        /// Doubles the table and puts every key back (its hash made again: the one its shard was chosen with).
+        @inlinable
+        mutating func grow() {
+            let held = slots
+            slots = Array(repeating: nil, count: held.count * 2)
+            for case let slot? in held { slots[index(of: slot.key, hash: slot.key.hashValue)] = slot }
+        }
+
         /// Stores `record` for `key` (`nil` deletes it) at `version`, or at the key's next version; returns it.
         @inlinable
-        mutating func set(_ key: Key, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
-            var stored: UInt64 = 0
+        mutating func set(_ key: Key, hash: Int, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
+            let stored: UInt64
             let hadValue: Bool
-            if let index = entries.index(forKey: key) {
-                let held = entries.values[index]
-                hadValue = held.record?.value != nil
+            let index = index(of: key, hash: hash)
+            if let held = slots[index]?.entry {
+                hadValue = held.holdsValue
                 stored = version ?? (held.version + 1)
-                entries.values[index] = Entry(record: record, version: stored)
+                slots[index]?.entry = Entry(record: record, version: stored)
             } else {
                 hadValue = false
                 stored = version ?? 1
-                entries[key] = Entry(record: record, version: stored)
-                sortedVersionedKeys = nil
+                insert(key, Entry(record: record, version: stored), at: index)
             }
-            if hadValue != (record?.value != nil) { sortedValueKeys = nil }
+            if hadValue != Entry.holdsValue(record) { sortedValueKeys = nil }
             return stored
         }
     }
@@ -123,27 +191,28 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         if captureChanges { capabilities.insert(.changeCapture) }
         self.capabilities = capabilities
         for (key, value) in values {
-            withShard(key) { state in
-                state.entries[key] = Entry(record: .value(value), version: 1)
+            withShard(key) { state, hash in
+                state.insert(key, Entry(record: .value(value), version: 1), at: state.index(of: key, hash: hash))
                 state.sortedValueKeys = nil
-                state.sortedVersionedKeys = nil
             }
         }
     }
 
-    /// Runs `body` with the key's shard locked.
+    /// Runs `body` with the key's shard locked, and the key's hash: its high bits chose the shard, its low bits
+    /// place the key in the shard's table.
     @inlinable
-    func withShard<R>(_ key: Key, _ body: (inout ShardState) -> R) -> R {
+    func withShard<R>(_ key: Key, _ body: (inout ShardState, Int) -> R) -> R {
+        let hash = key.hashValue
         // A shift by the word's width (one shard) must give 0, not be undefined: `>>` on a Swift integer is smart.
-        let index = Int(truncatingIfNeeded: UInt(bitPattern: key.hashValue) >> UInt(shardShift))
-        return shards[index].state.withLock { body(&$0) }
+        let index = Int(truncatingIfNeeded: UInt(bitPattern: hash) >> UInt(shardShift))
+        return shards[index].state.withLock { body(&$0, hash) }
     }
 
     /// Stores a change under the shard's lock and appends it to the change table.
     @inlinable
     func change(_ key: Key, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
-        withShard(key) { state in
-            let stored = state.set(key, record, version: version)
+        withShard(key) { state, hash in
+            let stored = state.set(key, hash: hash, record, version: version)
             changeLog?.append(key, version: stored)
             return stored
         }
@@ -151,7 +220,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     @inlinable
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
-        withShard(key) { $0.entries[key]?.record }
+        withShard(key) { state, hash in state.entry(key, hash: hash)?.record }
     }
 
     @inlinable
@@ -161,9 +230,9 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     @inlinable
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
-        withShard(key) { state in
-            guard state.entries[key]?.record == nil else { return false }
-            let stored = state.set(key, .value(value))
+        withShard(key) { state, hash in
+            guard state.entry(key, hash: hash)?.record == nil else { return false }
+            let stored = state.set(key, hash: hash, .value(value))
             changeLog?.append(key, version: stored)
             return true
         }
@@ -181,8 +250,8 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     @inlinable
     public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
-        withShard(key) { state in
-            guard let entry = state.entries[key] else { return nil }
+        withShard(key) { state, hash in
+            guard let entry = state.entry(key, hash: hash) else { return nil }
             return VersionedRecord(entry.record ?? .tombstone, version: entry.version)
         }
     }
@@ -190,7 +259,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
         var found: [Key: VersionedRecord<Value>] = [:]
         for key in keys {
-            if let entry = withShard(key, { $0.entries[key] }) {
+            if let entry = withShard(key, { state, hash in state.entry(key, hash: hash) }) {
                 found[key] = VersionedRecord(entry.record ?? .tombstone, version: entry.version)
             }
         }
@@ -204,10 +273,10 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     @inlinable
     public func deleteVersioned(_ key: Key) async throws -> UInt64 {
-        withShard(key) { state in
-            guard let entry = state.entries[key] else { return 0 }
+        withShard(key) { state, hash in
+            guard let entry = state.entry(key, hash: hash) else { return 0 }
             guard entry.record != nil else { return entry.version }
-            let stored = state.set(key, nil)
+            let stored = state.set(key, hash: hash, nil)
             changeLog?.append(key, version: stored)
             return stored
         }
@@ -215,14 +284,15 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     @inlinable
     public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
-        withShard(key) { state in Self.storeIfNewer(&state, key, record, changeLog) }
+        withShard(key) { state, hash in Self.storeIfNewer(&state, key, hash, record, changeLog) }
     }
 
     public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
         var stored: Set<Key> = []
-        for entry in entries where withShard(entry.key, { Self.storeIfNewer(&$0, entry.key, entry.record, changeLog) })
-        {
-            stored.insert(entry.key)
+        for entry in entries {
+            if withShard(entry.key, { Self.storeIfNewer(&$0, entry.key, $1, entry.record, changeLog) }) {
+                stored.insert(entry.key)
+            }
         }
         return stored
     }
@@ -233,11 +303,12 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     static func storeIfNewer(
         _ state: inout ShardState,
         _ key: Key,
+        _ hash: Int,
         _ record: VersionedRecord<Value>,
         _ changeLog: ChangeLog?
     ) -> Bool {
-        if let held = state.entries[key], held.version >= record.version, held.record != nil { return false }
-        let stored = state.set(key, record.record, version: record.version)
+        if let held = state.entry(key, hash: hash), held.version >= record.version, held.record != nil { return false }
+        let stored = state.set(key, hash: hash, record.record, version: record.version)
         changeLog?.append(key, version: stored)
         return true
     }
@@ -264,13 +335,13 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
         try page(after: cursor, limit: limit, sorted: \.sortedValueKeys) { state in
-            state.entries.compactMap { $0.value.record?.value == nil ? nil : $0.key }
+            state.all.compactMap { $0.entry.holdsValue ? $0.key : nil }
         }
     }
 
     /// Keys with a value, a tombstone or a deletion's version: every key the store has a version for.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
-        try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { Array($0.entries.keys) }
+        try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { $0.all.map(\.key) }
     }
 
     /// A page of keys after `cursor`: up to `limit` from each shard's sorted list (made from `keys` when a change
@@ -315,7 +386,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         var found: [Key: StoreRecord<Value>] = [:]
-        for key in keys { found[key] = withShard(key) { $0.entries[key]?.record } }
+        for key in keys { found[key] = withShard(key) { state, hash in state.entry(key, hash: hash)?.record } }
         return found
     }
 
@@ -330,7 +401,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         var all: [Key: StoreRecord<Value>] = [:]
         for shard in shards {
             shard.state.withLock { state in
-                for (key, entry) in state.entries { all[key] = entry.record }
+                for slot in state.all { all[slot.key] = slot.entry.record }
             }
         }
         return all
@@ -339,7 +410,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     /// The number of keys holding a value or a tombstone.
     public var count: Int {
         shards.reduce(0) { total, shard in
-            total + shard.state.withLock { state in state.entries.values.count(where: { $0.record != nil }) }
+            total + shard.state.withLock { state in state.all.count(where: { $0.entry.record != nil }) }
         }
     }
 }
