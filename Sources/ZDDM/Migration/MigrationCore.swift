@@ -246,8 +246,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Runs one store call in a child span `zddm.old.<operation>` or `zddm.new.<operation>`.
-    @inline(__always)
-    @inlinable
+    @inlinable @inline(__always)
     func storeSpan<R>(
         _ role: StoreRole,
         _ operation: StoreOperation,
@@ -280,7 +279,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// ``callNew(_:_:)`` for callers that handle a failure with `catch` (the request path: no result enum to build).
-    @inlinable
+    @inlinable @inline(__always)
     func callNewOrThrow<R>(_ operation: StoreOperation, _ body: () async throws -> R) async throws -> R {
         let started = breaker == nil ? nil : clock.now
         do {
@@ -347,8 +346,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     // MARK: Old
 
     /// Reads Old for a caller, counting where the read was served from.
-    @inline(__always)
-    @inlinable
+    @inlinable @inline(__always)
     func readOld(_ key: Key, servedBy source: ReadSource) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
