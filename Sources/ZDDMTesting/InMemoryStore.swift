@@ -200,7 +200,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
 
     /// Runs `body` with the key's shard locked, and the key's hash: its high bits chose the shard, its low bits
     /// place the key in the shard's table.
-    @inlinable
+    @inlinable @inline(__always)
     func withShard<R>(_ key: Key, _ body: (inout ShardState, Int) -> R) -> R {
         let hash = key.hashValue
         // A shift by the word's width (one shard) must give 0, not be undefined: `>>` on a Swift integer is smart.
@@ -209,7 +209,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
     }
 
     /// Stores a change under the shard's lock and appends it to the change table.
-    @inlinable
+    @inlinable @inline(__always)
     func change(_ key: Key, _ record: StoreRecord<Value>?, version: UInt64? = nil) -> UInt64 {
         withShard(key) { state, hash in
             let stored = state.set(key, hash: hash, record, version: version)
@@ -218,7 +218,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func read(_ key: Key) async throws -> StoreRecord<Value>? {
         withShard(key) { state, hash in state.entry(key, hash: hash)?.record }
     }
@@ -228,7 +228,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         _ = change(key, .value(value))
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func insertIfAbsent(_ key: Key, _ value: Value) async throws -> Bool {
         withShard(key) { state, hash in
             guard state.entry(key, hash: hash)?.record == nil else { return false }
@@ -248,7 +248,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         _ = change(key, .tombstone)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func readVersioned(_ key: Key) async throws -> VersionedRecord<Value>? {
         withShard(key) { state, hash in
             guard let entry = state.entry(key, hash: hash) else { return nil }
@@ -266,12 +266,12 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         return found
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
         change(key, .value(value))
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func deleteVersioned(_ key: Key) async throws -> UInt64 {
         withShard(key) { state, hash in
             guard let entry = state.entry(key, hash: hash) else { return 0 }
@@ -282,7 +282,7 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public func writeIfNewer(_ key: Key, _ record: VersionedRecord<Value>) async throws -> Bool {
         withShard(key) { state, hash in Self.storeIfNewer(&state, key, hash, record, changeLog) }
     }

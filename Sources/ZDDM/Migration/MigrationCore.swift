@@ -32,6 +32,9 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     @usableFromInline let tracer: (any Tracer)?
     /// Whether ``tracer`` is set: what the request path tests (a flag, without copying the existential).
     @usableFromInline let isTracing: Bool
+    /// Whether store calls need nothing around them: no tracer, no New-call budget, no circuit breaker. The request
+    /// path then calls the stores in line.
+    @usableFromInline let callsStoresPlainly: Bool
     @usableFromInline let clock: MigrationClock
     let background = BackgroundWork()
     @usableFromInline let newCallTimeout: Duration?
@@ -130,6 +133,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let clock = MigrationClock(clock)
         self.clock = clock
         self.newCallTimeout = options.newCallTimeout
+        self.callsStoresPlainly = tracer is NoOpTracer && options.newCallTimeout == nil && options.circuitBreaker == nil
         let eventLogger = logger
         self.breaker = options.circuitBreaker.map { configuration in
             CircuitBreaker(configuration: configuration, clock: clock) { event in

@@ -11,6 +11,15 @@ extension MigrationProxy {
         case write(Value)
         case delete
 
+        /// What New gets: the value, or a tombstone.
+        @inlinable
+        var record: StoreRecord<Value> {
+            switch self {
+            case .write(let value): .value(value)
+            case .delete: .tombstone
+            }
+        }
+
         @inlinable
         var oldOperation: StoreOperation {
             switch self {
@@ -110,6 +119,60 @@ extension MigrationProxy {
         heldByBreaker: Bool,
         viewDeadline: Int64
     ) async throws {
+        // With nothing around store calls, both steps run in line (as ``readThrough(_:_:)`` explains); the other
+        // plans, and wrapped store calls, run in a function of their own.
+        guard core.callsStoresPlainly, plan.hasNewStepAfterOld else {
+            return try await performVersionedWrapped(
+                key,
+                mutation,
+                plan,
+                heldByBreaker: heldByBreaker,
+                viewDeadline: viewDeadline
+            )
+        }
+        let version: UInt64
+        do {
+            switch mutation {
+            case .write(let value): version = try await old.writeVersioned(key, value)
+            case .delete: version = try await old.deleteVersioned(key)
+            }
+        } catch {
+            throw oldStepFailed(key, mutation, plan, error)
+        }
+        // Old has acknowledged: from here on nothing throws. A key the gate no longer admits but New may hold gets
+        // the same fenced write: New stays current. A refused older record counts as done.
+        do {
+            _ = try await new.writeIfNewer(key, VersionedRecord(mutation.record, version: version))
+        } catch {
+            core.newFailed(.writeIfNewer, error)
+            await newFellBehind(key)
+        }
+    }
+
+    /// Counts a failed Old step and keeps New out of the key when needed; returns the caller's error.
+    @usableFromInline
+    func oldStepFailed(
+        _ key: Key,
+        _ mutation: VersionedMutation,
+        _ plan: CallPlan.Mutation,
+        _ error: any Error
+    ) -> ZDDMError {
+        metrics.oldFailure(mutation.oldOperation)
+        // Old may have applied the change before failing: without a fleet (whose change applier copies it), keep
+        // New out of the key until it is repaired.
+        if core.fleet == nil, plan.mayBeInNew { markUnsafe(key) }
+        return ZDDMError.store(.old, mutation.oldOperation, error)
+    }
+
+    /// ``performVersioned(_:_:_:heldByBreaker:viewDeadline:)`` with store calls wrapped, or a plan with no New step.
+    @usableFromInline @inline(never)
+    func performVersionedWrapped(
+        _ key: Key,
+        _ mutation: VersionedMutation,
+        _ plan: CallPlan.Mutation,
+        heldByBreaker: Bool,
+        viewDeadline: Int64
+    ) async throws {
         let old = self.old
         let version: UInt64
         do {
@@ -120,18 +183,10 @@ extension MigrationProxy {
                 }
             }
         } catch {
-            metrics.oldFailure(mutation.oldOperation)
-            // Old may have applied the change before failing: without a fleet (whose change applier copies it),
-            // keep New out of the key until it is repaired.
-            if core.fleet == nil, plan.mayBeInNew { markUnsafe(key) }
-            throw ZDDMError.store(.old, mutation.oldOperation, error)
+            throw oldStepFailed(key, mutation, plan, error)
         }
         // Old has acknowledged: from here on nothing throws.
-        let record: VersionedRecord<Value>
-        switch mutation {
-        case .write(let value): record = .value(value, version: version)
-        case .delete: record = .tombstone(version: version)
-        }
+        let record = VersionedRecord(mutation.record, version: version)
         switch plan {
         case .oldThenNew, .oldThenInvalidate:
             // A key the gate no longer admits but New may hold gets the same fenced write: New stays current.

@@ -211,6 +211,22 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             await repairBeforeRead(key, epoch: epoch)
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
+        // With nothing around store calls, New is read in line. Otherwise the wrapped read runs in a function of its
+        // own: a call that is not inlined, joining this path, would cost every read an executor check after it.
+        guard core.callsStoresPlainly else { return try await readThroughWrapped(key, span) }
+        let record: StoreRecord<Value>?
+        do {
+            record = try await new.read(key)
+        } catch {
+            core.newFailed(.read, error)
+            return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
+        }
+        return try await servedFromNew(record, key, span)
+    }
+
+    /// The rest of ``readThrough(_:_:)`` when store calls are wrapped (a tracer, a budget or a circuit breaker).
+    @usableFromInline @inline(never)
+    func readThroughWrapped(_ key: Key, _ span: (any Span)?) async throws -> Value? {
         let record: StoreRecord<Value>?
         do {
             record =
@@ -220,6 +236,12 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         } catch {
             return served(try await core.readOld(key, servedBy: .oldFallback), .oldFallback, span)
         }
+        return try await servedFromNew(record, key, span)
+    }
+
+    /// A read-through's answer once New was read: a value or tombstone is served, a miss reads Old and fills New.
+    @inlinable @inline(__always)
+    func servedFromNew(_ record: StoreRecord<Value>?, _ key: Key, _ span: (any Span)?) async throws -> Value? {
         switch record {
         case .value(let value):
             metrics.read(.new)

@@ -8,12 +8,14 @@ public enum StoreRecord<Value: Sendable>: Sendable {
     case tombstone
 
     /// The value, or `nil` for a tombstone.
+    @inlinable
     public var value: Value? {
         if case .value(let value) = self { return value }
         return nil
     }
 
     /// Whether this record is a tombstone.
+    @inlinable
     public var isTombstone: Bool {
         if case .tombstone = self { return true }
         return false

@@ -14,18 +14,22 @@ public struct VersionedRecord<Value: Sendable>: Sendable {
     /// - Parameters:
     ///   - record: The value or tombstone.
     ///   - version: Old's version of it.
+    @inlinable
     public init(_ record: StoreRecord<Value>, version: UInt64) {
         self.record = record
         self.version = version
     }
 
     /// A value at a version.
+    @inlinable
     public static func value(_ value: Value, version: UInt64) -> Self { Self(.value(value), version: version) }
 
     /// A tombstone at a version.
+    @inlinable
     public static func tombstone(version: UInt64) -> Self { Self(.tombstone, version: version) }
 
     /// The value, or `nil` for a tombstone.
+    @inlinable
     public var value: Value? { record.value }
 }
 
