@@ -1,3 +1,4 @@
+import MetricsTestKit
 import Testing
 import ZDDM
 import ZDDMTesting
@@ -86,6 +87,43 @@ struct ProxySemanticsTests {
         #expect(try await h.newRecord("k") == .value("v1"))
         #expect(try await h.proxy.read("gone") == nil)
         #expect(h.proxy.unsafeKeyCount == 0)
+    }
+
+    @Test("With versions and store calls in line: New's failures are counted, never fail a call, never serve old data")
+    func newFailuresWithVersions() async throws {
+        let metrics = TestMetrics()
+        let h = try Harness(versions: true, metrics: metrics)
+        func newFailures(_ operation: String) -> Int64 {
+            metrics.counterTotal(
+                label: "zddm_new_failures_total",
+                dimensions: [("migration", "test"), ("operation", operation)]
+            )
+        }
+        try await h.oldBase.write("k", "v0")
+        #expect(try await h.proxy.read("k") == "v0")
+        #expect(try await h.newRecord("k") == .value("v0"))
+
+        h.new.setOutage(true)
+        // A read of New that fails falls back to Old; a write whose New step fails succeeds and marks the key.
+        #expect(try await h.proxy.read("k") == "v0")
+        #expect(newFailures("read") == 1)
+        try await h.proxy.write("k", "v1")
+        #expect(try await h.oldRecord("k") == .value("v1"))
+        #expect(newFailures("write_if_newer") == 1)
+        #expect(h.proxy.unsafeKeyCount == 1)
+        #expect(try await h.proxy.read("k") == "v1")
+
+        h.new.setOutage(false)
+        #expect(try await h.newRecord("k") == .value("v0"))
+        // The next read repairs New from Old through the fence and answers from Old; later reads hit New.
+        #expect(try await h.proxy.read("k") == "v1")
+        #expect(try await h.newRecord("k") == .value("v1"))
+        #expect(try await h.proxy.read("k") == "v1")
+        #expect(h.proxy.unsafeKeyCount == 0)
+        // An Old failure is the caller's, named, and New is not touched.
+        h.old.setOutage(true)
+        await #expect(throws: ZDDMError.self) { try await h.proxy.write("k", "v2") }
+        #expect(try await h.newRecord("k") == .value("v1"))
     }
 
     @Test("A failed tombstone write keeps the deleted value from being served")
