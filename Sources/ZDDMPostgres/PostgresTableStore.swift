@@ -214,6 +214,11 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
         }
     }
 
+    /// Integers by value, text by its UTF-8 bytes, byte strings by their bytes: the order of ``keys(after:limit:)``.
+    public func listsKey(_ first: Key, before second: Key) -> Bool? {
+        first.sqlKeyValue.sortsBefore(second.sqlKeyValue)
+    }
+
     public func keys(after cursor: Key?, limit: Int) async throws -> [Key] {
         try await core.keys(after: cursor, limit: limit, on: database, first: sql.keysFirst, following: sql.keysAfter)
     }

@@ -97,3 +97,27 @@ extension KeyBytes: SQLKey {
         self.init(bytes)
     }
 }
+
+extension SQLKeyValue {
+    /// Whether this key is listed before another by the SQL stores: integers by value, text by its UTF-8 bytes
+    /// (SQLite's `BINARY`, PostgreSQL's `COLLATE "C"`), byte strings by their bytes.
+    /// - Parameter other: Another key of the same kind (keys of different kinds order by kind: integer, text,
+    ///   bytes).
+    /// - Returns: `true` when this key comes first.
+    public func sortsBefore(_ other: SQLKeyValue) -> Bool {
+        switch (self, other) {
+        case (.integer(let a), .integer(let b)): a < b
+        case (.text(let a), .text(let b)): a.utf8.lexicographicallyPrecedes(b.utf8)
+        case (.bytes(let a), .bytes(let b)): a.lexicographicallyPrecedes(b)
+        default: rank < other.rank
+        }
+    }
+
+    private var rank: Int {
+        switch self {
+        case .integer: 0
+        case .text: 1
+        case .bytes: 2
+        }
+    }
+}

@@ -239,6 +239,10 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.listKeys, nil) { try await base.keysIncludingDeleted(after: cursor, limit: limit) }
     }
 
+    public func listsKey(_ first: Key, before second: Key) -> Bool? {
+        base.listsKey(first, before: second)
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         try await run(.readMany, keys.first) { try await base.readMany(keys) }
     }

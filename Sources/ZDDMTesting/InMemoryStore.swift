@@ -339,6 +339,9 @@ public final class InMemoryStore<Key: Hashable & Comparable & Sendable, Value: S
         }
     }
 
+    /// Keys are listed in their `Comparable` order.
+    public func listsKey(_ first: Key, before second: Key) -> Bool? { first < second }
+
     /// Keys with a value, a tombstone or a deletion's version: every key the store has a version for.
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
         try page(after: cursor, limit: limit, sorted: \.sortedVersionedKeys) { $0.all.map(\.key) }

@@ -291,6 +291,16 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
                 cursor = page.last
             }
             expect(again == listed, "list-stable", "two listings with other page sizes must give the same order")
+            // A store that can compare keys must agree with its own listing (chunked backfills stop chunks by it).
+            let pairs = zip(listed, listed.dropFirst())
+            if let first = listed.first, store.listsKey(first, before: first) != nil {
+                expect(
+                    pairs.allSatisfy { store.listsKey($0, before: $1) == true && store.listsKey($1, before: $0) == false },
+                    "list-compare",
+                    "listsKey(_:before:) must agree with the listing order"
+                )
+                expect(store.listsKey(first, before: first) == false, "list-compare", "no key is listed before itself")
+            }
             if let last = listed.last {
                 expect(try await store.keys(after: last, limit: 5).isEmpty, "list-end", "nothing follows the last key")
             }

@@ -188,7 +188,7 @@ where
                 if stopping() { break }
                 let keys: [Key]
                 do {
-                    keys = try await Self.retrying(options, clock) {
+                    keys = try await options.retrying(clock) {
                         try await core.storeSpan(.old, .listKeys) {
                             // With versions, keys Old deleted too: New gets their tombstones.
                             core.usesVersions
@@ -220,7 +220,7 @@ where
                     let began = clock.now
                     let result = try await core.traced("zddm.backfill.batch") { span in
                         span?.attributes["zddm.batch.size"] = keys.count
-                        let result = try await Self.retrying(options, clock) { try await core.copyBatch(keys) }
+                        let result = try await options.retrying(clock) { try await core.copyBatch(keys) }
                         span?.attributes["zddm.batch.copied"] = result.copied
                         return result
                     }
@@ -250,25 +250,6 @@ where
         )
         return progress
     }
-
-    private static func retrying<R: Sendable>(
-        _ options: BackfillOptions,
-        _ clock: MigrationClock,
-        _ body: () async throws -> R
-    ) async throws -> R {
-        var delay = options.retryDelay
-        var attempt = 1
-        while true {
-            do {
-                return try await body()
-            } catch {
-                if attempt >= options.maxAttempts || Task.isCancelled { throw error }
-                attempt += 1
-                try await clock.sleep(for: delay)
-                delay *= 2
-            }
-        }
-    }
 }
 
 /// How a ``Backfill`` runs.
@@ -294,6 +275,38 @@ public struct BackfillOptions: Sendable {
     /// How often a backfill waiting for New traffic to come back on looks again.
     public var pollInterval: Duration = .milliseconds(100)
 
+    /// A chunked run (``ChunkedBackfill``): workers in this process, each copying one chunk at a time.
+    public var workers: Int = 1
+    /// A chunked run: keys per chunk when the run is planned (many more chunks than workers let work spread evenly
+    /// and lose little when a worker dies).
+    public var chunkRows: Int = 10_000
+    /// A chunked run: how long a claimed chunk stays a worker's without a checkpoint; after that any worker may
+    /// rescue it. Each committed batch renews it.
+    public var leaseDuration: Duration = .seconds(30)
+    /// A chunked run: this process's workers' names are this name followed by `-1`, `-2`, …; by default the host
+    /// name and process identifier.
+    public var workerName: String?
+    /// A chunked run: how often a worker with no chunk to claim looks again while other workers finish theirs.
+    public var idlePollInterval: Duration = .seconds(1)
+
     /// Creates options with the defaults.
     public init() {}
+}
+
+extension BackfillOptions {
+    /// Runs `body`, retrying failures with a delay that doubles, up to ``maxAttempts`` attempts.
+    func retrying<R: Sendable>(_ clock: MigrationClock, _ body: () async throws -> R) async throws -> R {
+        var delay = retryDelay
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch {
+                if attempt >= maxAttempts || Task.isCancelled { throw error }
+                attempt += 1
+                try await clock.sleep(for: delay)
+                delay *= 2
+            }
+        }
+    }
 }

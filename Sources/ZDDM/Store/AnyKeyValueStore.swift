@@ -45,6 +45,10 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
         try await base.keysIncludingDeleted(after: cursor, limit: limit)
     }
 
+    public func listsKey(_ first: Key, before second: Key) -> Bool? {
+        base.listsKey(first, before: second)
+    }
+
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         try await base.readMany(keys)
     }

@@ -151,6 +151,16 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/orderedKeys``.
     func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key]
 
+    /// Whether one key comes before another in the order the store lists its keys (``keys(after:limit:)``).
+    ///
+    /// A backfill or verify split into chunks (see ``ChunkedBackfill``) uses it to stop a chunk at its last key.
+    /// The default returns `nil`: the store cannot say, and chunked runs refuse it.
+    /// - Parameters:
+    ///   - first: A key.
+    ///   - second: Another key.
+    /// - Returns: `true` when `first` is listed before `second`, `false` when not, `nil` when the store cannot say.
+    func listsKey(_ first: Key, before second: Key) -> Bool?
+
     /// Reads many keys at once.
     /// - Parameter keys: The keys.
     /// - Returns: The records found; keys the store holds nothing for are left out.
@@ -235,6 +245,8 @@ extension KeyValueStore {
     public func keysIncludingDeleted(after cursor: Key?, limit: Int) async throws -> [Key] {
         try await keys(after: cursor, limit: limit)
     }
+
+    public func listsKey(_ first: Key, before second: Key) -> Bool? { nil }
 
     public func readMany(_ keys: [Key]) async throws -> [Key: StoreRecord<Value>] {
         var found: [Key: StoreRecord<Value>] = [:]

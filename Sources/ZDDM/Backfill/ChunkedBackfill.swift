@@ -1,0 +1,478 @@
+import Foundation
+public import ServiceLifecycle
+import Synchronization
+
+/// A backfill split into chunks that any number of workers, in any number of processes, share through a
+/// ``BackfillCoordinator``.
+///
+/// The first worker of a run plans it: it walks Old's keys once (keys only) and cuts them into chunks of
+/// ``BackfillOptions/chunkRows`` keys, so uneven keys still make even chunks. The last chunk ends at the last key
+/// Old held then: rows added later are not chased (live traffic, read-through and the change applier bring them).
+/// Each worker then claims a free chunk, copies it batch by batch as ``Backfill`` does (insert-if-absent, or with
+/// versions through New's fence, only for keys the gate admits), saves the chunk's checkpoint after each batch has
+/// committed (which renews its lease), and completes the chunk while it still holds it. A worker that dies loses
+/// at most the batch in hand: when its lease expires, any worker claims the chunk under a new fencing token and
+/// resumes it from its checkpoint, and the dead worker's token no longer counts. A worker that lost its chunk
+/// that way stops working on it at its next checkpoint; the rows it wrote meanwhile are safe, since every copy
+/// into New is insert-if-absent or fenced by version.
+///
+/// Every worker must agree with the run's plan: a run started at another gate rate, or with versions where this
+/// core has none (or the reverse), is refused. On cancellation or graceful shutdown each worker finishes the batch
+/// in hand, saves its checkpoint and releases its chunk. A coordinator that fails (its database unreachable, say)
+/// makes workers wait and retry, without marking anything done; a batch that keeps failing releases its chunk and
+/// ends the run with the error.
+public final class ChunkedBackfill<Old: KeyValueStore, New: KeyValueStore, Coordinator: BackfillCoordinator>: Service
+where
+    Old.Key == New.Key,
+    Old.Value == New.Value,
+    Old.Key: GateKey,
+    Coordinator.Key == Old.Key
+{
+    public typealias Key = Old.Key
+
+    /// The run's name.
+    public let run: String
+    /// Where the run's chunks live.
+    public let coordinator: Coordinator
+    private let core: MigrationCore<Old, New>
+    private let options: BackfillOptions
+    private let mayCreate: Bool
+    private let onProgress: (@Sendable (BackfillProgress) -> Void)?
+    private let tally: Mutex<Tally>
+
+    private struct Tally {
+        var progress: BackfillProgress
+        var started: Duration?
+    }
+
+    /// Creates a chunked backfill.
+    /// - Parameters:
+    ///   - core: The migration's stores, gate, safety memory, metrics and clock.
+    ///   - coordinator: Where the run's chunks live.
+    ///   - run: The run's name.
+    ///   - create: Whether to create the run when it does not exist (`false` to join an existing run only).
+    ///   - options: Batching, workers, chunk size, lease, retries; ``BackfillOptions/maxRowsPerSecond`` becomes
+    ///     the run's shared limit (for every worker of the run, on every machine).
+    ///   - onProgress: Called after every batch with this process's progress.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an empty run name, a batch size,
+    ///   worker count, chunk size or attempt count below 1, a lease that is not positive or a rate not above 0, or
+    ///   ``ZDDMError/Code/unsupported`` when Old cannot list its keys.
+    public init(
+        core: MigrationCore<Old, New>,
+        coordinator: Coordinator,
+        run: String,
+        create: Bool = true,
+        options: BackfillOptions = BackfillOptions(),
+        onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
+    ) throws {
+        guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a backfill run needs a name") }
+        guard options.batchSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(options.batchSize)")
+        }
+        guard options.workers >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "workers must be at least 1, got \(options.workers)")
+        }
+        guard options.chunkRows >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "chunk rows must be at least 1, got \(options.chunkRows)")
+        }
+        guard options.leaseDuration > .zero else {
+            throw ZDDMError(.invalidArgument, message: "a chunk's lease must be longer than zero")
+        }
+        guard options.maxAttempts >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
+        }
+        if let rate = options.maxRowsPerSecond, !(rate > 0) {
+            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
+        }
+        guard core.old.capabilities.contains(.orderedKeys) else {
+            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
+        }
+        self.core = core
+        self.coordinator = coordinator
+        self.run = run
+        self.mayCreate = create
+        self.options = options
+        self.onProgress = onProgress
+        self.tally = Mutex(
+            Tally(
+                progress: BackfillProgress(
+                    rowsScanned: 0,
+                    rowsCopied: 0,
+                    rowsSkipped: 0,
+                    rowsPresent: 0,
+                    rowsHeldBack: 0,
+                    rowsPerSecond: 0,
+                    expectedTotal: options.expectedTotal,
+                    elapsed: .zero,
+                    finished: false
+                ),
+                started: nil
+            )
+        )
+    }
+
+    /// Runs this process's workers until every chunk of the run is done, or until cancelled or shut down.
+    /// - Throws: ``ZDDMError`` as ``runPass()``.
+    public func run() async throws {
+        _ = try await runPass()
+    }
+
+    /// Runs this process's workers like ``run()`` and returns this process's progress.
+    /// - Returns: What this process's workers did; ``BackfillProgress/finished`` tells whether the whole run is done.
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an unknown run (with `create: false`)
+    ///   or one started with another rate or without (with) versions, ``ZDDMError/Code/unsupported`` when Old
+    ///   cannot compare keys in its listing order, or the error of a batch that keeps failing.
+    @discardableResult
+    public func runPass() async throws -> BackfillProgress {
+        let clock = core.clock
+        let expected = options.expectedTotal
+        tally.withLock { tally in
+            tally.started = clock.now
+            tally.progress = BackfillProgress(
+                rowsScanned: 0,
+                rowsCopied: 0,
+                rowsSkipped: 0,
+                rowsPresent: 0,
+                rowsHeldBack: 0,
+                rowsPerSecond: 0,
+                expectedTotal: expected,
+                elapsed: .zero,
+                finished: false
+            )
+        }
+        let info = try await prepare()
+        if !mayCreate, let limit = options.maxRowsPerSecond, limit != info.maxRowsPerSecond {
+            _ = try await coordinated { try await self.coordinator.setMaxRowsPerSecond(self.run, limit) }
+        }
+        let prefix = options.workerName ?? Self.defaultWorkerName
+        core.logger.info(
+            "backfill workers starting",
+            metadata: ["zddm.backfill": "\(run)", "zddm.workers": "\(options.workers)"]
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 1...options.workers {
+                group.addTask { try await self.work(as: "\(prefix)-\(index)") }
+            }
+            try await group.waitForAll()
+        }
+        let status = try? await coordinator.status(run)
+        let progress = tally.withLock { tally in
+            tally.progress.finished = status?.finished ?? false
+            tally.progress.elapsed = clock.now - (tally.started ?? clock.now)
+            return tally.progress
+        }
+        onProgress?(progress)
+        core.logger.info(
+            progress.finished ? "backfill run finished" : "backfill workers stopped; chunks released",
+            metadata: ["zddm.backfill": "\(run)", "zddm.rows_scanned": "\(progress.rowsScanned)"]
+        )
+        return progress
+    }
+
+    /// The run's progress across every worker, as the coordinator sees it.
+    /// - Returns: The status, or `nil` before the run exists.
+    /// - Throws: When the coordinator fails.
+    public func status() async throws -> BackfillRunStatus? {
+        try await coordinator.status(run)
+    }
+
+    static var defaultWorkerName: String {
+        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    private func stopping() -> Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+
+    /// Finds the run, or plans and creates it (unless created with `create: false`), and checks that this
+    /// worker agrees with it; ``runPass()`` does this first.
+    /// - Returns: The run's settings.
+    /// - Throws: As ``runPass()``.
+    @discardableResult
+    public func prepare() async throws -> BackfillRunInfo {
+        let info = try await prepareRun()
+        try check(info)
+        return info
+    }
+
+    /// The run's settings: the existing run's, or a new run's after planning it.
+    private func prepareRun() async throws -> BackfillRunInfo {
+        if let info = try await coordinated({ try await self.coordinator.runInfo(self.run) }) { return info }
+        guard mayCreate else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "there is no backfill run named '\(run)' to join; start it first (without joining)"
+            )
+        }
+        let plan = try await makePlan()
+        let created = try await coordinated { try await self.coordinator.createRun(plan) }
+        core.logger.info(
+            created ? "backfill run planned" : "backfill run was planned by another worker first",
+            metadata: ["zddm.backfill": "\(run)", "zddm.chunks": "\(plan.chunks.count)"]
+        )
+        guard let info = try await coordinated({ try await self.coordinator.runInfo(self.run) }) else {
+            throw ZDDMError(.storeFailed, message: "the coordinator lost backfill run '\(run)' right after creating it")
+        }
+        return info
+    }
+
+    private func check(_ info: BackfillRunInfo) throws {
+        let rate = core.gate.rate
+        guard info.rate == rate else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "backfill run '\(run)' was started at rate \(info.rate), but this worker's gate is at "
+                    + "rate \(rate); use the run's rate, or start a new run"
+            )
+        }
+        guard info.usesVersions == core.usesVersions else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "backfill run '\(run)' was started "
+                    + (info.usesVersions ? "with versions, but this worker's stores have none" : "without versions, "
+                        + "but this worker's stores have them")
+                    + "; start a new run"
+            )
+        }
+    }
+
+    /// Walks Old's keys once and cuts them into chunks.
+    private func makePlan() async throws -> BackfillRunPlan<Key> {
+        var chunks: [BackfillChunkRange<Key>] = []
+        var cursor: Key?
+        while true {
+            let keys = try await listKeys(after: cursor, limit: options.chunkRows)
+            guard let last = keys.last else { break }
+            chunks.append(BackfillChunkRange(after: cursor, through: last, plannedRows: keys.count))
+            cursor = last
+            if keys.count < options.chunkRows { break }
+        }
+        return BackfillRunPlan(
+            run: run,
+            rate: core.gate.rate,
+            usesVersions: core.usesVersions,
+            maxRowsPerSecond: options.maxRowsPerSecond,
+            chunks: chunks
+        )
+    }
+
+    private func listKeys(after cursor: Key?, limit: Int) async throws -> [Key] {
+        let core = core
+        do {
+            return try await options.retrying(core.clock) {
+                try await core.storeSpan(.old, .listKeys) {
+                    // With versions, keys Old deleted too: New gets their tombstones.
+                    core.usesVersions
+                        ? try await core.old.keysIncludingDeleted(after: cursor, limit: limit)
+                        : try await core.old.keys(after: cursor, limit: limit)
+                }
+            }
+        } catch {
+            throw ZDDMError.store(.old, .listKeys, error)
+        }
+    }
+
+    /// The next batch of a chunk: up to a batch of keys after `cursor` that are not past the chunk's last key.
+    private func batch(after cursor: Key?, through last: Key) async throws -> (keys: [Key], atEnd: Bool) {
+        let page = try await listKeys(after: cursor, limit: options.batchSize)
+        guard let final = page.last else { return ([], true) }
+        guard let pastEnd = core.old.listsKey(last, before: final) else {
+            throw ZDDMError(
+                .unsupported,
+                role: .old,
+                operation: .listKeys,
+                message: "Old cannot compare keys in its listing order, which a chunked backfill needs"
+            )
+        }
+        if !pastEnd {
+            return (page, page.count < options.batchSize || final == last)
+        }
+        let end = page.firstIndex { core.old.listsKey(last, before: $0) == true } ?? page.count
+        return (Array(page[..<end]), true)
+    }
+
+    /// One worker: claims chunks and copies them until none is left or the run stops.
+    private func work(as worker: String) async throws {
+        while !stopping() {
+            try await waitForNewTraffic()
+            if stopping() { return }
+            guard
+                let claim = try await coordinated({
+                    try await self.coordinator.claim(self.run, worker: worker, lease: self.options.leaseDuration)
+                })
+            else {
+                let status = try await coordinated { try await self.coordinator.status(self.run) }
+                if status?.finished ?? true { return }
+                // Other workers hold the rest; one of them may die, and its chunks come back when its lease expires.
+                try? await core.clock.sleep(for: options.idlePollInterval)
+                continue
+            }
+            if claim.claims > 1 {
+                core.logger.info(
+                    "backfill chunk claimed again",
+                    metadata: [
+                        "zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)", "zddm.claims": "\(claim.claims)",
+                    ]
+                )
+            }
+            try await copy(claim)
+        }
+    }
+
+    private func waitForNewTraffic() async throws {
+        while !core.isNewTrafficAllowed, !stopping() {
+            try? await core.clock.sleep(for: options.pollInterval)
+        }
+    }
+
+    /// Copies one claimed chunk from its checkpoint to its end, batch by batch; the next batch's keys are listed
+    /// while the current batch is copied.
+    private func copy(_ claim: BackfillChunkClaim<Key>) async throws {
+        let last = claim.range.through
+        var (keys, atEnd) = try await batch(after: claim.cursor ?? claim.range.after, through: last)
+        while true {
+            guard let batchEnd = keys.last else {
+                try await finish(claim)
+                return
+            }
+            if stopping() || !core.isNewTrafficAllowed {
+                try await release(claim)
+                return
+            }
+            let rows = keys.count
+            let wait = try await coordinated { try await self.coordinator.throttle(self.run, rows: rows) }
+            if wait > .zero, !(try await sleep(for: wait, holding: claim)) { return }
+            let following: Task<(keys: [Key], atEnd: Bool), any Error>? =
+                atEnd ? nil : Task { try await self.batch(after: batchEnd, through: last) }
+            let result: MigrationCore<Old, New>.BatchCopyResult
+            let began = core.clock.now
+            do {
+                let core = core
+                let batch = keys
+                result = try await core.traced("zddm.backfill.batch") { span in
+                    span?.attributes["zddm.batch.size"] = batch.count
+                    let result = try await self.options.retrying(core.clock) { try await core.copyBatch(batch) }
+                    span?.attributes["zddm.batch.copied"] = result.copied
+                    return result
+                }
+            } catch {
+                following?.cancel()
+                try? await coordinator.release(claim)
+                throw error
+            }
+            let copied = result.copied + result.tombstones
+            let saved = try await coordinated {
+                try await self.coordinator.checkpoint(
+                    claim,
+                    cursor: batchEnd,
+                    scanned: rows,
+                    copied: copied,
+                    lease: self.options.leaseDuration
+                )
+            }
+            guard saved else {
+                following?.cancel()
+                core.logger.warning(
+                    "backfill chunk was taken over by another worker (this one's lease expired); leaving it",
+                    metadata: ["zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)"]
+                )
+                return
+            }
+            record(result, scanned: keys.count)
+            if let threshold = options.maxNewLatency, core.clock.now - began > threshold {
+                try? await core.clock.sleep(for: options.latencyPause)
+            }
+            guard let following else {
+                try await finish(claim)
+                return
+            }
+            (keys, atEnd) = try await following.value
+        }
+    }
+
+    private func finish(_ claim: BackfillChunkClaim<Key>) async throws {
+        let completed = try await coordinated { try await self.coordinator.complete(claim, scanned: 0, copied: 0) }
+        if !completed {
+            core.logger.warning(
+                "backfill chunk was taken over by another worker before it could be completed",
+                metadata: ["zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)"]
+            )
+        }
+    }
+
+    private func release(_ claim: BackfillChunkClaim<Key>) async throws {
+        // Best effort while stopping: a chunk not released comes back when its lease expires.
+        do {
+            try await coordinator.release(claim)
+        } catch {
+            core.logger.warning(
+                "could not release a backfill chunk; it comes back when its lease expires",
+                metadata: ["zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)", "zddm.error": "\(error)"]
+            )
+        }
+    }
+
+    /// Sleeps for a throttle's wait, renewing the claim's lease meanwhile.
+    /// - Returns: `false` when the chunk was taken over, or the run stopped (the chunk was released).
+    private func sleep(for wait: Duration, holding claim: BackfillChunkClaim<Key>) async throws -> Bool {
+        var left = wait
+        let slice = options.leaseDuration / 3
+        while left > .zero {
+            let step = min(left, slice)
+            do {
+                try await core.clock.sleep(for: step)
+            } catch {
+                try await release(claim)
+                return false
+            }
+            left -= step
+            if left > .zero {
+                let held = try await coordinated {
+                    try await self.coordinator.renew(claim, lease: self.options.leaseDuration)
+                }
+                if !held { return false }
+            }
+        }
+        return true
+    }
+
+    private func record(_ result: MigrationCore<Old, New>.BatchCopyResult, scanned: Int) {
+        let now = core.clock.now
+        let progress = tally.withLock { tally in
+            tally.progress.rowsScanned += scanned
+            tally.progress.rowsCopied += result.copied
+            tally.progress.deletionsCopied += result.tombstones
+            tally.progress.rowsSkipped += result.skipped
+            tally.progress.rowsPresent += result.present
+            tally.progress.rowsHeldBack += result.heldBack
+            tally.progress.elapsed = now - (tally.started ?? now)
+            let seconds =
+                Double(tally.progress.elapsed.components.seconds)
+                + Double(tally.progress.elapsed.components.attoseconds) / 1e18
+            tally.progress.rowsPerSecond = seconds > 0 ? Double(tally.progress.rowsScanned) / seconds : 0
+            return tally.progress
+        }
+        onProgress?(progress)
+    }
+
+    /// Runs a coordinator call, retrying failures with a delay that doubles up to 5 seconds, for as long as the
+    /// run is not stopped: a coordinator that is unreachable for a while makes workers wait, not fail.
+    private func coordinated<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
+        var delay = options.retryDelay
+        var failures = 0
+        while true {
+            do {
+                return try await body()
+            } catch let error as ZDDMError where error.code == .invalidArgument {
+                throw error
+            } catch {
+                if Task.isCancelled { throw error }
+                failures += 1
+                core.logger.warning(
+                    "backfill coordinator failed; retrying",
+                    metadata: ["zddm.backfill": "\(run)", "zddm.failures": "\(failures)", "zddm.error": "\(error)"]
+                )
+                try await core.clock.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+import Foundation
+import Synchronization
+import Testing
+import ZDDM
+import ZDDMTesting
+
+@Suite("Chunked backfill: chunks, leases, fencing tokens, shared throttle")
+struct ChunkedBackfillTests {
+    typealias Store = InMemoryStore<String, String>
+
+    static func key(_ index: Int) -> String { "k" + String(100_000 + index) }
+
+    func options(workers: Int = 3, chunk: Int = 40, batch: Int = 7) -> BackfillOptions {
+        var options = BackfillOptions()
+        options.workers = workers
+        options.chunkRows = chunk
+        options.batchSize = batch
+        options.retryDelay = .milliseconds(1)
+        options.idlePollInterval = .milliseconds(5)
+        options.pollInterval = .milliseconds(5)
+        return options
+    }
+
+    /// Old with `count` keys, every tenth then deleted (with versions Old remembers the deletion).
+    func oldStore(_ count: Int) async throws -> Store {
+        let old = Store(captureChanges: true)
+        for index in 0..<count { _ = try await old.writeVersioned(Self.key(index), "v\(index)") }
+        for index in stride(from: 0, to: count, by: 10) { _ = try await old.deleteVersioned(Self.key(index)) }
+        return old
+    }
+
+    /// Whether New holds exactly Old's records and versions for every key Old lists (deleted ones as tombstones).
+    func agree(_ old: Store, _ new: Store) async throws -> Bool {
+        var cursor: String?
+        while true {
+            let keys = try await old.keysIncludingDeleted(after: cursor, limit: 100)
+            guard let last = keys.last else { return true }
+            let expected = try await old.readManyVersioned(keys)
+            let found = try await new.readManyVersioned(keys)
+            for key in keys where expected[key]?.version != found[key]?.version || expected[key] != found[key] {
+                return false
+            }
+            cursor = last
+        }
+    }
+
+    @Test("Three workers copy every key and deletion once; the chunks cover Old and each is completed exactly once")
+    func copiesEverything() async throws {
+        let old = try await oldStore(1_000)
+        let new = Store()
+        let core = try MigrationCore(name: "chunks", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r1", options: options())
+        let progress = try await backfill.runPass()
+        #expect(progress.finished)
+        #expect(progress.rowsScanned == 1_000)
+        #expect(progress.rowsCopied == 900)
+        #expect(progress.deletionsCopied == 100)
+        #expect(try await agree(old, new))
+        let chunks = coordinator.chunks(of: "r1")
+        #expect(chunks.count == 25)
+        #expect(chunks.allSatisfy { $0.done && $0.completions == 1 })
+        #expect(chunks.reduce(0) { $0 + $1.rowsScanned } == 1_000)
+        // Each chunk starts right after the one before.
+        #expect(zip(chunks, chunks.dropFirst()).allSatisfy { $0.range.through == $1.range.after })
+        let status = try #require(try await backfill.status())
+        #expect(status.finished && status.done == 25 && status.inFlight == 0 && status.waiting == 0)
+        #expect(status.rowsScanned == 1_000 && status.plannedRows == 1_000)
+        #expect((1...3).contains(status.workersSeen))
+        #expect(status.line.contains("1000/1000 rows") && status.line.contains("25 done"))
+        // A second pass over a finished run does nothing.
+        let again = try await backfill.runPass()
+        #expect(again.finished && again.rowsScanned == 0)
+    }
+
+    @Test("A claim is fenced: once its lease expired and another worker claimed the chunk, the first can neither save nor complete it")
+    func fencingTokens() async throws {
+        let clock = ManualClock()
+        let coordinator = InMemoryBackfillCoordinator<String>(clock: clock)
+        let plan = BackfillRunPlan(
+            run: "r",
+            rate: 1,
+            usesVersions: true,
+            maxRowsPerSecond: nil,
+            chunks: [
+                BackfillChunkRange(after: nil, through: "b", plannedRows: 2),
+                BackfillChunkRange(after: "b", through: "d", plannedRows: 2),
+            ]
+        )
+        #expect(try await coordinator.createRun(plan))
+        #expect(!(try await coordinator.createRun(plan)))
+        let first = try #require(try await coordinator.claim("r", worker: "A", lease: .seconds(10)))
+        let second = try #require(try await coordinator.claim("r", worker: "B", lease: .seconds(10)))
+        #expect(first.chunk == 0 && second.chunk == 1)
+        #expect(try await coordinator.claim("r", worker: "C", lease: .seconds(10)) == nil)
+        #expect(try await coordinator.checkpoint(first, cursor: "a", scanned: 1, copied: 1, lease: .seconds(10)))
+        clock.advance(by: .seconds(11))
+        // A's lease expired: C rescues the chunk from A's checkpoint under a new token.
+        let rescued = try #require(try await coordinator.claim("r", worker: "C", lease: .seconds(10)))
+        #expect(rescued.chunk == 0 && rescued.token > first.token && rescued.claims == 2 && rescued.cursor == "a")
+        #expect(!(try await coordinator.checkpoint(first, cursor: "b", scanned: 1, copied: 1, lease: .seconds(10))))
+        #expect(!(try await coordinator.complete(first, scanned: 1, copied: 1)))
+        #expect(!(try await coordinator.renew(first, lease: .seconds(10))))
+        #expect(try await coordinator.complete(rescued, scanned: 1, copied: 1))
+        #expect(!(try await coordinator.complete(rescued, scanned: 1, copied: 1)))
+        let chunk = try #require(coordinator.chunks(of: "r").first)
+        #expect(chunk.completions == 1 && chunk.rowsScanned == 2 && chunk.owner == "C")
+        // B's lease expired too, but nobody took its chunk: B still holds it and may finish it.
+        #expect(try await coordinator.complete(second, scanned: 2, copied: 2))
+        let status = try #require(try await coordinator.status("r"))
+        #expect(status.finished && status.rowsScanned == 4 && status.workersSeen == 2)
+    }
+
+    @Test("A worker that died holding a chunk: its lease expires, another worker resumes the chunk from its checkpoint, and the run finishes")
+    func rescuesDeadWorkersChunk() async throws {
+        let old = try await oldStore(400)
+        let new = Store()
+        let core = try MigrationCore(name: "rescue", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        // Plan the run, then let a worker that will die claim the first chunk and save one batch.
+        var planOptions = options(workers: 1)
+        planOptions.leaseDuration = .milliseconds(300)
+        let planner = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: planOptions)
+        let info = try await planner.prepare()
+        #expect(info.chunks == 10)
+        let dead = try #require(try await coordinator.claim("r", worker: "dead", lease: .milliseconds(300)))
+        var runOptions = options(workers: 2)
+        runOptions.leaseDuration = .seconds(30)
+        let survivor = try ChunkedBackfill(
+            core: core,
+            coordinator: coordinator,
+            run: "r",
+            create: false,
+            options: runOptions
+        )
+        let progress = try await survivor.runPass()
+        #expect(progress.finished)
+        #expect(try await agree(old, new))
+        let chunks = coordinator.chunks(of: "r")
+        #expect(chunks.allSatisfy { $0.done && $0.completions == 1 })
+        #expect(chunks[dead.chunk].claims >= 2)
+        #expect(chunks[dead.chunk].owner != "dead")
+        #expect(chunks.reduce(0) { $0 + $1.rowsScanned } == 400)
+    }
+
+    @Test("Stopping releases the chunks with their checkpoints; the next pass resumes without copying a committed batch again")
+    func stopAndResume() async throws {
+        let old = try await oldStore(600)
+        let new = Store()
+        let core = try MigrationCore(name: "resume", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let batches = Mutex(0)
+        let enough = AsyncSignal()
+        let first = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()) { _ in
+            if batches.withLock({ count in
+                count += 1
+                return count == 10
+            }) {
+                enough.signal()
+            }
+        }
+        let task = Task { try await first.runPass() }
+        await enough.wait()
+        task.cancel()
+        let stopped = try await task.value
+        #expect(!stopped.finished)
+        let status = try #require(try await coordinator.status("r"))
+        #expect(!status.finished)
+        #expect(status.inFlight == 0, "every chunk in hand was released")
+        #expect(status.rowsScanned == stopped.rowsScanned)
+        let second = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", create: false, options: options())
+        let rest = try await second.runPass()
+        #expect(rest.finished)
+        #expect(stopped.rowsScanned + rest.rowsScanned == 600, "no committed batch was scanned twice")
+        #expect(try await agree(old, new))
+        #expect(coordinator.chunks(of: "r").allSatisfy { $0.completions == 1 })
+    }
+
+    @Test("Only rows that existed when the run was planned are chased; keys added after the last one are not")
+    func onlyRowsAtStart() async throws {
+        let old = try await oldStore(200)
+        let new = Store()
+        let core = try MigrationCore(name: "start", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let added = Mutex(false)
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()) { _ in
+            guard added.withLock({ done in
+                defer { done = true }
+                return !done
+            })
+            else { return }
+            Task { for index in 0..<50 { _ = try await old.writeVersioned("z\(index)", "late") } }
+        }
+        let progress = try await backfill.runPass()
+        #expect(progress.finished)
+        #expect(progress.rowsScanned == 200)
+        #expect(try await new.read("z0") == nil)
+        #expect(coordinator.chunks(of: "r").last?.range.through == Self.key(199))
+    }
+
+    @Test("Joining an unknown run, or a run started at another rate or without versions, is refused with an error naming why")
+    func refusesMismatchedRuns() async throws {
+        let old = try await oldStore(50)
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let core = try MigrationCore(name: "m", old: old, new: Store(), gate: TrafficGate(rate: 1))
+        let join = try ChunkedBackfill(core: core, coordinator: coordinator, run: "nope", create: false)
+        let unknown = await #expect(throws: ZDDMError.self) { try await join.runPass() }
+        #expect(unknown?.code == .invalidArgument && unknown?.message.contains("'nope'") == true)
+        _ = try await ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()).runPass()
+
+        let half = try MigrationCore(name: "m", old: old, new: Store(), gate: TrafficGate(rate: 0.5))
+        let atHalf = try ChunkedBackfill(core: half, coordinator: coordinator, run: "r", create: false)
+        let rate = await #expect(throws: ZDDMError.self) { try await atHalf.runPass() }
+        #expect(rate?.code == .invalidArgument && rate?.message.contains("rate 1.0") == true)
+
+        let plain = try MigrationCore(
+            name: "m",
+            old: old,
+            new: Store(),
+            gate: TrafficGate(rate: 1),
+            options: MigrationOptions(usesVersions: false)
+        )
+        let unversioned = try ChunkedBackfill(core: plain, coordinator: coordinator, run: "r", create: false)
+        let versions = await #expect(throws: ZDDMError.self) { try await unversioned.runPass() }
+        #expect(versions?.code == .invalidArgument && versions?.message.contains("with versions") == true)
+
+        var bad = BackfillOptions()
+        bad.workers = 0
+        #expect(throws: ZDDMError.self) { try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: bad) }
+        #expect(throws: ZDDMError.self) { try ChunkedBackfill(core: core, coordinator: coordinator, run: "") }
+    }
+
+    @Test("An unreachable coordinator makes workers wait and resume; no chunk is marked done before its rows were copied")
+    func coordinatorOutage() async throws {
+        let old = try await oldStore(300)
+        let new = Store()
+        let core = try MigrationCore(name: "outage", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let outage = Mutex(false)
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()) { _ in
+            let start = outage.withLock { started in
+                defer { started = true }
+                return !started
+            }
+            if start { coordinator.failCalls(25) }
+        }
+        let progress = try await backfill.runPass()
+        #expect(progress.finished)
+        #expect(try await agree(old, new))
+        let chunks = coordinator.chunks(of: "r")
+        #expect(chunks.allSatisfy { $0.done && $0.completions == 1 })
+        #expect(chunks.reduce(0) { $0 + $1.rowsScanned } == 300)
+    }
+
+    @Test("The throttle is shared by every worker of a run: rows per second across all of them")
+    func sharedThrottle() async throws {
+        let clock = ManualClock()
+        let coordinator = InMemoryBackfillCoordinator<String>(clock: clock)
+        let plan = BackfillRunPlan<String>(run: "r", rate: 1, usesVersions: true, maxRowsPerSecond: 100, chunks: [])
+        #expect(try await coordinator.createRun(plan))
+        // Two workers (say on two machines) ask for 100 rows each: the second waits a second, the third two.
+        #expect(try await coordinator.throttle("r", rows: 100) == .zero)
+        #expect(try await coordinator.throttle("r", rows: 100) == .seconds(1))
+        #expect(try await coordinator.throttle("r", rows: 50) == .seconds(2))
+        clock.advance(by: .seconds(10))
+        #expect(try await coordinator.throttle("r", rows: 100) == .zero)
+        #expect(try await coordinator.setMaxRowsPerSecond("r", nil))
+        #expect(try await coordinator.throttle("r", rows: 1_000_000) == .zero)
+        #expect(!(try await coordinator.setMaxRowsPerSecond("missing", 5)))
+    }
+}
