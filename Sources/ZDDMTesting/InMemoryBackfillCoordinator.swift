@@ -1,5 +1,5 @@
-public import ZDDM
 import Synchronization
+public import ZDDM
 
 /// A ``ZDDM/BackfillCoordinator`` in memory, for the workers of one process and for tests: the same rules as the
 /// PostgreSQL coordinator (claims under growing fencing tokens, leases measured by a clock, saves and completions

@@ -295,7 +295,9 @@ public struct StoreConformanceSuite<Store: KeyValueStore>: Sendable where Store.
             let pairs = zip(listed, listed.dropFirst())
             if let first = listed.first, store.listsKey(first, before: first) != nil {
                 expect(
-                    pairs.allSatisfy { store.listsKey($0, before: $1) == true && store.listsKey($1, before: $0) == false },
+                    pairs.allSatisfy {
+                        store.listsKey($0, before: $1) == true && store.listsKey($1, before: $0) == false
+                    },
                     "list-compare",
                     "listsKey(_:before:) must agree with the listing order"
                 )

@@ -73,7 +73,9 @@ struct ChunkedBackfillTests {
         #expect(again.finished && again.rowsScanned == 0)
     }
 
-    @Test("A claim is fenced: once its lease expired and another worker claimed the chunk, the first can neither save nor complete it")
+    @Test(
+        "A claim is fenced: once its lease expired and another worker claimed the chunk, the first can neither save nor complete it"
+    )
     func fencingTokens() async throws {
         let clock = ManualClock()
         let coordinator = InMemoryBackfillCoordinator<String>(clock: clock)
@@ -111,7 +113,9 @@ struct ChunkedBackfillTests {
         #expect(status.finished && status.rowsScanned == 4 && status.workersSeen == 2)
     }
 
-    @Test("A worker that died holding a chunk: its lease expires, another worker resumes the chunk from its checkpoint, and the run finishes")
+    @Test(
+        "A worker that died holding a chunk: its lease expires, another worker resumes the chunk from its checkpoint, and the run finishes"
+    )
     func rescuesDeadWorkersChunk() async throws {
         let old = try await oldStore(400)
         let new = Store()
@@ -143,7 +147,9 @@ struct ChunkedBackfillTests {
         #expect(chunks.reduce(0) { $0 + $1.rowsScanned } == 400)
     }
 
-    @Test("Stopping releases the chunks with their checkpoints; the next pass resumes without copying a committed batch again")
+    @Test(
+        "Stopping releases the chunks with their checkpoints; the next pass resumes without copying a committed batch again"
+    )
     func stopAndResume() async throws {
         let old = try await oldStore(600)
         let new = Store()
@@ -168,7 +174,13 @@ struct ChunkedBackfillTests {
         #expect(!status.finished)
         #expect(status.inFlight == 0, "every chunk in hand was released")
         #expect(status.rowsScanned == stopped.rowsScanned)
-        let second = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", create: false, options: options())
+        let second = try ChunkedBackfill(
+            core: core,
+            coordinator: coordinator,
+            run: "r",
+            create: false,
+            options: options()
+        )
         let rest = try await second.runPass()
         #expect(rest.finished)
         #expect(stopped.rowsScanned + rest.rowsScanned == 600, "no committed batch was scanned twice")
@@ -184,10 +196,11 @@ struct ChunkedBackfillTests {
         let coordinator = InMemoryBackfillCoordinator<String>()
         let added = Mutex(false)
         let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()) { _ in
-            guard added.withLock({ done in
-                defer { done = true }
-                return !done
-            })
+            guard
+                added.withLock({ done in
+                    defer { done = true }
+                    return !done
+                })
             else { return }
             Task { for index in 0..<50 { _ = try await old.writeVersioned("z\(index)", "late") } }
         }
@@ -198,7 +211,9 @@ struct ChunkedBackfillTests {
         #expect(coordinator.chunks(of: "r").last?.range.through == Self.key(199))
     }
 
-    @Test("Joining an unknown run, or a run started at another rate or without versions, is refused with an error naming why")
+    @Test(
+        "Joining an unknown run, or a run started at another rate or without versions, is refused with an error naming why"
+    )
     func refusesMismatchedRuns() async throws {
         let old = try await oldStore(50)
         let coordinator = InMemoryBackfillCoordinator<String>()
@@ -226,11 +241,15 @@ struct ChunkedBackfillTests {
 
         var bad = BackfillOptions()
         bad.workers = 0
-        #expect(throws: ZDDMError.self) { try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: bad) }
+        #expect(throws: ZDDMError.self) {
+            try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: bad)
+        }
         #expect(throws: ZDDMError.self) { try ChunkedBackfill(core: core, coordinator: coordinator, run: "") }
     }
 
-    @Test("An unreachable coordinator makes workers wait and resume; no chunk is marked done before its rows were copied")
+    @Test(
+        "An unreachable coordinator makes workers wait and resume; no chunk is marked done before its rows were copied"
+    )
     func coordinatorOutage() async throws {
         let old = try await oldStore(300)
         let new = Store()

@@ -227,8 +227,10 @@ where
             throw ZDDMError(
                 .invalidArgument,
                 message: "backfill run '\(run)' was started "
-                    + (info.usesVersions ? "with versions, but this worker's stores have none" : "without versions, "
-                        + "but this worker's stores have them")
+                    + (info.usesVersions
+                        ? "with versions, but this worker's stores have none"
+                        : "without versions, "
+                            + "but this worker's stores have them")
                     + "; start a new run"
             )
         }
