@@ -3,16 +3,37 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import ZDDM
+import ZDDMPostgres
 import ZDDMSQL
 
-/// `zddm backfill`: copy cold keys from one table to another, resumable.
-package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
+/// `zddm backfill`: copy cold keys from one table to another, resumably, by one process or by workers anywhere.
+package struct BackfillCommand: AsyncParsableCommand {
     package static let configuration = CommandConfiguration(
         commandName: "backfill",
-        abstract: "Copy keys the gate admits from Old to New with insert-if-absent, resumably.",
+        abstract: "Copy keys the gate admits from Old to New, resumably; alone or with workers on many machines.",
+        subcommands: [BackfillCopyCommand.self, BackfillStatusCommand.self],
+        defaultSubcommand: BackfillCopyCommand.self
+    )
+
+    package init() {}
+}
+
+/// `zddm backfill [copy]`.
+struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
+    static let configuration = CommandConfiguration(
+        commandName: "copy",
+        abstract: "Copy keys the gate admits from Old to New (the default subcommand).",
         discussion: """
-            Values are copied as raw bytes, so any key-value table of this library works. Ctrl-C stops after the \
-            batches in hand and saves the checkpoint; run the same command again to resume.
+            Values are copied as raw bytes, so any key-value table of this library works. With change capture on \
+            Old (see zddm capture), rows are copied with their versions through New's fence, deletions as \
+            tombstones; without it, with insert-if-absent. Ctrl-C stops after the batches in hand and saves the \
+            checkpoint; run the same command again to resume.
+
+            A run (--run NAME, or --workers above 1) is split into chunks in coordination tables in PostgreSQL \
+            (--coordinator, New's database by default): start it on one machine, add workers on others with \
+            --join NAME, watch it with zddm backfill status NAME. Only rows that exist when the run is planned \
+            are copied. A worker that dies loses at most its batch in hand; its chunks are taken over when their \
+            lease expires. --max-rows-per-second is shared by every worker of a run.
             """
     )
 
@@ -21,29 +42,82 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
     @Option(help: "Keys per batch.")
     var batch: Int = 1_000
 
-    @Option(help: "The most rows per second; no limit by default.")
+    @Option(help: "The most rows per second (for a run: across all its workers); no limit by default.")
     var maxRowsPerSecond: Double?
 
     @Option(help: "Folder for a checkpoint file; by default the checkpoint is kept in New's database.")
     var checkpoint: String?
 
-    @Option(help: "The checkpoint's name.")
+    @Option(help: "The checkpoint's name (without --run or --join).")
     var name: String = "zddm-backfill"
 
-    package init() {}
+    @Option(help: "Start (or continue) a run of this name, split into chunks that workers anywhere can share.")
+    var run: String?
 
-    package func validate() throws {
+    @Option(help: "Join the run of this name, which must exist, with this process's workers.")
+    var join: String?
+
+    @Option(help: "Workers in this process (a run is created under --name when neither --run nor --join is given).")
+    var workers: Int = 1
+
+    @Option(help: "The run's coordination database (postgres://…); New's database by default, else Old's.")
+    var coordinator: String?
+
+    @Option(help: "Keys per chunk when a run is planned.")
+    var chunkRows: Int = 10_000
+
+    @Option(help: "Seconds a worker holds a chunk without a checkpoint before others may take it over.")
+    var leaseSeconds: Double = 30
+
+    @Option(help: "This process's workers' name (each gets -1, -2, …); by default host:pid.")
+    var workerName: String?
+
+    init() {}
+
+    func validate() throws {
         guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
         if let maxRowsPerSecond, !(maxRowsPerSecond > 0) {
             throw ValidationError("--max-rows-per-second must be above 0, got \(maxRowsPerSecond)")
         }
+        guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be in 1…256, got \(workers)") }
+        guard chunkRows >= 1, chunkRows <= 10_000_000 else {
+            throw ValidationError("--chunk-rows must be in 1…10000000, got \(chunkRows)")
+        }
+        guard leaseSeconds.isFinite, leaseSeconds >= 0.1, leaseSeconds <= 86_400 else {
+            throw ValidationError("--lease-seconds must be a number of seconds in [0.1, 86400]")
+        }
+        if run != nil, join != nil { throw ValidationError("give --run or --join, not both") }
+        for (option, value) in [("--run", run), ("--join", join), ("--worker-name", workerName)] {
+            if let value, value.isEmpty || value.count > 200 || value.contains(where: \.isNewline) {
+                throw ValidationError("\(option) must be 1…200 characters without line breaks")
+            }
+        }
+        if isRun, checkpoint != nil {
+            throw ValidationError("--checkpoint is for a single-process backfill, not a run")
+        }
+        if !isRun, coordinator != nil { throw ValidationError("--coordinator needs --run, --join or --workers") }
     }
 
-    package func run() async throws {
-        try await stores.run(self, migration: name, createNew: true)
+    /// Whether this is a chunked run rather than a single-process pass with one checkpoint.
+    private var isRun: Bool { run != nil || join != nil || workers > 1 }
+
+    func run() async throws {
+        try await stores.run(self, migration: run ?? join ?? name, createNew: true)
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
+        var options = BackfillOptions()
+        options.batchSize = batch
+        options.maxRowsPerSecond = maxRowsPerSecond
+        if isRun {
+            try await chunked(pair, options)
+        } else {
+            try await single(pair, options)
+        }
+    }
+
+    /// One process, one checkpoint.
+    private func single<Key: SQLKey & Codable>(_ pair: StorePair<Key>, _ options: BackfillOptions) async throws {
         let (new, core) = (pair.new, pair.core)
         let checkpoints: AnyCheckpointStore<Key>
         if let checkpoint {
@@ -52,21 +126,70 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
             try await new.prepareCheckpoints()
             checkpoints = new.checkpoints
         }
-        var options = BackfillOptions()
-        options.batchSize = batch
-        options.maxRowsPerSecond = maxRowsPerSecond
         let display = LiveDisplay()
         let backfill = try Backfill(core: core, checkpoints: checkpoints, name: name, options: options) { progress in
-            var text = "\(progress.rowsScanned) rows scanned, \(progress.rowsCopied) copied"
-            if progress.deletionsCopied > 0 { text += ", \(progress.deletionsCopied) deletions copied" }
-            text += String(format: ", %.0f rows/s", progress.rowsPerSecond)
-            display.update(text, progress: nil)
+            display.update(Self.line(progress), progress: nil)
         }
+        let progress = try await Self.runService { try await backfill.runPass() }
+        display.finishLine()
+        print(progress.finished ? "backfill finished: \(progress)" : "backfill stopped, checkpoint saved: \(progress)")
+        if !progress.finished { throw ExitCode(130) }
+    }
+
+    /// A run shared through the coordination tables.
+    private func chunked<Key: SQLKey & Codable>(_ pair: StorePair<Key>, _ options: BackfillOptions) async throws {
+        var options = options
+        options.workers = workers
+        options.chunkRows = chunkRows
+        options.leaseDuration = .milliseconds(Int64((leaseSeconds * 1000).rounded()))
+        options.workerName = workerName
+        let runName = run ?? join ?? name
+        let url = try coordinatorURL()
+        try await withCoordinator(url) { (coordinator: PostgresBackfillCoordinator<Key>) in
+            let display = LiveDisplay()
+            let backfill = try ChunkedBackfill(
+                core: pair.core,
+                coordinator: coordinator,
+                run: runName,
+                create: join == nil,
+                options: options
+            ) { progress in
+                display.update("this process: " + Self.line(progress), progress: nil)
+            }
+            let info = try await backfill.prepare()
+            print("run \(runName): \(info.chunks) chunks; \(workers) workers in this process")
+            let progress = try await Self.runService { try await backfill.runPass() }
+            display.finishLine()
+            if let status = try await coordinator.status(runName) { print(status.line) }
+            print(
+                progress.finished
+                    ? "backfill run finished; this process: \(progress)"
+                    : "backfill workers stopped, chunks released; this process: \(progress)"
+            )
+            if !progress.finished { throw ExitCode(130) }
+        }
+    }
+
+    private func coordinatorURL() throws -> String {
+        if let coordinator { return coordinator }
+        for url in [stores.to, stores.from] where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            return url
+        }
+        throw ZDDMError(
+            .invalidArgument,
+            message: "a backfill run is coordinated in PostgreSQL: neither --to nor --from is a postgres:// URL, "
+                + "so pass --coordinator postgres://…"
+        )
+    }
+
+    /// Runs a pass as a service: Ctrl-C (SIGINT) or SIGTERM finishes the batches in hand, saves, and returns.
+    private static func runService(
+        _ pass: @escaping @Sendable () async throws -> BackfillProgress
+    ) async throws -> BackfillProgress {
         var logger = Logger(label: "zddm")
         logger.logLevel = .warning
         let result = ResultBox()
-        let service = BackfillRunner(pass: { try await backfill.runPass() }, result: result)
-        // Ctrl-C (SIGINT) or SIGTERM: finish the batches in hand, save the checkpoint, return.
+        let service = BackfillRunner(pass: pass, result: result)
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -75,9 +198,112 @@ package struct BackfillCommand: AsyncParsableCommand, StorePairAction {
             )
         )
         try await group.run()
-        display.finishLine()
         guard let progress = result.progress else { throw ExitCode(1) }
-        print(progress.finished ? "backfill finished: \(progress)" : "backfill stopped, checkpoint saved: \(progress)")
-        if !progress.finished { throw ExitCode(130) }
+        return progress
+    }
+
+    private static func line(_ progress: BackfillProgress) -> String {
+        var text = "\(progress.rowsScanned) rows scanned, \(progress.rowsCopied) copied"
+        if progress.deletionsCopied > 0 { text += ", \(progress.deletionsCopied) deletions copied" }
+        return text + String(format: ", %.0f rows/s", progress.rowsPerSecond)
+    }
+}
+
+/// Opens the coordination tables in a PostgreSQL database (creating them when missing), runs `body`, and closes
+/// the database.
+func withCoordinator<Key: Codable & Sendable, T: Sendable>(
+    _ url: String,
+    option: String = "--coordinator",
+    _ body: (PostgresBackfillCoordinator<Key>) async throws -> T
+) async throws -> T {
+    let database = try await OpenedDatabase.open(url, option: option)
+    guard case .postgres(let postgres, _) = database else {
+        await database.close()
+        throw ZDDMError(.invalidArgument, message: "\(option) must be a postgres:// URL: runs are coordinated there")
+    }
+    do {
+        let coordinator = try PostgresBackfillCoordinator<Key>(database: postgres)
+        try await coordinator.prepare()
+        let result = try await body(coordinator)
+        await database.close()
+        return result
+    } catch {
+        await database.close()
+        throw error
+    }
+}
+
+/// `zddm backfill status RUN`.
+struct BackfillStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a backfill run's progress across all its workers.",
+        discussion: """
+            Prints one line (or a JSON object with --json): rows scanned of those planned, rows copied, rows per \
+            second since the run began, ETA, chunks done / in flight / waiting, workers seen. Exits 0 when the \
+            run is finished, 3 while it is not, 1 when there is no such run. Changes nothing.
+            """
+    )
+
+    @Argument(help: "The run's name.")
+    var run: String
+
+    @Option(help: "The run's coordination database (postgres://…).")
+    var coordinator: String
+
+    @Flag(help: "Print a JSON object instead of a line.")
+    var json = false
+
+    func run() async throws {
+        let name = run
+        let status = try await withCoordinator(coordinator) { (coordinator: PostgresBackfillCoordinator<String>) in
+            try await coordinator.status(name)
+        }
+        guard let status else {
+            throw ZDDMError(.invalidArgument, message: "there is no backfill run named '\(run)' in --coordinator")
+        }
+        print(json ? try BackfillStatusReport(status).json() : status.line)
+        if !status.finished { throw ExitCode(3) }
+    }
+}
+
+/// `zddm backfill status --json`.
+struct BackfillStatusReport: Encodable {
+    var run: String
+    var rate: Double
+    var finished: Bool
+    var chunks: Int
+    var chunksDone: Int
+    var chunksInFlight: Int
+    var chunksWaiting: Int
+    var rowsPlanned: Int
+    var rowsScanned: Int
+    var rowsCopied: Int
+    var rowsPerSecond: Double
+    var etaSeconds: Double?
+    var workersSeen: Int
+    var elapsedSeconds: Double
+
+    init(_ status: BackfillRunStatus) {
+        run = status.run
+        rate = status.rate
+        finished = status.finished
+        chunks = status.chunks
+        chunksDone = status.done
+        chunksInFlight = status.inFlight
+        chunksWaiting = status.waiting
+        rowsPlanned = status.plannedRows
+        rowsScanned = status.rowsScanned
+        rowsCopied = status.rowsCopied
+        rowsPerSecond = status.rowsPerSecond
+        etaSeconds = status.etaSeconds
+        workersSeen = status.workersSeen
+        elapsedSeconds = status.elapsedSeconds
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }

@@ -22,8 +22,33 @@ struct StorePairOptions: ParsableArguments {
     @Option(help: "The gate's rate: only keys it admits are copied, or expected in New.")
     var rate: String = "1"
 
+    @Option(
+        help: """
+            Copy and compare with versions (fenced writes into New): on, off, or auto (on when change capture \
+            is installed on Old's table).
+            """
+    )
+    var versions: VersionsMode = .auto
+
+    @Option(help: "With versions: the version column change capture keeps in Old, and New keeps.")
+    var versionColumn: String = "zddm_version"
+
     func validate() throws {
         _ = try parseRate(rate, option: "--rate")
+        do {
+            _ = try SQLIdentifier(versionColumn, role: "--version-column")
+        } catch let error as ZDDMError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// Whether the pair uses versions: as `--versions` says, or (auto) whether Old has change capture.
+    func usesVersions() async throws -> Bool {
+        switch versions {
+        case .on: true
+        case .off: false
+        case .auto: try await StoreOpener.captureInstalled(from, table: table, versionColumn: versionColumn)
+        }
     }
 
     /// Opens Old's table (which must exist) and New's (created when missing if `createNew`), with raw-byte values
@@ -47,24 +72,34 @@ struct StorePairOptions: ParsableArguments {
         migration: String,
         createNew: Bool
     ) async throws {
+        let versioned = try await usesVersions()
         let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
             from,
             table: table,
             codec: RawBytesValueCodec(),
-            create: false
+            create: false,
+            versions: versioned ? .old(column: versionColumn) : .none
         )
-        let new: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
-            to,
-            table: toTable ?? table,
-            codec: RawBytesValueCodec(),
-            create: createNew
-        )
+        let new: OpenedStore<Key, [UInt8]>
+        do {
+            new = try await StoreOpener.open(
+                to,
+                table: toTable ?? table,
+                codec: RawBytesValueCodec(),
+                create: createNew,
+                versions: versioned ? .new(column: versionColumn) : .none
+            )
+        } catch {
+            await old.close()
+            throw error
+        }
         do {
             let core = try MigrationCore(
                 name: migration,
                 old: old.store,
                 new: new.store,
-                gate: TrafficGate(rate: parseRate(rate, option: "--rate"))
+                gate: TrafficGate(rate: parseRate(rate, option: "--rate")),
+                options: MigrationOptions(usesVersions: versioned)
             )
             try await action.run(StorePair(old: old, new: new, core: core))
         } catch {
@@ -75,6 +110,11 @@ struct StorePairOptions: ParsableArguments {
         await old.close()
         await new.close()
     }
+}
+
+/// `--versions`.
+enum VersionsMode: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case auto, on, off
 }
 
 /// Old's and New's tables, open, with the migration's core (gate and safety memory) over them: what backfill and

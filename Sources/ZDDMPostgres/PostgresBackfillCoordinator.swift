@@ -225,15 +225,43 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         return try await self.run { !(try await database.rows(sql.setLimit, binds)).isEmpty }
     }
 
-    /// The token of every completion of a run's chunks, for checks: chunk number, completions, claims.
+    /// What the coordinator holds about one chunk, for operators' queries and tests.
+    public struct ChunkState: Sendable, Equatable {
+        /// The chunk's number, from 0 in key order.
+        public var chunk: Int
+        /// Whether it was completed.
+        public var done: Bool
+        /// The worker holding it, or that held it last.
+        public var owner: String?
+        /// Its current fencing token.
+        public var token: UInt64
+        /// Whether a worker holds it under a lease that has not expired (by the server's clock).
+        public var held: Bool
+        /// How many times it was claimed.
+        public var claims: Int
+        /// How many times it was completed: never more than 1.
+        public var completions: Int
+    }
+
+    /// Every chunk of a run, in order.
     /// - Parameter run: The run's name.
-    /// - Returns: One entry per chunk, in order.
+    /// - Returns: One entry per chunk; none for an unknown run.
     /// - Throws: When PostgreSQL fails.
-    public func completions(of run: String) async throws -> [(chunk: Int, completions: Int, claims: Int)] {
+    public func chunks(of run: String) async throws -> [ChunkState] {
         try await self.run {
-            try await database.rows(sql.completions, Self.binds(run)).map { row in
-                let (chunk, completions, claims) = try row.decode((Int32, Int32, Int32).self)
-                return (Int(chunk), Int(completions), Int(claims))
+            try await database.rows(sql.chunkStates, Self.binds(run)).map { row in
+                let (chunk, done, owner, token, held, claims, completions) = try row.decode(
+                    (Int32, Bool, String?, Int64, Bool, Int32, Int32).self
+                )
+                return ChunkState(
+                    chunk: Int(chunk),
+                    done: done,
+                    owner: owner,
+                    token: UInt64(bitPattern: token),
+                    held: held,
+                    claims: Int(claims),
+                    completions: Int(completions)
+                )
             }
         }
     }
@@ -324,7 +352,7 @@ extension PostgresBackfillCoordinator {
         let status: String
         let throttle: String
         let setLimit: String
-        let completions: String
+        let chunkStates: String
 
         init(runs: SQLIdentifier, chunks: SQLIdentifier, index: SQLIdentifier) {
             let r = runs.quoted
@@ -343,7 +371,7 @@ extension PostgresBackfillCoordinator {
                 done boolean NOT NULL DEFAULT false, owner text, token bigint NOT NULL DEFAULT 0, \
                 lease_expires timestamptz, cursor_key text, rows_scanned bigint NOT NULL DEFAULT 0, \
                 rows_copied bigint NOT NULL DEFAULT 0, claims integer NOT NULL DEFAULT 0, \
-                completions integer NOT NULL DEFAULT 0, PRIMARY KEY (run, chunk))
+                completions integer NOT NULL DEFAULT 0, updated_at timestamptz, PRIMARY KEY (run, chunk))
                 """,
                 "CREATE INDEX IF NOT EXISTS \(i) ON \(c) (run, chunk) WHERE NOT done",
             ]
@@ -371,7 +399,7 @@ extension PostgresBackfillCoordinator {
             let held = "run = $1 AND chunk = $2 AND token = $3 AND NOT done AND lease_expires IS NOT NULL"
             checkpoint = """
                 UPDATE \(c) SET cursor_key = $4, rows_scanned = rows_scanned + $5, rows_copied = rows_copied + $6, \
-                lease_expires = \(lease.replacingOccurrences(of: "%d", with: "7")) WHERE \(held) RETURNING chunk
+                updated_at = clock_timestamp(), lease_expires = \(lease.replacingOccurrences(of: "%d", with: "7")) WHERE \(held) RETURNING chunk
                 """
             renew = """
                 UPDATE \(c) SET lease_expires = \(lease.replacingOccurrences(of: "%d", with: "4")) \
@@ -379,7 +407,8 @@ extension PostgresBackfillCoordinator {
                 """
             complete = """
                 UPDATE \(c) SET done = true, completions = completions + 1, cursor_key = through_key, \
-                rows_scanned = rows_scanned + $4, rows_copied = rows_copied + $5, lease_expires = NULL \
+                rows_scanned = rows_scanned + $4, rows_copied = rows_copied + $5, lease_expires = NULL, \
+                updated_at = clock_timestamp() \
                 WHERE \(held) RETURNING chunk
                 """
             release = "UPDATE \(c) SET lease_expires = NULL WHERE \(held)"
@@ -388,7 +417,8 @@ extension PostgresBackfillCoordinator {
                 count(c.chunk) FILTER (WHERE NOT c.done AND c.lease_expires >= clock_timestamp()), \
                 COALESCE(sum(c.planned_rows), 0)::int8, COALESCE(sum(c.rows_scanned), 0)::int8, \
                 COALESCE(sum(c.rows_copied), 0)::int8, count(DISTINCT c.owner), \
-                EXTRACT(EPOCH FROM clock_timestamp() - r.created_at)::float8 \
+                EXTRACT(EPOCH FROM CASE WHEN bool_and(c.done) THEN max(c.updated_at) ELSE clock_timestamp() END \
+                - r.created_at)::float8 \
                 FROM \(r) AS r LEFT JOIN \(c) AS c ON c.run = r.run WHERE r.run = $1 \
                 GROUP BY r.run, r.format, r.rate, r.chunks, r.created_at
                 """
@@ -399,7 +429,11 @@ extension PostgresBackfillCoordinator {
                 RETURNING EXTRACT(EPOCH FROM throttle_next - \(step) - clock_timestamp())::float8
                 """
             setLimit = "UPDATE \(r) SET max_rows_per_second = $2 WHERE run = $1 RETURNING run"
-            completions = "SELECT chunk, completions, claims FROM \(c) WHERE run = $1 ORDER BY chunk"
+            chunkStates = """
+                SELECT chunk, done, owner, token, \
+                COALESCE(NOT done AND lease_expires >= clock_timestamp(), false), claims, completions \
+                FROM \(c) WHERE run = $1 ORDER BY chunk
+                """
         }
     }
 }

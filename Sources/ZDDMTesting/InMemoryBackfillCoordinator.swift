@@ -31,6 +31,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
         public var claims = 0
         /// How many times it was completed (never above 1).
         public var completions = 0
+        /// When it was last saved or completed, by the coordinator's clock.
+        public var updated: Duration?
     }
 
     private struct Run {
@@ -157,6 +159,7 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
             chunk.rowsScanned += scanned
             chunk.rowsCopied += copied
             chunk.leaseEnds = time + lease
+            chunk.updated = time
         }
     }
 
@@ -165,7 +168,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
     }
 
     public func complete(_ claim: BackfillChunkClaim<Key>, scanned: Int, copied: Int) async throws -> Bool {
-        try held(claim) { chunk, _ in
+        try held(claim) { chunk, time in
+            chunk.updated = time
             chunk.done = true
             chunk.completions += 1
             chunk.rowsScanned += scanned
@@ -185,7 +189,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
             let chunks = entry.chunks
             let done = chunks.filter(\.done).count
             let inFlight = chunks.filter { !$0.done && ($0.leaseEnds.map { $0 >= time } ?? false) }.count
-            let elapsed = time - entry.created
+            let end = done == chunks.count ? (chunks.compactMap(\.updated).max() ?? entry.created) : time
+            let elapsed = end - entry.created
             return BackfillRunStatus(
                 run: run,
                 rate: entry.info.rate,

@@ -59,7 +59,7 @@ struct PostgresBackfillCoordinatorTests {
                 return try await group.reduce(into: [Int]()) { $0 += $1 }
             }
             #expect(completed.sorted() == Array(0..<60))
-            let counts = try await coordinator.completions(of: "r")
+            let counts = try await coordinator.chunks(of: "r")
             #expect(counts.count == 60 && counts.allSatisfy { $0.completions == 1 && $0.claims == 1 })
             let status = try #require(try await coordinator.status("r"))
             #expect(
@@ -100,7 +100,7 @@ struct PostgresBackfillCoordinatorTests {
             let again = try #require(try await coordinator.claim("r", worker: "C", lease: .seconds(60)))
             #expect(again.token > claim.token && again.cursor == "k0", "a released chunk keeps its checkpoint")
             #expect(try await coordinator.complete(again, scanned: 6, copied: 6))
-            let counts = try await coordinator.completions(of: "r")
+            let counts = try await coordinator.chunks(of: "r")
             #expect(counts.map(\.completions) == [1] && counts.map(\.claims) == [3])
             let status = try #require(try await coordinator.status("r"))
             #expect(status.rowsScanned == 10 && status.finished)
@@ -189,7 +189,7 @@ struct PostgresBackfillCoordinatorTests {
                 }
                 #expect(scanned == 1_500, "no batch was scanned by two processes")
             }
-            let counts = try await coordinator.completions(of: "r")
+            let counts = try await coordinator.chunks(of: "r")
             #expect(counts.count == 15 && counts.allSatisfy { $0.completions == 1 })
             var cursor: String?
             var compared = 0

@@ -123,7 +123,7 @@ public struct BackfillRunStatus: Sendable, Codable, Equatable {
     public var rowsCopied: Int
     /// Distinct workers that hold or completed a chunk.
     public var workersSeen: Int
-    /// Seconds since the run was created, by the coordinator's clock.
+    /// Seconds from the run's creation to now, or to its last completion once finished, by the coordinator's clock.
     public var elapsedSeconds: Double
 
     /// Creates a status.
