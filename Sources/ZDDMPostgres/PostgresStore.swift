@@ -58,6 +58,7 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     let core: SQLStoreCore<Key, Value>
     let sql: Statements
     let versionSQL: VersionStatements?
+    let keyVersionsSQL: KeyVersionsSQL?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -143,6 +144,16 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
         self.versionSQL = versionColumn.map {
             VersionStatements(schema, keyKind: Key.sqlKeyKind, versionColumn: $0, capture: changeCapture)
         }
+        self.keyVersionsSQL = versionColumn.map {
+            KeyVersionsSQL(
+                schema: schema,
+                versionColumn: $0,
+                capture: changeCapture,
+                collation: Key.sqlKeyKind == .text ? " COLLATE \"C\"" : "",
+                placeholders: (cursor: "$1", limit: "$2", firstLimit: "$1"),
+                trueLiteral: "true"
+            )
+        }
     }
 
     /// Creates the table if it does not exist (with the version column, when configured), adds the version column
@@ -206,6 +217,29 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     public func writeTombstone(_ key: Key) async throws {
         let binds = keyBinds(key)
         try await core.run(.writeTombstone, on: database) { _ = try await change(sql.tombstone, binds) }
+    }
+
+    /// One ordered statement over the table (and, with change capture, the deleted-versions table's keys that
+    /// have no row); no values are read.
+    public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
+        guard let statements = keyVersionsSQL else {
+            throw ZDDMError(.unsupported, operation: .listKeys, message: "table \(schema.table) keeps no versions")
+        }
+        try core.checkListLimit(limit)
+        var binds = PostgresBindings(capacity: 2)
+        if let cursor { PostgresBinding.append(cursor.sqlKeyValue, to: &binds) }
+        binds.append(Int64(limit))
+        let statement = cursor == nil ? statements.first : statements.following
+        return try await core.run(.listKeys, on: database) {
+            try await query(statement, binds).map { row in
+                let cells = row.makeRandomAccess()
+                return KeyVersion(
+                    key: try core.key(cells[0], for: .listKeys),
+                    version: try PostgresBinding.version(cells[1]),
+                    isTombstone: try cells[2].decode(Bool.self)
+                )
+            }
+        }
     }
 
     /// Integers by value, text by its UTF-8 bytes, byte strings by their bytes: the order of ``keys(after:limit:)``.

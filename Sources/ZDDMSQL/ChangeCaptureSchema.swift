@@ -124,3 +124,55 @@ extension ChangeCaptureSchema {
             """
     }
 }
+
+/// The SQL of ``ZDDM/KeyValueStore/keyVersions(after:limit:)`` for a key-value table with a version column: keys
+/// with their versions and tombstone flags in key order, with (for Old's role) the deleted-versions table's keys
+/// that have no row.
+package struct KeyVersionsSQL: Sendable {
+    /// The first page: the limit is the only parameter.
+    package let first: String
+    /// A page after a cursor: the cursor, then the limit.
+    package let following: String
+
+    /// Builds the statements.
+    /// - Parameters:
+    ///   - schema: The table's names.
+    ///   - versionColumn: The version column.
+    ///   - capture: Change capture on the table (Old's role), whose deleted-versions table is listed too.
+    ///   - collation: The collation clause ordering keys (` COLLATE BINARY`, ` COLLATE "C"`, or empty).
+    ///   - placeholders: The cursor's and the limit's placeholders in a page after a cursor, and the limit's in
+    ///     the first page.
+    ///   - trueLiteral: The SQL of a true tombstone flag.
+    package init(
+        schema: KeyValueTableSchema,
+        versionColumn: SQLIdentifier,
+        capture: ChangeCaptureSchema?,
+        collation: String,
+        placeholders: (cursor: String, limit: String, firstLimit: String),
+        trueLiteral: String
+    ) {
+        func page(cursor: String?, limit: String) -> String {
+            let t = schema.table.quoted
+            let k = schema.keyColumn.quoted
+            let d = schema.tombstoneColumn.quoted
+            let live = """
+                SELECT \(k) AS zddm_key, \(versionColumn.quoted) AS zddm_version, \(d) AS zddm_tombstone FROM \(t)\
+                \(cursor.map { " WHERE \(k)\(collation) > \($0)" } ?? "") ORDER BY \(k)\(collation) LIMIT \(limit)
+                """
+            guard let capture else { return live }
+            let g = capture.deletedTable.quoted
+            let gone = """
+                SELECT g."key" AS zddm_key, g.version AS zddm_version, \(trueLiteral) AS zddm_tombstone \
+                FROM \(g) AS g WHERE \(cursor.map { "g.\"key\"\(collation) > \($0) AND " } ?? "")\
+                NOT EXISTS (SELECT 1 FROM \(t) AS r WHERE r.\(k) = g."key") \
+                ORDER BY g."key"\(collation) LIMIT \(limit)
+                """
+            return """
+                SELECT zddm_key, zddm_version, zddm_tombstone FROM (SELECT * FROM (\(live)) AS zddm_live \
+                UNION ALL SELECT * FROM (\(gone)) AS zddm_gone) AS zddm_all ORDER BY zddm_key\(collation) LIMIT \(limit)
+                """
+        }
+        first = page(cursor: nil, limit: placeholders.firstLimit)
+        following = page(cursor: placeholders.cursor, limit: placeholders.limit)
+    }
+}

@@ -57,6 +57,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     let capture: SQLiteCaptureSQL?
     /// With change capture, the store's own writes of a value and of a tombstone, which set the version themselves.
     let captured: CapturedWrites?
+    let keyVersionsSQL: KeyVersionsSQL?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -124,6 +125,18 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
         }
         self.core = try SQLStoreCore(schema: schema, codec: codec, maxValueSize: maxValueSize)
         self.sql = Statements(schema, version: version, keyKind: Key.sqlKeyKind)
+        if let version {
+            self.keyVersionsSQL = KeyVersionsSQL(
+                schema: self.schema,
+                versionColumn: version,
+                capture: self.capture?.schema,
+                collation: Key.sqlKeyKind == .text ? " COLLATE BINARY" : "",
+                placeholders: (cursor: "?1", limit: "?2", firstLimit: "?1"),
+                trueLiteral: "1"
+            )
+        } else {
+            self.keyVersionsSQL = nil
+        }
     }
 
     /// Creates the table if it does not exist, adds the version column to a table without it

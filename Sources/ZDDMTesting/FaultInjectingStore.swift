@@ -195,6 +195,10 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.read, key) { try await base.readVersioned(key) }
     }
 
+    public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
+        try await run(.listKeys, nil) { try await base.keyVersions(after: cursor, limit: limit) }
+    }
+
     public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
         try await run(.readMany, nil) { try await base.readManyVersioned(keys) }
     }

@@ -41,6 +41,18 @@ extension StoreConformanceSuite {
             let plain = try await store.readVersioned(k2)?.version ?? 0
             expect(plain >= 1, "version-plain-write", "a plain write must give a version too, got \(plain)")
             let many = try await store.readManyVersioned([k0, k1, k2])
+            // Every key holding a value is listed with its version; a listed tombstone carries its own.
+            let listed = try await store.keyVersions(after: nil, limit: 100)
+            let agrees = listed.allSatisfy { entry in
+                guard let record = many[entry.key] else { return ![k0, k1, k2].contains(entry.key) }
+                return record.version == entry.version && (record.value == nil) == entry.isTombstone
+            }
+            let valued = Set(many.filter { $0.value.value != nil }.keys)
+            expect(
+                agrees && valued.isSubset(of: Set(listed.map(\.key))),
+                "key-versions-read",
+                "keyVersions must list the keys it holds with their versions, got \(listed.count) entries"
+            )
             expect(
                 many[k0] == .value(v2, version: again) && many[k1] == nil && many[k2]?.version == plain,
                 "version-read-many",
@@ -112,6 +124,24 @@ extension StoreConformanceSuite {
                 cursor = last
             }
             expect(paged == all, "keys-including-deleted-pages", "pages of one key must list the same keys in order")
+            // Keys with versions: the same keys in the same order, with the versions a read gives.
+            let records = try await store.readManyVersioned(all)
+            let expected = all.map { key in
+                KeyVersion(key: key, version: records[key]?.version ?? 0, isTombstone: records[key]?.value == nil)
+            }
+            var versions: [KeyVersion<Store.Key>] = []
+            cursor = nil
+            while versions.count <= 4 {
+                let page = try await store.keyVersions(after: cursor, limit: 3)
+                versions += page
+                guard page.count == 3, let last = page.last else { break }
+                cursor = last.key
+            }
+            expect(
+                versions == expected,
+                "key-versions",
+                "keyVersions must list keysIncludingDeleted's keys with the versions and deletions a read gives"
+            )
         }
 
         if versionRoles.contains(.fence) {
@@ -175,6 +205,20 @@ extension StoreConformanceSuite {
             let stored = try await store.writeManyIfNewer(batch)
             expect(stored == Set([k1, k2]), "fence-many", "writeManyIfNewer must store exactly the newer records")
             let many = try await store.readManyVersioned([k0, k1, k2])
+            if capabilities.contains(.orderedKeys) {
+                // Every key holding a value is listed with its version; a listed tombstone carries its own.
+                let listed = try await store.keyVersions(after: nil, limit: 100)
+                let agrees = listed.allSatisfy { entry in
+                    guard let record = many[entry.key] else { return ![k0, k1, k2].contains(entry.key) }
+                    return record.version == entry.version && (record.value == nil) == entry.isTombstone
+                }
+                let valued = Set(many.filter { $0.value.value != nil }.keys)
+                expect(
+                    agrees && valued.isSubset(of: Set(listed.map(\.key))),
+                    "key-versions-fence",
+                    "keyVersions must list New's stored keys with their versions, got \(listed.count) entries"
+                )
+            }
             expect(
                 many[k0] == .value(v2, version: 8) && many[k1] == .value(v1, version: 1)
                     && many[k2] == .tombstone(version: 2),

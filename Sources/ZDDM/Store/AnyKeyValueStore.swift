@@ -61,6 +61,10 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
         try await base.readVersioned(key)
     }
 
+    public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
+        try await base.keyVersions(after: cursor, limit: limit)
+    }
+
     public func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>] {
         try await base.readManyVersioned(keys)
     }

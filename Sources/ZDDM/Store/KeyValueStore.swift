@@ -186,6 +186,18 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
     func readManyVersioned(_ keys: [Key]) async throws -> [Key: VersionedRecord<Value>]
 
+    /// Lists keys with their versions, in the order of ``keysIncludingDeleted(after:limit:)``, strictly after a
+    /// cursor, without their values: what a verify by versions compares.
+    ///
+    /// The default lists the keys, then reads their records with ``readManyVersioned(_:)``; the SQL stores read
+    /// keys and versions in one ordered statement.
+    /// - Parameters:
+    ///   - cursor: The last key of the previous page, or `nil` to start at the beginning.
+    ///   - limit: The largest number of keys to return; at least 1.
+    /// - Returns: Up to `limit` keys in order, each once; fewer than `limit` only at the end.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>]
+
     /// Stores a value (upsert) and returns the version the store gave the change.
     /// - Parameters:
     ///   - key: The key.

@@ -34,6 +34,25 @@ public struct VersionedRecord<Value: Sendable>: Sendable {
 }
 
 extension VersionedRecord: Equatable where Value: Equatable {}
+
+/// A key with its version, without its value (``KeyValueStore/keyVersions(after:limit:)``).
+public struct KeyVersion<Key: Sendable>: Sendable {
+    /// The key.
+    public var key: Key
+    /// The version of the key's state.
+    public var version: UInt64
+    /// Whether the key's state is a deletion (a tombstone, or a deleted version Old remembers).
+    public var isTombstone: Bool
+
+    /// Creates a key version.
+    public init(key: Key, version: UInt64, isTombstone: Bool) {
+        self.key = key
+        self.version = version
+        self.isTombstone = isTombstone
+    }
+}
+
+extension KeyVersion: Equatable where Key: Equatable {}
 extension VersionedRecord: Hashable where Value: Hashable {}
 
 /// One entry of Old's change table: a key changed and got a version.
@@ -89,6 +108,17 @@ extension KeyValueStore {
             if let record = try await readVersioned(key) { found[key] = record }
         }
         return found
+    }
+
+    public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
+        let keys = try await keysIncludingDeleted(after: cursor, limit: limit)
+        let records = try await readManyVersioned(keys)
+        // A key listed but gone by the time it is read counts as never written (version 0), so that a full page
+        // stays full.
+        return keys.map { key in
+            let record = records[key]
+            return KeyVersion(key: key, version: record?.version ?? 0, isTombstone: record?.value == nil)
+        }
     }
 
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
