@@ -9,7 +9,9 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         commandName: "verify",
         abstract: "Compare Old and New key by key; exit 0 only when no mismatch is found.",
         discussion: """
-            Values are compared as stored bytes. --repair fixes New from Old (never writing older data). \
+            Values are compared as stored bytes. With change capture on Old (see --versions), each key's version \
+            is compared on both sides and values are read only where versions differ or one side lacks the key; \
+            --deep reads every value. --repair fixes New from Old (never writing older data). \
             In a fleet, --migration names the migration in the fleet's shared state (the --state-table in Old's \
             database, or in --state): its barrier is read before the pass, and a clean pass (at rate 1, no \
             mismatch) is recorded there, which permits zddm control set --stage rampdown until New falls behind \
@@ -24,6 +26,9 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
 
     @Flag(help: "Repair mismatches from Old.")
     var repair = false
+
+    @Flag(help: "With versions, compare every value too (by default only keys whose versions differ are read).")
+    var deep = false
 
     @Option(help: "In a fleet: the migration's name in the shared state, where a clean pass is recorded.")
     var migration: String?
@@ -101,6 +106,7 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         var options = VerifyOptions()
         options.repair = repair
         options.sampleLimit = sample
+        options.deep = deep
         let report = try await Verify(core: pair.core, options: options).verify()
         print("verify: \(report)")
         for mismatch in report.sample { print("  \(mismatch.kind.rawValue)\t\(mismatch.key)") }

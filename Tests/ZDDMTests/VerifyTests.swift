@@ -23,7 +23,11 @@ struct VerifyTests {
             gate: TrafficGate(rate: 1),
             metricsFactory: metrics
         )
-        let report = try await Verify(proxy: proxy).verify()
+        // New was written directly here, so its versions are its own: only a deep pass compares the values.
+        var deep = VerifyOptions()
+        deep.deep = true
+        let report = try await Verify(proxy: proxy, options: deep).verify()
+        #expect(report.comparedByValue == 4 && report.comparedByVersion == 0)
         #expect(report.keysInOld == 4)
         #expect(report.keysInNew == 3)
         #expect(report.counts[.missingInNew] == 1)
@@ -42,11 +46,11 @@ struct VerifyTests {
         )
         #expect(try await new.read("different") == .value("stale"))  // without repair nothing changes
 
-        var options = VerifyOptions()
+        var options = deep
         options.repair = true
         let repairing = try await Verify(proxy: proxy, options: options).verify()
         #expect(repairing.repaired == 4)
-        let after = try await Verify(proxy: proxy).verify()
+        let after = try await Verify(proxy: proxy, options: deep).verify()
         #expect(after.mismatches == 0)
         #expect(try await new.read("different") == .value("old"))
         #expect(try await new.read("tombstoned") == .value("t"))
@@ -73,6 +77,7 @@ struct VerifyTests {
         var options = VerifyOptions()
         options.sampleLimit = 5
         options.batchSize = 33
+        options.deep = true
         let report = try await Verify(proxy: proxy, options: options).verify()
         #expect(report.counts[.differentValue] == 250)
         #expect(report.sample.count == 5)
@@ -85,8 +90,10 @@ struct VerifyTests {
         let old = InMemoryStore<String, String>(["a": "Hello"])
         let new = InMemoryStore<String, String>(["a": "hello"])
         let proxy = try MigrationProxy(name: "v", old: old, new: new, gate: TrafficGate(rate: 1))
-        #expect(try await Verify(proxy: proxy).verify().mismatches == 1)
-        let relaxed = try Verify(proxy: proxy, equal: { $0.lowercased() == $1.lowercased() })
+        var deep = VerifyOptions()
+        deep.deep = true
+        #expect(try await Verify(proxy: proxy, options: deep).verify().mismatches == 1)
+        let relaxed = try Verify(proxy: proxy, options: deep, equal: { $0.lowercased() == $1.lowercased() })
         #expect(try await relaxed.verify().mismatches == 0)
     }
 
@@ -117,7 +124,9 @@ struct VerifyTests {
         let old = InMemoryStore<String, String>(["a": "1"])
         let new = InMemoryStore<String, String>(["a": "2"])
         let proxy = try MigrationProxy(name: "v", old: old, new: new, gate: TrafficGate(rate: 1))
-        let report = try await Verify(proxy: proxy).verify()
+        var deep = VerifyOptions()
+        deep.deep = true
+        let report = try await Verify(proxy: proxy, options: deep).verify()
         let json = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)
         #expect(json.contains("\"different_value\":1"))
         let decoded = try JSONDecoder().decode(VerifyReport<String>.self, from: Data(json.utf8))
@@ -198,5 +207,56 @@ struct VerifyConvergenceTests {
         h.proxy.resetAfterVerify(report)
         #expect(!h.proxy.isDegraded)
         for key in keys { #expect(try await h.proxy.read(key) == "v1") }
+    }
+
+    @Test(
+        "By versions: finds each kind of mismatch reading values only where versions differ or a side lacks the key, and repairs through the fence"
+    )
+    func byVersions() async throws {
+        let old = InMemoryStore<String, String>(captureChanges: true)
+        for index in 0..<200 { _ = try await old.writeVersioned("k\(1_000 + index)", "v\(index)") }
+        _ = try await old.writeVersioned("different", "new value")
+        _ = try await old.writeVersioned("tombstoned", "t")
+        _ = try await old.writeVersioned("missing", "m")
+        _ = try await old.writeVersioned("gone", "g")
+        _ = try await old.deleteVersioned("gone")
+        let new = InMemoryStore<String, String>()
+        let core = try MigrationCore(name: "vv", old: old, new: new, gate: TrafficGate(rate: 1))
+        #expect(core.usesVersions)
+        _ = try await Backfill(core: core, checkpoints: MemoryCheckpointStore<String>()).runPass()
+        // New falls behind or goes wrong in each way, at versions below Old's.
+        try await new.invalidate("different")
+        _ = try await new.writeIfNewer("different", .value("old value", version: 0))
+        try await new.invalidate("tombstoned")
+        _ = try await new.writeIfNewer("tombstoned", .tombstone(version: 0))
+        try await new.invalidate("missing")
+        _ = try await new.writeIfNewer("extra", .value("x", version: 3))
+        var options = VerifyOptions()
+        options.batchSize = 16
+        let report = try await Verify(core: core, options: options).verify()
+        #expect(report.counts[.differentValue] == 1)
+        #expect(report.counts[.tombstoneInNew] == 1)
+        #expect(report.counts[.missingInNew] == 1)
+        #expect(report.counts[.extraInNew] == 1)
+        #expect(report.mismatches == 4)
+        #expect(report.keysInOld == 203 && report.keysInNew == 202)
+        // Values read only for the 4 suspects (each read twice, counted once); the rest by version.
+        #expect(report.comparedByVersion >= 202)
+        #expect(report.comparedByValue == 4)
+
+        options.repair = true
+        let repairing = try await Verify(core: core, options: options).verify()
+        #expect(repairing.repaired == 4)
+        let after = try await Verify(core: core, options: options).verify()
+        #expect(after.mismatches == 0 && after.isClean)
+        #expect(try await new.readVersioned("different") == old.readVersioned("different"))
+        #expect(try await new.read("missing") == .value("m"))
+        #expect(try await new.read("extra") == nil)
+
+        // A deep pass compares every value instead.
+        options.repair = false
+        options.deep = true
+        let deep = try await Verify(core: core, options: options).verify()
+        #expect(deep.mismatches == 0 && deep.comparedByVersion == 0 && deep.comparedByValue == 203)
     }
 }

@@ -78,14 +78,33 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let mark = core.gate.newBehindMark
         let rateAtStart = core.gate.rate
         let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0, clock: core.clock) }
+        if core.usesVersions, !options.deep {
+            try await versionPass(&report, limiter: limiter)
+        } else {
+            try await valuePasses(&report, limiter: limiter)
+        }
+        if report.mismatches > 0 {
+            core.metrics.verifyMismatches(report.counts)
+        } else if !Task.isCancelled, rateAtStart >= 1, core.unsafeKeyCount == 0, !core.isDegraded {
+            // A complete, clean pass at rate 1: New holds what Old holds, unless something happened meanwhile.
+            report.isClean = true
+            core.gate.recordCleanVerify(startedAt: mark)
+            if let fleetMark { report.fleetVerifiedBehind = await recordFleetPass(startedAt: fleetMark) }
+        }
+        core.logger.info(
+            "verify finished",
+            metadata: ["zddm.mismatches": "\(report.mismatches)", "zddm.repaired": "\(report.repaired)"]
+        )
+        return report
+    }
+
+    /// The pass without versions (or deep): Old's keys against New with their values, then New's keys against Old.
+    private func valuePasses(
+        _ report: inout VerifyReport<Key>,
+        limiter: RateLimiter?
+    ) async throws {
         let old = core.old
         let new = core.new
-
-        func record(_ key: Key, _ kind: MismatchKind) {
-            report.counts[kind, default: 0] += 1
-            if report.sample.count < options.sampleLimit { report.sample.append(VerifyMismatch(key: key, kind: kind)) }
-        }
-
         // Pass 1: Old's keys against New.
         var cursor: Key?
         while !Task.isCancelled {
@@ -95,6 +114,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             guard let last = keys.last else { break }
             try await limiter?.acquire(keys.count)
             report.keysInOld += keys.count
+            report.comparedByValue += keys.count
             let suspects = try await core.traced("zddm.verify.batch") { span in
                 span?.attributes["zddm.batch.size"] = keys.count
                 var suspects = try await classify(keys)
@@ -102,7 +122,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                 span?.attributes["zddm.batch.mismatches"] = suspects.count
                 return suspects
             }
-            for suspect in suspects { record(suspect.key, suspect.kind) }
+            for suspect in suspects { record(suspect.key, suspect.kind, in: &report) }
             if options.repair, !suspects.isEmpty {
                 if core.isNewTrafficAllowed {
                     let outcome = await repair(suspects.map(\.key))
@@ -127,7 +147,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             report.keysInNew += keys.count
             var extra = try await extraInNew(keys)
             if !extra.isEmpty { extra = try await extraInNew(extra) }
-            for key in extra { record(key, .extraInNew) }
+            for key in extra { record(key, .extraInNew, in: &report) }
             if options.repair {
                 for key in extra {
                     guard core.isNewTrafficAllowed else {
@@ -145,19 +165,122 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             if keys.count < options.batchSize { break }
             cursor = last
         }
-        if report.mismatches > 0 {
-            core.metrics.verifyMismatches(report.counts)
-        } else if !Task.isCancelled, rateAtStart >= 1, core.unsafeKeyCount == 0, !core.isDegraded {
-            // A complete, clean pass at rate 1: New holds what Old holds, unless something happened meanwhile.
-            report.isClean = true
-            core.gate.recordCleanVerify(startedAt: mark)
-            if let fleetMark { report.fleetVerifiedBehind = await recordFleetPass(startedAt: fleetMark) }
+    }
+
+    /// The pass by versions: Old's and New's (key, version) lists merged in key order; values are read only for
+    /// keys whose versions differ or that one side lacks, and read twice before a mismatch is counted.
+    private func versionPass(
+        _ report: inout VerifyReport<Key>,
+        limiter: RateLimiter?
+    ) async throws {
+        var oldSide = VersionStream(role: .old, limit: options.batchSize) { [core] cursor, limit in
+            try await core.old.keyVersions(after: cursor, limit: limit)
         }
-        core.logger.info(
-            "verify finished",
-            metadata: ["zddm.mismatches": "\(report.mismatches)", "zddm.repaired": "\(report.repaired)"]
-        )
-        return report
+        var newSide = VersionStream(role: .new, limit: options.batchSize) { [core] cursor, limit in
+            try await core.new.keyVersions(after: cursor, limit: limit)
+        }
+        var suspects: [Key] = []
+        var compared = 0
+        while !Task.isCancelled {
+            let oldHead = try await oldSide.head()
+            let newHead = try await newSide.head()
+            guard oldHead != nil || newHead != nil else { break }
+            if let old = oldHead, let new = newHead, old.key == new.key {
+                oldSide.advance()
+                newSide.advance()
+                if !old.isTombstone { report.keysInOld += 1 }
+                if !new.isTombstone { report.keysInNew += 1 }
+                report.comparedByVersion += 1
+                if old.version != new.version || old.isTombstone != new.isTombstone {
+                    if !(old.isTombstone && new.isTombstone) { suspects.append(old.key) }
+                }
+            } else if let old = oldHead, newHead.map({ core.old.listsKey(old.key, before: $0.key) ?? true }) ?? true {
+                // Only in Old: missing in New, unless Old holds a deletion, or the gate keeps the key out of New.
+                oldSide.advance()
+                if !old.isTombstone {
+                    report.keysInOld += 1
+                    if core.gate.admits(old.key) { suspects.append(old.key) }
+                }
+            } else if let new = newHead {
+                // Only in New: extra, unless New holds a tombstone.
+                newSide.advance()
+                if !new.isTombstone {
+                    report.keysInNew += 1
+                    suspects.append(new.key)
+                }
+            }
+            compared += 1
+            if compared >= options.batchSize || suspects.count >= options.batchSize {
+                try await limiter?.acquire(compared)
+                compared = 0
+            }
+            if suspects.count >= options.batchSize {
+                try await settle(suspects, &report)
+                suspects.removeAll(keepingCapacity: true)
+            }
+        }
+        if !suspects.isEmpty, !Task.isCancelled { try await settle(suspects, &report) }
+    }
+
+    /// Counts a mismatch, and keeps it in the sample while there is room.
+    private func record(_ key: Key, _ kind: MismatchKind, in report: inout VerifyReport<Key>) {
+        report.counts[kind, default: 0] += 1
+        if report.sample.count < options.sampleLimit { report.sample.append(VerifyMismatch(key: key, kind: kind)) }
+    }
+
+    /// Compares the values of keys whose versions differ, twice (a write in flight is not a mismatch), records the
+    /// mismatches and repairs them when asked.
+    private func settle(
+        _ keys: [Key],
+        _ report: inout VerifyReport<Key>
+    ) async throws {
+        report.comparedByValue += keys.count
+        var found = try await compareValues(keys)
+        if !found.isEmpty { found = try await compareValues(found.map(\.key)) }
+        for mismatch in found { record(mismatch.key, mismatch.kind, in: &report) }
+        guard options.repair, !found.isEmpty else { return }
+        guard core.isNewTrafficAllowed else {
+            report.notRepaired += found.count
+            return
+        }
+        let extra = found.filter { $0.kind == .extraInNew }.map(\.key)
+        let fromOld = found.filter { $0.kind != .extraInNew }.map(\.key)
+        if !fromOld.isEmpty {
+            let outcome = await repair(fromOld)
+            report.repaired += outcome.repaired
+            report.notRepaired += outcome.notRepaired
+            report.repairFailed += outcome.failed
+        }
+        for key in extra {
+            do {
+                try await core.invalidateForRepair(key)
+                report.repaired += 1
+            } catch {
+                report.repairFailed += 1
+            }
+        }
+    }
+
+    /// How each key's values differ, if they do.
+    private func compareValues(_ keys: [Key]) async throws -> [VerifyMismatch<Key>] {
+        let oldRecords = try await Self.store(.old, .readMany) { try await core.old.readMany(keys) }
+        let newRecords = try await Self.store(.new, .readMany) { try await core.new.readMany(keys) }
+        var mismatches: [VerifyMismatch<Key>] = []
+        for key in keys {
+            switch (oldRecords[key]?.value, newRecords[key]) {
+            case (_?, nil):
+                if core.gate.admits(key) { mismatches.append(VerifyMismatch(key: key, kind: .missingInNew)) }
+            case (_?, .tombstone):
+                mismatches.append(VerifyMismatch(key: key, kind: .tombstoneInNew))
+            case (let oldValue?, .value(let newValue)):
+                if !equal(oldValue, newValue) { mismatches.append(VerifyMismatch(key: key, kind: .differentValue)) }
+            case (nil, .value):
+                mismatches.append(VerifyMismatch(key: key, kind: .extraInNew))
+            case (nil, .tombstone), (nil, nil):
+                break
+            }
+        }
+        return mismatches
     }
 
     /// The fleet's ``FleetState/behind`` before the pass, or `nil` without a fleet or when it cannot be read.
@@ -327,7 +450,45 @@ public struct VerifyOptions: Sendable {
     public var sampleLimit = 20
     /// The most rows compared per second, or `nil` for no limit.
     public var maxRowsPerSecond: Double?
+    /// With versions, compare every value too. By default a pass with versions compares each key's version on
+    /// both sides and reads values only where they differ or one side lacks the key.
+    public var deep = false
 
     /// Creates options with the defaults.
     public init() {}
+}
+
+/// One side's (key, version) list, read page by page.
+private struct VersionStream<Key: Sendable> {
+    let role: StoreRole
+    let limit: Int
+    let fetch: @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]
+    private var page: [KeyVersion<Key>] = []
+    private var index = 0
+    private var cursor: Key?
+    private var exhausted = false
+
+    init(role: StoreRole, limit: Int, fetch: @escaping @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]) {
+        self.role = role
+        self.limit = limit
+        self.fetch = fetch
+    }
+
+    /// The next entry, reading the next page when needed; `nil` at the end.
+    mutating func head() async throws -> KeyVersion<Key>? {
+        if index < page.count { return page[index] }
+        guard !exhausted else { return nil }
+        let cursor = cursor
+        do {
+            page = try await fetch(cursor, limit)
+        } catch {
+            throw ZDDMError.store(role, .listKeys, error)
+        }
+        index = 0
+        if page.count < limit { exhausted = true }
+        self.cursor = page.last?.key ?? cursor
+        return page.first
+    }
+
+    mutating func advance() { index += 1 }
 }

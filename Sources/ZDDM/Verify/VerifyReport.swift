@@ -24,6 +24,12 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
     public var keysInOld = 0
     /// Keys with a value in New that were compared.
     public var keysInNew = 0
+    /// Keys found in both stores whose versions were compared, without reading their values (a pass by versions).
+    public var comparedByVersion = 0
+    /// Keys whose values were read and compared: every key Old holds a value for in a pass without versions or
+    /// with ``VerifyOptions/deep``; in a pass by versions, only the keys whose versions differ or that one side
+    /// lacks.
+    public var comparedByValue = 0
     /// Mismatches by kind (each key counted once, after a re-check that rules out writes in flight).
     public var counts: [MismatchKind: Int] = [:]
     /// Keys the pass made agree with Old (invalidated in New, and copied from Old where Old has a value).
@@ -56,6 +62,7 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
         let kinds = MismatchKind.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", ")
         return
             "\(keysInOld) keys in Old, \(keysInNew) in New, \(mismatches) mismatches (\(kinds)), \(repaired) repaired"
+            + "; \(comparedByVersion) compared by version, \(comparedByValue) by value"
             + (notRepaired > 0 ? ", \(notRepaired) not repaired" : "")
             + (repairFailed > 0 ? ", \(repairFailed) repairs failed" : "")
     }
