@@ -72,6 +72,17 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     @Option(help: "This process's workers' name (each gets -1, -2, …); by default host:pid.")
     var workerName: String?
 
+    @Option(
+        help: """
+            Pause while New's PostgreSQL replicas replay more than this many seconds behind it \
+            (pg_stat_replication's replay_lag); no bound by default.
+            """
+    )
+    var maxReplicationLag: Double?
+
+    @Option(help: "Pause after a batch whose copy into New took longer than this many seconds; no bound by default.")
+    var maxCommitLatency: Double?
+
     init() {}
 
     func validate() throws {
@@ -87,6 +98,16 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
             throw ValidationError("--lease-seconds must be a number of seconds in [0.1, 86400]")
         }
         if run != nil, join != nil { throw ValidationError("give --run or --join, not both") }
+        for (option, value) in [
+            ("--max-replication-lag", maxReplicationLag), ("--max-commit-latency", maxCommitLatency),
+        ] {
+            if let value, !(value.isFinite && value > 0 && value <= 86_400) {
+                throw ValidationError("\(option) must be a number of seconds in (0, 86400]")
+            }
+        }
+        if maxReplicationLag != nil, !(stores.to.hasPrefix("postgres://") || stores.to.hasPrefix("postgresql://")) {
+            throw ValidationError("--max-replication-lag needs New (--to) in PostgreSQL")
+        }
         for (option, value) in [("--run", run), ("--join", join), ("--worker-name", workerName)] {
             if let value, value.isEmpty || value.count > 200 || value.contains(where: \.isNewline) {
                 throw ValidationError("\(option) must be 1…200 characters without line breaks")
@@ -109,6 +130,25 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         var options = BackfillOptions()
         options.batchSize = batch
         options.maxRowsPerSecond = maxRowsPerSecond
+        options.maxNewLatency = maxCommitLatency.map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        guard let maxReplicationLag else {
+            try await copy(pair, options)
+            return
+        }
+        // Back-pressure: New's replicas' replay lag, read on a connection of its own before every batch.
+        let database = try await PostgresDatabase.connect(url: PostgresURL(stores.to))
+        let bound = Duration.milliseconds(Int64((maxReplicationLag * 1000).rounded()))
+        options.backPressure = { (try await database.replicationLag() ?? .zero) > bound }
+        do {
+            try await copy(pair, options)
+        } catch {
+            await database.shutdown()
+            throw error
+        }
+        await database.shutdown()
+    }
+
+    private func copy<Key: SQLKey & Codable>(_ pair: StorePair<Key>, _ options: BackfillOptions) async throws {
         if isRun {
             try await chunked(pair, options)
         } else {

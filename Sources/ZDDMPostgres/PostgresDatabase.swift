@@ -130,6 +130,23 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         await runTask.value
     }
 
+    /// How far the server's replicas lag behind it in replaying its changes: the largest `replay_lag` in
+    /// `pg_stat_replication`, the signal a backfill's back-pressure uses (``ZDDM/BackfillOptions/backPressure``).
+    /// - Returns: The lag, or `nil` when the server has no replica attached (or none reports a lag yet).
+    /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/storeFailed`` when PostgreSQL fails.
+    public func replicationLag() async throws -> Duration? {
+        do {
+            let rows = try await rows(
+                "SELECT EXTRACT(EPOCH FROM max(replay_lag))::float8 FROM pg_stat_replication",
+                PostgresBindings()
+            )
+            guard let seconds = try rows.first?.decode(Double?.self), seconds.isFinite else { return nil }
+            return .milliseconds(Int64(max(0, seconds) * 1000))
+        } catch {
+            throw ZDDMError(.storeFailed, message: "PostgreSQL \(server)", underlying: PostgresErrors.sanitized(error))
+        }
+    }
+
     /// Runs one statement on a pooled connection and collects its rows.
     func rows(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
         try await client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger).collect()

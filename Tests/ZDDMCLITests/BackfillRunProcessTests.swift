@@ -112,4 +112,53 @@ struct BackfillRunProcessTests {
         #expect(verify.status == 0, "\(verify.output)\(verify.error)")
         #expect(verify.output.contains("0 mismatches"))
     }
+
+    @Test(
+        "Bad input is refused with an error naming it: an unknown run, a run started at another rate, conflicting options; a run with back-pressure bounds finishes"
+    )
+    func badInput() async throws {
+        let url = try CLIPostgres.url()
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let oldPath = folder.appendingPathComponent("old.sqlite").path
+        try await makeOldTable(at: oldPath, rows: 3_000)
+        let newTable = "bf_bad_\(UUID().uuidString.prefix(8).lowercased())"
+        let run = "bad-\(UUID().uuidString.prefix(8).lowercased())"
+        let common = ["backfill", "--from", "sqlite:\(oldPath)", "--to", url, "--table", "kv", "--to-table", newTable]
+
+        let unknown = try zddm(common + ["--join", run])
+        #expect(unknown.status != 0 && unknown.error.contains("no backfill run named '\(run)'"), "\(unknown.error)")
+        let status = try zddm(["backfill", "status", run, "--coordinator", url])
+        #expect(status.status == 1 && status.error.contains("no backfill run named"), "\(status.error)")
+
+        let started = try zddm(
+            common + [
+                "--run", run, "--workers", "2", "--chunk-rows", "400", "--max-replication-lag", "5",
+                "--max-commit-latency", "30",
+            ]
+        )
+        #expect(started.status == 0, "\(started.output)\(started.error)")
+        #expect(started.output.contains("chunks 8 done, 0 in flight, 0 waiting of 8"), "\(started.output)")
+
+        let otherRate = try zddm(common + ["--join", run, "--rate", "0.5"])
+        #expect(otherRate.status != 0 && otherRate.error.contains("started at rate 1.0"), "\(otherRate.error)")
+        let both = try zddm(common + ["--run", run, "--join", run])
+        #expect(both.status != 0 && both.error.contains("--run or --join"), "\(both.error)")
+        let sqliteLag = try zddm(
+            ["backfill", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(folder.path)/new.sqlite", "--table", "kv"]
+                + ["--max-replication-lag", "1"]
+        )
+        #expect(
+            sqliteLag.status != 0 && sqliteLag.error.contains("--max-replication-lag needs New"),
+            "\(sqliteLag.error)"
+        )
+        let noCoordinator = try zddm(
+            ["backfill", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(folder.path)/new.sqlite", "--table", "kv"]
+                + ["--workers", "2"]
+        )
+        #expect(noCoordinator.status != 0 && noCoordinator.error.contains("--coordinator"), "\(noCoordinator.error)")
+        // The PostgreSQL password never appears in an error.
+        let secret = try #require(CLIPostgres.environment["POSTGRES_PASSWORD"])
+        #expect(!secret.isEmpty && !(unknown.error + otherRate.error + status.error).contains(secret))
+    }
 }

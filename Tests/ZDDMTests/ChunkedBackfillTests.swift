@@ -374,4 +374,32 @@ struct ChunkedBackfillTests {
         #expect(report.mismatches == 0, "\(report)")
         #expect(fleet.divergentKeys().isEmpty)
     }
+
+    @Test("Back-pressure from New pauses every worker before its next batch, keeping its chunk, until New recovers")
+    func backPressure() async throws {
+        let old = try await oldStore(300)
+        let new = Store()
+        let core = try MigrationCore(name: "pressure", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let asked = Mutex(0)
+        let askedAtFirstBatch = Mutex<Int?>(nil)
+        var options = options(workers: 2)
+        options.latencyPause = .milliseconds(1)
+        // New says "too far behind" for its first 20 answers, then recovers; errors count as no pressure.
+        options.backPressure = {
+            asked.withLock { count in
+                count += 1
+                return count <= 20
+            }
+        }
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options) { _ in
+            let count = asked.withLock { $0 }
+            askedAtFirstBatch.withLock { $0 = $0 ?? count }
+        }
+        let progress = try await backfill.runPass()
+        #expect(progress.finished)
+        #expect(try await agree(old, new))
+        #expect((askedAtFirstBatch.withLock { $0 } ?? 0) > 20, "no batch was copied while New asked for a pause")
+        #expect(coordinator.chunks(of: "r").allSatisfy { $0.completions == 1 && $0.claims == 1 })
+    }
 }

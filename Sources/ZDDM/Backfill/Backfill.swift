@@ -210,6 +210,11 @@ where
                 } catch is CancellationError {
                     break
                 }
+                if let backPressure = options.backPressure {
+                    while (try? await backPressure()) == true, !stopping() {
+                        try? await clock.sleep(for: options.latencyPause)
+                    }
+                }
                 if inFlight >= options.batchesInFlight, let done = try await group.next() {
                     try await absorb(done)
                 }
@@ -264,6 +269,10 @@ public struct BackfillOptions: Sendable {
     public var maxNewLatency: Duration?
     /// The pause after a slow batch.
     public var latencyPause: Duration = .seconds(1)
+    /// Back-pressure from New: asked before every batch; while it answers `true` the backfill pauses (for
+    /// ``latencyPause`` at a time, keeping its chunk), for example while New's replicas lag too far behind
+    /// (`PostgresDatabase.replicationLag()`). An error counts as `false`: the signal is advisory.
+    public var backPressure: (@Sendable () async throws -> Bool)?
     /// Attempts per batch before the run fails.
     public var maxAttempts: Int = 5
     /// The first retry's delay; it doubles with each attempt.

@@ -339,6 +339,7 @@ where
                 try await release(claim)
                 return
             }
+            if !(try await waitOutBackPressure(holding: claim)) { return }
             let rows = keys.count
             let wait = try await coordinated { try await self.coordinator.throttle(self.run, rows: rows) }
             if wait > .zero, !(try await sleep(for: wait, holding: claim)) { return }
@@ -410,6 +411,32 @@ where
                 metadata: ["zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)", "zddm.error": "\(error)"]
             )
         }
+    }
+
+    /// Pauses while New asks for it (``BackfillOptions/backPressure``), keeping the chunk.
+    /// - Returns: `false` when the chunk was taken over, or the run stopped (the chunk was released).
+    private func waitOutBackPressure(holding claim: BackfillChunkClaim<Key>) async throws -> Bool {
+        guard let backPressure = options.backPressure else { return true }
+        var logged = false
+        while (try? await backPressure()) == true {
+            if stopping() {
+                try await release(claim)
+                return false
+            }
+            if !logged {
+                logged = true
+                core.logger.notice(
+                    "backfill pausing: New asks for back-pressure",
+                    metadata: ["zddm.backfill": "\(run)"]
+                )
+            }
+            if !(try await sleep(for: options.latencyPause, holding: claim)) { return false }
+            let held = try await coordinated {
+                try await self.coordinator.renew(claim, lease: self.options.leaseDuration)
+            }
+            if !held { return false }
+        }
+        return true
     }
 
     /// Sleeps for a throttle's wait, renewing the claim's lease meanwhile.
