@@ -113,3 +113,109 @@ struct MetricsServerTests {
         await server.stop()
     }
 }
+
+@Suite("Grafana dashboard")
+struct DashboardTests {
+    /// The package's root folder, found from this file's path.
+    static let root = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent()  // ZDDMCLITests
+        .deletingLastPathComponent()  // Tests
+        .deletingLastPathComponent()
+
+    /// Every metric the library defines.
+    static let defined = Set(ProxyMetrics.Label.all + FleetMetricLabels.all)
+
+    /// The metrics that are timers, which Prometheus shows as histograms: `_bucket`, `_sum` and `_count` series.
+    static let histograms: Set<String> = [ProxyMetrics.Label.shadowReadDuration]
+
+    static func dashboard() throws -> [String: Any] {
+        let data = try Data(contentsOf: root.appendingPathComponent("Dashboards/zddm.json"))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    static func panels() throws -> [[String: Any]] {
+        try #require(try dashboard()["panels"] as? [[String: Any]])
+    }
+
+    /// Every `expr` of every panel's targets.
+    static func expressions() throws -> [String] {
+        try panels().flatMap { panel in
+            (panel["targets"] as? [[String: Any]] ?? []).compactMap { $0["expr"] as? String }
+        }
+    }
+
+    /// The metric names an expression queries.
+    static func metricNames(in expression: String) -> Set<String> {
+        Set(expression.matches(of: #/zddm_[a-z_]+/#).map { String($0.output) })
+    }
+
+    /// The metric a queried series belongs to: a histogram's series without their suffix.
+    static func metric(ofSeries name: String) -> String {
+        for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) {
+            let base = String(name.dropLast(suffix.count))
+            if histograms.contains(base) { return base }
+        }
+        return name
+    }
+
+    @Test("The dashboard is valid JSON with a title, a uid, variables, and panels that each have a title and a query")
+    func shape() throws {
+        let dashboard = try Self.dashboard()
+        #expect((dashboard["title"] as? String)?.isEmpty == false)
+        #expect((dashboard["uid"] as? String)?.isEmpty == false)
+        let variables = (dashboard["templating"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
+        let datasource = variables.first { $0["name"] as? String == "datasource" }
+        #expect(datasource?["type"] as? String == "datasource")
+        #expect(datasource?["query"] as? String == "prometheus")
+        let migration = variables.first { $0["name"] as? String == "migration" }
+        #expect(migration?["definition"] as? String == "label_values(zddm_reads_total, migration)")
+        let panels = try Self.panels()
+        #expect(panels.count >= 10)
+        var ids: Set<Int> = []
+        for panel in panels {
+            let title = panel["title"] as? String ?? ""
+            #expect(!title.isEmpty, "a panel has no title")
+            let targets = panel["targets"] as? [[String: Any]] ?? []
+            #expect(!targets.isEmpty, "panel \(title) has no target")
+            for target in targets {
+                #expect((target["expr"] as? String)?.isEmpty == false, "panel \(title) has a target without expr")
+            }
+            if let id = panel["id"] as? Int { #expect(ids.insert(id).inserted, "panel id \(id) is used twice") }
+        }
+    }
+
+    @Test("Every metric the dashboard queries is one the library defines, and every proxy metric is on it")
+    func queriesDefinedMetrics() throws {
+        let expressions = try Self.expressions()
+        #expect(!expressions.isEmpty)
+        var queried: Set<String> = []
+        for expression in expressions {
+            let names = Self.metricNames(in: expression)
+            #expect(!names.isEmpty, "\(expression) queries no zddm_ metric")
+            for name in names {
+                let metric = Self.metric(ofSeries: name)
+                #expect(
+                    Self.defined.contains(metric),
+                    "the dashboard queries \(name), which the library does not define"
+                )
+                queried.insert(metric)
+            }
+        }
+        for label in ProxyMetrics.Label.all {
+            #expect(queried.contains(label), "no panel shows \(label)")
+        }
+    }
+
+    @Test("Every series the dashboard queries is one Prometheus really exposes for the library's metrics")
+    func queriesExposedSeries() throws {
+        let registry = PrometheusCollectorRegistry()
+        _ = ProxyMetrics(migration: "dashboard", factory: PrometheusMetricsFactory(registry: registry))
+        var exposed: Set<String> = []
+        for line in registry.emitToString().split(separator: "\n") where !line.hasPrefix("#") {
+            exposed.insert(String(line.prefix { $0 != "{" && $0 != " " }))
+        }
+        for name in try Self.expressions().reduce(into: Set<String>(), { $0.formUnion(Self.metricNames(in: $1)) }) {
+            #expect(exposed.contains(name), "the dashboard queries \(name), which is not among \(exposed.sorted())")
+        }
+    }
+}
