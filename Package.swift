@@ -34,6 +34,8 @@ let package = Package(
             traits: [.defaults, "Reloading"]
         ),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .target(
@@ -83,7 +85,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The operator commands (backfill, verify, gate): no testing module in their graph.
+        // The operator commands (backfill, verify, gate): no testing module in their graph. The only target that
+        // bootstraps the metrics system (Prometheus) and serves it over HTTP.
         .target(
             name: "ZDDMCLI",
             dependencies: [
@@ -94,6 +97,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -157,7 +165,12 @@ let package = Package(
         ),
         .testTarget(
             name: "ZDDMCLITests",
-            dependencies: ["ZDDM", "ZDDMSQL", "ZDDMSQLite", "ZDDMPostgres", "ZDDMTesting", "ZDDMDemo"],
+            dependencies: [
+                "ZDDM", "ZDDMSQL", "ZDDMSQLite", "ZDDMPostgres", "ZDDMTesting", "ZDDMDemo", "ZDDMCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
