@@ -38,6 +38,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     )
 
     @OptionGroup var stores: StorePairOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "Keys per batch.")
     var batch: Int = 1_000
@@ -123,7 +124,8 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     private var isRun: Bool { run != nil || join != nil || workers > 1 }
 
     func run() async throws {
-        try await stores.run(self, migration: run ?? join ?? name, createNew: true)
+        // The metrics system first: the migration's core takes its metrics factory when it is created.
+        try await metrics.run { try await stores.run(self, migration: run ?? join ?? name, createNew: true) }
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {

@@ -20,6 +20,7 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
     )
 
     @OptionGroup var stores: StorePairOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "The most mismatched keys to list.")
     var sample: Int = 20
@@ -53,7 +54,8 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
     }
 
     package func run() async throws {
-        try await stores.run(self, migration: "verify", createNew: false)
+        // The metrics system first: the migration's core takes its metrics factory when it is created.
+        try await metrics.run { try await stores.run(self, migration: "verify", createNew: false) }
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {

@@ -112,6 +112,46 @@ struct MetricsServerTests {
         #expect(try await request("/metrics", port: server.port).status == 200)
         await server.stop()
     }
+
+    @Test("zddm backfill --metrics-port serves the backfill's zddm_* metrics while it runs")
+    func backfillServesMetrics() async throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let oldPath = folder.appendingPathComponent("old.sqlite").path
+        try await makeOldTable(at: oldPath, rows: 20_000)
+        let process = Process()
+        process.executableURL = try zddmBinary()
+        // Slow (20 s for the table) so that it is still running when scraped; stopped with SIGINT afterwards.
+        process.arguments = [
+            "backfill", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(folder.path)/new.sqlite", "--table", "kv",
+            "--batch", "100", "--max-rows-per-second", "1000", "--metrics-port", "0", "--name", "metered",
+        ]
+        let errors = folder.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: errors)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        var port: Int?
+        let announced = await waitUntil {
+            let text = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.contains("/metrics") }),
+                let range = line.range(of: #":(\d+)/metrics"#, options: .regularExpression)
+            else { return false }
+            port = Int(line[range].dropFirst().dropLast("/metrics".count))
+            return port != nil
+        }
+        #expect(announced, "no metrics URL announced")
+        let bound = try #require(port)
+        var body = ""
+        let counted = await waitUntil {
+            body = (try? await request("/metrics", port: bound).body) ?? ""
+            return body.contains("zddm_backfill_rows_total") && body.contains("migration=\"metered\"")
+        }
+        #expect(counted, "\(body.prefix(2_000))")
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+    }
 }
 
 @Suite("Grafana dashboard")
