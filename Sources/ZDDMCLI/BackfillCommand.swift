@@ -5,6 +5,7 @@ import ServiceLifecycle
 import ZDDM
 import ZDDMPostgres
 import ZDDMSQL
+import ZDDMSQLite
 
 /// `zddm backfill`: copy cold keys from one table to another, resumably, by one process or by workers anywhere.
 package struct BackfillCommand: AsyncParsableCommand {
@@ -29,9 +30,9 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
             tombstones; without it, with insert-if-absent. Ctrl-C stops after the batches in hand and saves the \
             checkpoint; run the same command again to resume.
 
-            A run (--run NAME, or --workers above 1) is split into chunks in coordination tables in PostgreSQL \
-            (--coordinator, New's database by default): start it on one machine, add workers on others with \
-            --join NAME, watch it with zddm backfill status NAME. Only rows that exist when the run is planned \
+            A run (--run NAME, or --workers above 1) is split into chunks in coordination tables (see \
+            --coordinator; PostgreSQL for workers on several machines, an SQLite file for one): start it on one \
+            machine, add workers on others with --join NAME, watch it with zddm backfill status NAME. Only rows that exist when the run is planned \
             are copied. A worker that dies loses at most its batch in hand; its chunks are taken over when their \
             lease expires. --max-rows-per-second is shared by every worker of a run.
             """
@@ -61,7 +62,12 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     @Option(help: "Workers in this process (a run is created under --name when neither --run nor --join is given).")
     var workers: Int = 1
 
-    @Option(help: "The run's coordination database (postgres://…); New's database by default, else Old's.")
+    @Option(
+        help: """
+            The run's coordination database: postgres://… (workers on any machine), or sqlite:PATH (one machine); \
+            by default New's database if PostgreSQL, else Old's, else New's SQLite file.
+            """
+    )
     var coordinator: String?
 
     @Option(help: "Keys per chunk when a run is planned.")
@@ -187,7 +193,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         options.workerName = workerName
         let runName = run ?? join ?? name
         let url = try coordinatorURL()
-        try await withCoordinator(url) { (coordinator: PostgresBackfillCoordinator<Key>) in
+        try await withCoordinator(url) { (coordinator: AnyBackfillCoordinator<Key>) in
             let display = LiveDisplay()
             let backfill = try ChunkedBackfill(
                 core: pair.core,
@@ -212,15 +218,18 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         }
     }
 
+    /// `--coordinator`, else New's database when it is PostgreSQL, else Old's, else New's SQLite file (one
+    /// machine).
     private func coordinatorURL() throws -> String {
         if let coordinator { return coordinator }
         for url in [stores.to, stores.from] where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             return url
         }
+        if stores.to.hasPrefix("sqlite:"), (try? SQLiteURL(stores.to))?.filePath != nil { return stores.to }
         throw ZDDMError(
             .invalidArgument,
-            message: "a backfill run is coordinated in PostgreSQL: neither --to nor --from is a postgres:// URL, "
-                + "so pass --coordinator postgres://…"
+            message: "a backfill run needs a coordination database both stores' workers reach: pass --coordinator "
+                + "postgres://… (or sqlite:PATH for one machine)"
         )
     }
 
@@ -251,21 +260,26 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     }
 }
 
-/// Opens the coordination tables in a PostgreSQL database (creating them when missing), runs `body`, and closes
-/// the database.
+/// Opens the coordination tables in a PostgreSQL or SQLite database (creating them when missing), runs `body`,
+/// and closes the database.
 func withCoordinator<Key: Codable & Sendable, T: Sendable>(
     _ url: String,
     option: String = "--coordinator",
-    _ body: (PostgresBackfillCoordinator<Key>) async throws -> T
+    _ body: (AnyBackfillCoordinator<Key>) async throws -> T
 ) async throws -> T {
     let database = try await OpenedDatabase.open(url, option: option)
-    guard case .postgres(let postgres, _) = database else {
-        await database.close()
-        throw ZDDMError(.invalidArgument, message: "\(option) must be a postgres:// URL: runs are coordinated there")
-    }
     do {
-        let coordinator = try PostgresBackfillCoordinator<Key>(database: postgres)
-        try await coordinator.prepare()
+        let coordinator: AnyBackfillCoordinator<Key>
+        switch database {
+        case .postgres(let postgres, _):
+            let tables = try PostgresBackfillCoordinator<Key>(database: postgres)
+            try await tables.prepare()
+            coordinator = AnyBackfillCoordinator(tables)
+        case .sqlite(let sqlite):
+            let tables = try SQLiteBackfillCoordinator<Key>(database: sqlite)
+            try await tables.prepare()
+            coordinator = AnyBackfillCoordinator(tables)
+        }
         let result = try await body(coordinator)
         await database.close()
         return result
@@ -290,7 +304,7 @@ struct BackfillStatusCommand: AsyncParsableCommand {
     @Argument(help: "The run's name.")
     var run: String
 
-    @Option(help: "The run's coordination database (postgres://…).")
+    @Option(help: "The run's coordination database (postgres://… or sqlite:PATH).")
     var coordinator: String
 
     @Flag(help: "Print a JSON object instead of a line.")
@@ -298,7 +312,7 @@ struct BackfillStatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let name = run
-        let status = try await withCoordinator(coordinator) { (coordinator: PostgresBackfillCoordinator<String>) in
+        let status = try await withCoordinator(coordinator) { (coordinator: AnyBackfillCoordinator<String>) in
             try await coordinator.status(name)
         }
         guard let status else {

@@ -10,66 +10,16 @@ import ZDDMSQL
     .serialized
 )
 struct PostgresBackfillCoordinatorTests {
-    func plan(_ run: String, chunks: Int, limit: Double? = nil) -> BackfillRunPlan<String> {
-        BackfillRunPlan(
-            run: run,
-            rate: 1,
-            usesVersions: true,
-            maxRowsPerSecond: limit,
-            chunks: (0..<chunks).map { index in
-                BackfillChunkRange(
-                    after: index == 0 ? nil : "k\(1_000 + index - 1)",
-                    through: "k\(1_000 + index)",
-                    plannedRows: 10
-                )
-            }
-        )
-    }
-
     @Test("Eight workers claiming at once: every chunk is claimed and completed exactly once, never by two workers")
     func concurrentClaims() async throws {
         try await PostgresTestEnvironment.withDatabase { database in
             let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("bf"))
             try await coordinator.prepare()
-            #expect(try await coordinator.createRun(plan("r", chunks: 60)))
-            #expect(!(try await coordinator.createRun(plan("r", chunks: 3))), "a second creation changes nothing")
-            let info = try #require(try await coordinator.runInfo("r"))
-            #expect(info.chunks == 60 && info.rate == 1 && info.usesVersions && info.maxRowsPerSecond == nil)
-            let completed = try await withThrowingTaskGroup(of: [Int].self) { group in
-                for worker in 0..<8 {
-                    group.addTask {
-                        var done: [Int] = []
-                        while let claim = try await coordinator.claim("r", worker: "w\(worker)", lease: .seconds(60)) {
-                            #expect(claim.cursor == nil && claim.claims == 1 && claim.token == 1)
-                            #expect(
-                                try await coordinator.checkpoint(
-                                    claim,
-                                    cursor: claim.range.through,
-                                    scanned: 10,
-                                    copied: 9,
-                                    lease: .seconds(60)
-                                )
-                            )
-                            #expect(try await coordinator.complete(claim, scanned: 0, copied: 0))
-                            done.append(claim.chunk)
-                        }
-                        return done
-                    }
-                }
-                return try await group.reduce(into: [Int]()) { $0 += $1 }
-            }
-            #expect(completed.sorted() == Array(0..<60))
+            try await CoordinatorChecks.concurrentClaims(coordinator)
             let counts = try await coordinator.chunks(of: "r")
             #expect(counts.count == 60 && counts.allSatisfy { $0.completions == 1 && $0.claims == 1 })
-            let status = try #require(try await coordinator.status("r"))
-            #expect(
-                status.finished && status.rowsScanned == 600 && status.rowsCopied == 540 && status.plannedRows == 600
-            )
-            #expect(status.inFlight == 0 && status.waiting == 0 && (1...8).contains(status.workersSeen))
-            #expect(try await coordinator.status("missing") == nil)
             // The back-pressure signal: this server has no replica, so there is no lag to wait for.
             #expect(try await database.replicationLag() == nil)
-            #expect(try await coordinator.runInfo("missing") == nil)
         }
     }
 
@@ -80,32 +30,9 @@ struct PostgresBackfillCoordinatorTests {
         try await PostgresTestEnvironment.withDatabase { database in
             let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("bf"))
             try await coordinator.prepare()
-            #expect(try await coordinator.createRun(plan("r", chunks: 1)))
-            let first = try #require(try await coordinator.claim("r", worker: "A", lease: .milliseconds(200)))
-            #expect(first.range.after == nil && first.range.through == "k1000")
-            #expect(
-                try await coordinator.checkpoint(first, cursor: "k0", scanned: 4, copied: 4, lease: .milliseconds(200))
-            )
-            var rescued: BackfillChunkClaim<String>?
-            let deadline = ContinuousClock.now + .seconds(60)
-            while rescued == nil, ContinuousClock.now < deadline {
-                rescued = try await coordinator.claim("r", worker: "B", lease: .seconds(60))
-                if rescued == nil { try await Task.sleep(for: .milliseconds(20)) }
-            }
-            let claim = try #require(rescued)
-            #expect(claim.token > first.token && claim.claims == 2 && claim.cursor == "k0")
-            #expect(!(try await coordinator.checkpoint(first, cursor: "k9", scanned: 1, copied: 1, lease: .seconds(1))))
-            #expect(!(try await coordinator.renew(first, lease: .seconds(1))))
-            #expect(!(try await coordinator.complete(first, scanned: 1, copied: 1)))
-            #expect(try await coordinator.renew(claim, lease: .seconds(60)))
-            try await coordinator.release(claim)
-            let again = try #require(try await coordinator.claim("r", worker: "C", lease: .seconds(60)))
-            #expect(again.token > claim.token && again.cursor == "k0", "a released chunk keeps its checkpoint")
-            #expect(try await coordinator.complete(again, scanned: 6, copied: 6))
+            try await CoordinatorChecks.leaseExpiry(coordinator)
             let counts = try await coordinator.chunks(of: "r")
             #expect(counts.map(\.completions) == [1] && counts.map(\.claims) == [3])
-            let status = try #require(try await coordinator.status("r"))
-            #expect(status.rowsScanned == 10 && status.finished)
         }
     }
 
@@ -114,17 +41,7 @@ struct PostgresBackfillCoordinatorTests {
         try await PostgresTestEnvironment.withDatabase { database in
             let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("bf"))
             try await coordinator.prepare()
-            #expect(try await coordinator.createRun(plan("r", chunks: 1, limit: 10)))
-            let first = try await coordinator.throttle("r", rows: 100)
-            let second = try await coordinator.throttle("r", rows: 100)
-            #expect(first < .seconds(1))
-            // 100 rows at 10 rows/s: the second caller waits about 10 s after the first (less the time between).
-            #expect(second > .seconds(5) && second <= .seconds(20))
-            #expect(try await coordinator.setMaxRowsPerSecond("r", nil))
-            #expect(try await coordinator.throttle("r", rows: 1_000_000) == .zero)
-            #expect(try await coordinator.runInfo("r")?.maxRowsPerSecond == nil)
-            #expect(!(try await coordinator.setMaxRowsPerSecond("missing", 5)))
-            await #expect(throws: ZDDMError.self) { try await coordinator.setMaxRowsPerSecond("r", 0) }
+            try await CoordinatorChecks.sharedThrottle(coordinator)
         }
     }
 
@@ -134,7 +51,7 @@ struct PostgresBackfillCoordinatorTests {
             let prefix = uniqueTableName("bf")
             let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: prefix)
             try await coordinator.prepare()
-            #expect(try await coordinator.createRun(plan("r", chunks: 2)))
+            #expect(try await coordinator.createRun(CoordinatorChecks.plan("r", chunks: 2)))
             try await database.execute("UPDATE \"\(prefix)_runs\" SET format = 99")
             let error = await #expect(throws: ZDDMError.self) { try await coordinator.runInfo("r") }
             #expect(error?.code == .unsupported && error?.message.contains("format 99") == true)
