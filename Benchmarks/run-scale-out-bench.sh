@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What users run, side by side in one run: `zddm backfill` (1, 2 and 4 workers) and `zddm verify` from SQLite into
 # PostgreSQL, against psql's `\copy` of the same rows into the same indexed table; wall time and peak memory.
-# Needs POSTGRES_* (run under ../.ci/with-postgres). Usage: run-scale-out-bench.sh [ROWS [ROUNDS [WORKERS...]]]
+# Needs POSTGRES_* (run under ../.ci/with-postgres). Usage: run-scale-out-bench.sh [ROWS [ROUNDS [WORKERS...]]];
+# ZDDM_BIN=path uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -9,8 +10,8 @@ ROUNDS=${2:-2}
 shift $(( $# > 2 ? 2 : $# )) || true
 WORKERS=("${@:-1 2 4}")
 read -r -a WORKERS <<< "${WORKERS[*]}"
-swift build -c release --product zddm >/dev/null
-ZDDM=$PWD/.build/release/zddm
+if [ -z "${ZDDM_BIN:-}" ]; then swift build -c release --product zddm >/dev/null; fi
+ZDDM=${ZDDM_BIN:-$PWD/.build/release/zddm}
 DIR=$(mktemp -d /tmp/zddm-scale.XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 URL="postgres://$POSTGRES_USER:$POSTGRES_PASSWORD@$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB?sslmode=disable"
