@@ -75,6 +75,7 @@ extension PostgresStore {
     public func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key> {
         let sql = try fenceStatements()
         guard !entries.isEmpty else { return [] }
+        if entries.count >= VersionStatements.copyThreshold { return try await copyManyIfNewer(entries, sql) }
         // A key given twice keeps its newest record (one statement cannot update a row twice).
         var newest: [Key: Int] = [:]
         for (index, entry) in entries.enumerated() {
@@ -103,6 +104,62 @@ extension PostgresStore {
                 }
             }
             return stored
+        }
+    }
+
+    /// The fenced writes of a large batch: the records are copied (`COPY … FROM STDIN`, text format) into the
+    /// connection's temporary staging table, then upserted from there by one statement, in one transaction; the
+    /// staging table is emptied at commit. A key given twice keeps its newest record (the first of equal ones).
+    private func copyManyIfNewer(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)],
+        _ sql: VersionStatements
+    ) async throws -> Set<Key> {
+        // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
+        var rows = PostgresCopyText(expectedBytes: entries.count * 64)
+        for (ordinal, entry) in entries.enumerated() {
+            rows.appendKey(entry.key.sqlKeyValue)
+            if let value = entry.record.value {
+                // A codec's value is one bytes column.
+                rows.appendBytes(try core.encode(value, for: .writeIfNewer).first?.bytes ?? [])
+            } else {
+                rows.appendNull()
+            }
+            rows.appendBool(entry.record.record.isTombstone)
+            rows.appendInteger(try PostgresBinding.versionParameter(entry.record.version, for: .writeIfNewer))
+            rows.appendInteger(Int64(ordinal))
+            rows.endRow()
+        }
+        guard !rows.containsNul else {
+            throw ZDDMError(
+                .invalidArgument,
+                operation: .writeIfNewer,
+                message: "a text key holds a NUL character, which PostgreSQL's text cannot store; nothing was written"
+            )
+        }
+        let chunks = rows.finish()
+        let logger = database.logger
+        let core = core
+        return try await core.run(.writeIfNewer, on: database) {
+            try await database.client.withTransaction(logger: logger) { connection in
+                try await connection.query(PostgresQuery(unsafeSQL: sql.createStaging), logger: logger)
+                // One `COPY` a buffer, each sent by one write: a second write waits for the socket to drain, and an
+                // error from the server during that wait would never end it. `copyFrom` quotes the names it is
+                // given: they are fixed identifiers, never input.
+                for chunk in chunks {
+                    try await connection.copyFrom(
+                        table: sql.stagingTable,
+                        columns: VersionStatements.stagingColumns,
+                        format: .text(.init()),
+                        logger: logger
+                    ) { writer in try await writer.write(chunk) }
+                }
+                var stored: Set<Key> = []
+                let result = try await connection.query(PostgresQuery(unsafeSQL: sql.copyManyIfNewer), logger: logger)
+                for try await row in result {
+                    stored.insert(try core.key(row.makeRandomAccess()[0], for: .writeIfNewer))
+                }
+                return stored
+            }
         }
     }
 
@@ -187,6 +244,20 @@ extension PostgresStore {
         let writeIfNewer: String
         /// The fenced upsert of arrays of keys, values, tombstone flags and versions.
         let writeManyIfNewer: String
+        /// The unqualified name of the temporary staging table of ``copyManyIfNewer``, one per key kind (its
+        /// columns depend on nothing else): a fixed, valid identifier.
+        let stagingTable: String
+        /// Creates the staging table in the connection's temporary schema unless it exists; rows vanish at commit.
+        let createStaging: String
+        /// The fenced upsert of the staging table's rows, each key's newest (then first) record, returning the keys
+        /// stored.
+        let copyManyIfNewer: String
+
+        /// The smallest batch that takes the `COPY` path; smaller ones are one `unnest` statement.
+        static var copyThreshold: Int { 64 }
+
+        /// The staging table's columns, in the order the rows give them.
+        static var stagingColumns: [String] { ["key", "value", "tombstone", "version", "ordinal"] }
 
         init(
             _ schema: KeyValueTableSchema,
@@ -238,6 +309,22 @@ extension PostgresStore {
                 batch.version \
                 FROM unnest($1::\(keyType)[], $2::bytea[], $3::bool[], $4::int8[]) \
                 AS batch(key, value, tombstone, version) \(fence) RETURNING stored.\(k)
+                """
+            stagingTable =
+                switch keyKind {
+                case .text: "zddm_stage_text"
+                case .integer: "zddm_stage_bigint"
+                case .bytes: "zddm_stage_bytea"
+                }
+            createStaging = """
+                CREATE TEMPORARY TABLE IF NOT EXISTS "\(stagingTable)" (key \(PostgresBinding.columnType(keyKind)), \
+                value bytea, tombstone boolean, version bigint, ordinal bigint) ON COMMIT DELETE ROWS
+                """
+            copyManyIfNewer = """
+                INSERT INTO \(t) AS stored (\(k), \(v), \(d), \(ver)) \
+                SELECT DISTINCT ON (batch.key) batch.key, batch.value, batch.tombstone, batch.version \
+                FROM pg_temp."\(stagingTable)" AS batch ORDER BY batch.key, batch.version DESC, batch.ordinal \
+                \(fence) RETURNING stored.\(k)
                 """
         }
     }

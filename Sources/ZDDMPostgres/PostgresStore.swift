@@ -28,7 +28,8 @@ public import ZDDMSQL
 ///
 /// - **New** (no `changeCapture`): it keeps the versions it is given. ``writeIfNewer(_:_:)`` is one statement,
 ///   `INSERT … ON CONFLICT (key) DO UPDATE … WHERE stored.version < excluded.version RETURNING`, and
-///   ``writeManyIfNewer(_:)`` one such statement per 5 000 records. ``readVersioned(_:)`` returns the row's record
+///   ``writeManyIfNewer(_:)`` one such statement per 5 000 records (from 64 on, one transaction: `COPY` into a
+///   temporary table, then one such statement from it). ``readVersioned(_:)`` returns the row's record
 ///   and version. ``write(_:_:)``, ``insertIfAbsent(_:_:)`` and ``writeTombstone(_:)`` leave an existing row's
 ///   version as it is and give a new row version 0 (they know no version from Old; any versioned record replaces
 ///   them). ``writeVersioned(_:_:)`` and ``deleteVersioned(_:)`` throw ``ZDDM/ZDDMError/Code/unsupported``.
