@@ -52,7 +52,9 @@ package struct ApplyCommand: AsyncParsableCommand, StorePairAction {
         guard leaseSeconds.isFinite, leaseSeconds >= 0.1, leaseSeconds <= 86_400 else {
             throw ValidationError("--lease-seconds must be a number of seconds in [0.1, 86400]")
         }
-        if let holder, holder.isEmpty || holder.count > 200 { throw ValidationError("--holder must be 1…200 characters") }
+        if let holder, holder.isEmpty || holder.count > 200 {
+            throw ValidationError("--holder must be 1…200 characters")
+        }
         do {
             _ = try SQLIdentifier(stateTable, role: "--state-table")
         } catch let error as ZDDMError {
@@ -114,8 +116,16 @@ package struct ApplyCommand: AsyncParsableCommand, StorePairAction {
         while !Task.isCancelled {
             let pass = try await applier.applyPass()
             applied += pass.applied
+            if pass.paused {
+                await applier.releaseLease()
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "migration '\(migration)' does not write New (its stage is off or its killswitch is on "
+                        + "in the shared state; see zddm control show): nothing to apply to"
+                )
+            }
             if pass.holdsLease, pass.entries == 0, try await old.changeBacklog().entries == 0 { break }
-            if !pass.holdsLease || pass.paused { try await Task.sleep(for: idle) }
+            if !pass.holdsLease { try await Task.sleep(for: idle) }
         }
         await applier.releaseLease()
         print("caught up: \(applied) changes applied for migration '\(migration)'")

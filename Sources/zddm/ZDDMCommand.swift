@@ -8,9 +8,11 @@ import ZDDMDemo
 struct ZDDMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zddm",
-        abstract: "Zero-downtime data migration: demo, backfill, verify, gate, change capture and fleet control.",
+        abstract:
+            "Zero-downtime data migration: demo, backfill, verify, the change applier, gate, change capture and fleet control.",
         subcommands: [
-            DemoCommand.self, BackfillCommand.self, VerifyCommand.self, GateCommand.self, CaptureCommand.self,
+            DemoCommand.self, BackfillCommand.self, VerifyCommand.self, ApplyCommand.self, GateCommand.self,
+            CaptureCommand.self,
             ControlCommand.self, WorkerCommand.self,
         ],
         defaultSubcommand: nil
