@@ -114,6 +114,42 @@ extension PostgresStore {
         _ entries: [(key: Key, record: VersionedRecord<Value>)],
         _ sql: VersionStatements
     ) async throws -> Set<Key> {
+        let core = core
+        return try await copyStaged(entries, sql, then: sql.copyManyIfNewer) { result in
+            var stored: Set<Key> = []
+            for try await row in result {
+                stored.insert(try core.key(row.makeRandomAccess()[0], for: .writeIfNewer))
+            }
+            return stored
+        }
+    }
+
+    public func writeManyIfNewerCounting(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)]
+    ) async throws -> FencedWriteCount {
+        let sql = try fenceStatements()
+        guard entries.count >= VersionStatements.copyThreshold else {
+            let stored = try await writeManyIfNewer(entries)
+            let tombstones = Set(entries.lazy.filter { stored.contains($0.key) && $0.record.value == nil }.map(\.key))
+            return FencedWriteCount(values: stored.count - tombstones.count, tombstones: tombstones.count)
+        }
+        return try await copyStaged(entries, sql, then: sql.copyManyIfNewerCounting) { result in
+            var count = FencedWriteCount(values: 0, tombstones: 0)
+            for try await (values, tombstones) in result.decode((Int64, Int64).self) {
+                count = FencedWriteCount(values: Int(values), tombstones: Int(tombstones))
+            }
+            return count
+        }
+    }
+
+    /// Sends the records through `COPY` into the staging table and runs `statement` (the fenced insert from it) in
+    /// the same transaction, handing its rows to `collect`.
+    private func copyStaged<R: Sendable>(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)],
+        _ sql: VersionStatements,
+        then statement: String,
+        collect: @escaping @Sendable (PostgresRowSequence) async throws -> R
+    ) async throws -> R {
         // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
         var rows = PostgresCopyText(expectedBytes: entries.count * 64)
         for (ordinal, entry) in entries.enumerated() {
@@ -153,12 +189,9 @@ extension PostgresStore {
                         logger: logger
                     ) { writer in try await writer.write(chunk) }
                 }
-                var stored: Set<Key> = []
-                let result = try await connection.query(PostgresQuery(unsafeSQL: sql.copyManyIfNewer), logger: logger)
-                for try await row in result {
-                    stored.insert(try core.key(row.makeRandomAccess()[0], for: .writeIfNewer))
-                }
-                return stored
+                return try await collect(
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                )
             }
         }
     }
@@ -252,6 +285,8 @@ extension PostgresStore {
         /// The fenced upsert of the staging table's rows, each key's newest (then first) record, returning the keys
         /// stored.
         let copyManyIfNewer: String
+        /// The same upsert, returning only how many values and tombstones it stored.
+        let copyManyIfNewerCounting: String
 
         /// The smallest batch that takes the `COPY` path; smaller ones are one `unnest` statement.
         static var copyThreshold: Int { 64 }
@@ -325,6 +360,13 @@ extension PostgresStore {
                 SELECT DISTINCT ON (batch.key) batch.key, batch.value, batch.tombstone, batch.version \
                 FROM pg_temp."\(stagingTable)" AS batch ORDER BY batch.key, batch.version DESC, batch.ordinal \
                 \(fence) RETURNING stored.\(k)
+                """
+            copyManyIfNewerCounting = """
+                WITH zddm_stored AS (INSERT INTO \(t) AS stored (\(k), \(v), \(d), \(ver)) \
+                SELECT DISTINCT ON (batch.key) batch.key, batch.value, batch.tombstone, batch.version \
+                FROM pg_temp."\(stagingTable)" AS batch ORDER BY batch.key, batch.version DESC, batch.ordinal \
+                \(fence) RETURNING stored.\(d) AS tombstone) \
+                SELECT count(*) FILTER (WHERE NOT tombstone), count(*) FILTER (WHERE tombstone) FROM zddm_stored
                 """
         }
     }

@@ -143,32 +143,37 @@ package struct KeyVersionsSQL: Sendable {
     ///   - placeholders: The cursor's and the limit's placeholders in a page after a cursor, and the limit's in
     ///     the first page.
     ///   - trueLiteral: The SQL of a true tombstone flag.
+    ///   - withValues: Whether each row ends with the value column (`NULL` for a deleted key without a row).
     package init(
         schema: KeyValueTableSchema,
         versionColumn: SQLIdentifier,
         capture: ChangeCaptureSchema?,
         collation: String,
         placeholders: (cursor: String, limit: String, firstLimit: String),
-        trueLiteral: String
+        trueLiteral: String,
+        withValues: Bool = false
     ) {
         func page(cursor: String?, limit: String) -> String {
             let t = schema.table.quoted
             let k = schema.keyColumn.quoted
             let d = schema.tombstoneColumn.quoted
+            let liveValue = withValues ? ", \(schema.valueColumn.quoted) AS zddm_value" : ""
+            let goneValue = withValues ? ", NULL AS zddm_value" : ""
             let live = """
-                SELECT \(k) AS zddm_key, \(versionColumn.quoted) AS zddm_version, \(d) AS zddm_tombstone FROM \(t)\
+                SELECT \(k) AS zddm_key, \(versionColumn.quoted) AS zddm_version, \(d) AS zddm_tombstone\(liveValue) \
+                FROM \(t)\
                 \(cursor.map { " WHERE \(k)\(collation) > \($0)" } ?? "") ORDER BY \(k)\(collation) LIMIT \(limit)
                 """
             guard let capture else { return live }
             let g = capture.deletedTable.quoted
             let gone = """
-                SELECT g."key" AS zddm_key, g.version AS zddm_version, \(trueLiteral) AS zddm_tombstone \
+                SELECT g."key" AS zddm_key, g.version AS zddm_version, \(trueLiteral) AS zddm_tombstone\(goneValue) \
                 FROM \(g) AS g WHERE \(cursor.map { "g.\"key\"\(collation) > \($0) AND " } ?? "")\
                 NOT EXISTS (SELECT 1 FROM \(t) AS r WHERE r.\(k) = g."key") \
                 ORDER BY g."key"\(collation) LIMIT \(limit)
                 """
             return """
-                SELECT zddm_key, zddm_version, zddm_tombstone FROM (SELECT * FROM (\(live)) AS zddm_live \
+                SELECT * FROM (SELECT * FROM (\(live)) AS zddm_live \
                 UNION ALL SELECT * FROM (\(gone)) AS zddm_gone) AS zddm_all ORDER BY zddm_key\(collation) LIMIT \(limit)
                 """
         }

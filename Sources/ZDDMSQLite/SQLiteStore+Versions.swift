@@ -66,6 +66,31 @@ extension SQLiteStore {
         }
     }
 
+    /// One ordered statement over the table and, with change capture, the deleted-versions table's keys that
+    /// have no row.
+    public func versionedRecords(
+        after cursor: Key?,
+        limit: Int
+    ) async throws -> [(key: Key, record: VersionedRecord<Value>)] {
+        try requireVersions(.listKeys)
+        guard let statements = versionedRecordsSQL else { return [] }
+        try core.checkListLimit(limit)
+        var arguments: [DatabaseValue] = []
+        if let cursor { arguments.append(SQLiteBinding.databaseValue(cursor.sqlKeyValue)) }
+        arguments.append(Int64(limit).databaseValue)
+        let statement = cursor == nil ? statements.first : statements.following
+        let bound = StatementArguments(arguments)
+        let rows = try await core.run(.listKeys, on: database, writing: false) { db in
+            try Row.fetchAll(db.cachedStatement(sql: statement), arguments: bound).map { Array($0.databaseValues) }
+        }
+        return try rows.map { row in
+            (
+                key: try core.key(row[0], for: .listKeys),
+                record: try versioned(.row([row[3], row[2], row[1]]), for: .listKeys)
+            )
+        }
+    }
+
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
         guard let write = captured?.value else { throw noCapture(.write) }
         let arguments = try core.arguments(key, value, for: .write)

@@ -58,6 +58,7 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
     /// With change capture, the store's own writes of a value and of a tombstone, which set the version themselves.
     let captured: CapturedWrites?
     let keyVersionsSQL: KeyVersionsSQL?
+    let versionedRecordsSQL: KeyVersionsSQL?
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -134,8 +135,18 @@ public struct SQLiteStore<Key: SQLKey, Value: Sendable>: KeyValueStore, CustomSt
                 placeholders: (cursor: "?1", limit: "?2", firstLimit: "?1"),
                 trueLiteral: "1"
             )
+            self.versionedRecordsSQL = KeyVersionsSQL(
+                schema: self.schema,
+                versionColumn: version,
+                capture: self.capture?.schema,
+                collation: Key.sqlKeyKind == .text ? " COLLATE BINARY" : "",
+                placeholders: (cursor: "?1", limit: "?2", firstLimit: "?1"),
+                trueLiteral: "1",
+                withValues: true
+            )
         } else {
             self.keyVersionsSQL = nil
+            self.versionedRecordsSQL = nil
         }
     }
 

@@ -195,6 +195,19 @@ public final class FaultInjectingStore<Base: KeyValueStore>: KeyValueStore, Send
         try await run(.read, key) { try await base.readVersioned(key) }
     }
 
+    public func versionedRecords(
+        after cursor: Key?,
+        limit: Int
+    ) async throws -> [(key: Key, record: VersionedRecord<Value>)] {
+        try await run(.listKeys, nil) { try await base.versionedRecords(after: cursor, limit: limit) }
+    }
+
+    public func writeManyIfNewerCounting(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)]
+    ) async throws -> FencedWriteCount {
+        try await run(.writeIfNewer, nil) { try await base.writeManyIfNewerCounting(entries) }
+    }
+
     public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
         try await run(.listKeys, nil) { try await base.keyVersions(after: cursor, limit: limit) }
     }

@@ -142,6 +142,25 @@ extension StoreConformanceSuite {
                 "key-versions",
                 "keyVersions must list keysIncludingDeleted's keys with the versions and deletions a read gives"
             )
+            // Records with versions, read with the keys: the same keys, the records a read gives.
+            var scanned: [(key: Store.Key, record: VersionedRecord<Store.Value>)] = []
+            cursor = nil
+            while scanned.count <= 4 {
+                let page = try await store.versionedRecords(after: cursor, limit: 3)
+                scanned += page
+                guard page.count == 3, let last = page.last else { break }
+                cursor = last.key
+            }
+            expect(
+                scanned.map(\.key) == all
+                    && scanned.allSatisfy { entry in
+                        records[entry.key].map {
+                            $0.version == entry.record.version && ($0.value == nil) == (entry.record.value == nil)
+                        } ?? false
+                    },
+                "versioned-records",
+                "versionedRecords must list keysIncludingDeleted's keys with the records a read gives"
+            )
         }
 
         if versionRoles.contains(.fence) {
@@ -202,6 +221,14 @@ extension StoreConformanceSuite {
                 (key: k1, record: VersionedRecord(.value(v1), version: 1)),
                 (key: k2, record: VersionedRecord(.tombstone, version: 2)),
             ]
+            let counting = try await factory()
+            for entry in batch.prefix(1) { _ = try await counting.writeIfNewer(entry.key, .value(v2, version: 8)) }
+            let counted = try await counting.writeManyIfNewerCounting(batch)
+            expect(
+                counted == FencedWriteCount(values: 1, tombstones: 1),
+                "fence-many-counting",
+                "writeManyIfNewerCounting must count the values and tombstones stored, got \(counted)"
+            )
             let stored = try await store.writeManyIfNewer(batch)
             expect(stored == Set([k1, k2]), "fence-many", "writeManyIfNewer must store exactly the newer records")
             let many = try await store.readManyVersioned([k0, k1, k2])

@@ -272,10 +272,41 @@ where
         }
     }
 
-    /// The next batch of a chunk: up to a batch of keys after `cursor` that are not past the chunk's last key.
-    private func batch(after cursor: Key?, through last: Key) async throws -> (keys: [Key], atEnd: Bool) {
-        let page = try await listKeys(after: cursor, limit: options.batchSize)
-        guard let final = page.last else { return ([], true) }
+    /// A batch of a chunk: its keys and, with versions, their records read with them.
+    struct Page: Sendable {
+        var keys: [Key]
+        var records: [(key: Key, record: VersionedRecord<Old.Value>)]?
+        var atEnd: Bool
+    }
+
+    /// The next batch of a chunk: up to a batch of keys after `cursor` that are not past the chunk's last key;
+    /// with versions, their records too, in the same read.
+    private func batch(after cursor: Key?, through last: Key) async throws -> Page {
+        guard core.usesVersions else {
+            let page = try await listKeys(after: cursor, limit: options.batchSize)
+            let (end, atEnd) = try cut(page, through: last)
+            return Page(keys: Array(page[..<end]), records: nil, atEnd: atEnd)
+        }
+        let core = core
+        let limit = options.batchSize
+        let rows: [(key: Key, record: VersionedRecord<Old.Value>)]
+        do {
+            rows = try await options.retrying(core.clock) {
+                try await core.storeSpan(.old, .listKeys) {
+                    try await core.old.versionedRecords(after: cursor, limit: limit)
+                }
+            }
+        } catch {
+            throw ZDDMError.store(.old, .listKeys, error)
+        }
+        let keys = rows.map(\.key)
+        let (end, atEnd) = try cut(keys, through: last)
+        return Page(keys: Array(keys[..<end]), records: end == rows.count ? rows : Array(rows[..<end]), atEnd: atEnd)
+    }
+
+    /// How much of a page belongs to the chunk ending at `last`, and whether the chunk ends with it.
+    private func cut(_ page: [Key], through last: Key) throws -> (end: Int, atEnd: Bool) {
+        guard let final = page.last else { return (0, true) }
         guard let pastEnd = core.old.listsKey(last, before: final) else {
             throw ZDDMError(
                 .unsupported,
@@ -284,11 +315,8 @@ where
                 message: "Old cannot compare keys in its listing order, which a chunked backfill needs"
             )
         }
-        if !pastEnd {
-            return (page, page.count < options.batchSize || final == last)
-        }
-        let end = page.firstIndex { core.old.listsKey(last, before: $0) == true } ?? page.count
-        return (Array(page[..<end]), true)
+        if !pastEnd { return (page.count, page.count < options.batchSize || final == last) }
+        return (page.firstIndex { core.old.listsKey(last, before: $0) == true } ?? page.count, true)
     }
 
     /// One worker: claims chunks and copies them until none is left or the run stops.
@@ -329,8 +357,9 @@ where
     /// while the current batch is copied.
     private func copy(_ claim: BackfillChunkClaim<Key>) async throws {
         let last = claim.range.through
-        var (keys, atEnd) = try await batch(after: claim.cursor ?? claim.range.after, through: last)
+        var page = try await batch(after: claim.cursor ?? claim.range.after, through: last)
         while true {
+            let keys = page.keys
             guard let batchEnd = keys.last else {
                 try await finish(claim)
                 return
@@ -343,16 +372,19 @@ where
             let rows = keys.count
             let wait = try await coordinated { try await self.coordinator.throttle(self.run, rows: rows) }
             if wait > .zero, !(try await sleep(for: wait, holding: claim)) { return }
-            let following: Task<(keys: [Key], atEnd: Bool), any Error>? =
-                atEnd ? nil : Task { try await self.batch(after: batchEnd, through: last) }
+            let following: Task<Page, any Error>? =
+                page.atEnd ? nil : Task { try await self.batch(after: batchEnd, through: last) }
             let result: MigrationCore<Old, New>.BatchCopyResult
             let began = core.clock.now
             do {
                 let core = core
                 let batch = keys
+                let records = page.records
                 result = try await core.traced("zddm.backfill.batch") { span in
                     span?.attributes["zddm.batch.size"] = batch.count
-                    let result = try await self.options.retrying(core.clock) { try await core.copyBatch(batch) }
+                    let result = try await self.options.retrying(core.clock) {
+                        if let records { try await core.copyRecords(records) } else { try await core.copyBatch(batch) }
+                    }
                     span?.attributes["zddm.batch.copied"] = result.copied
                     return result
                 }
@@ -387,7 +419,7 @@ where
                 try await finish(claim)
                 return
             }
-            (keys, atEnd) = try await following.value
+            page = try await following.value
         }
     }
 

@@ -57,8 +57,7 @@ extension MigrationCore {
 
     /// With versions: Old's records and versions, written into New through the fence (a deleted key as a
     /// tombstone at its version, so that reads of it are served by New). No protection is needed: an older record never replaces a newer one.
-    private func copyVersioned(_ keys: [Key], _ partial: BatchCopyResult) async throws -> BatchCopyResult {
-        var result = partial
+    private func copyVersioned(_ keys: [Key], _ result: BatchCopyResult) async throws -> BatchCopyResult {
         guard !keys.isEmpty else { return result }
         let records: [Key: VersionedRecord<Value>]
         do {
@@ -68,16 +67,36 @@ extension MigrationCore {
             throw ZDDMError.store(.old, .readMany, error)
         }
         let entries = keys.compactMap { key in records[key].map { (key: key, record: $0) } }
+        return try await writeRecords(entries, counted: result, of: keys.count)
+    }
+
+    /// With versions: copies records already read from Old (``KeyValueStore/versionedRecords(after:limit:)``) into
+    /// New through the fence, for the keys the gate admits.
+    func copyRecords(_ rows: [(key: Key, record: VersionedRecord<Value>)]) async throws -> BatchCopyResult {
+        var result = BatchCopyResult()
+        let admitted = rows.filter { gate.admits($0.key) }
+        result.skipped = rows.count - admitted.count
+        metrics.backfillRows["skipped"]?.increment(by: result.skipped)
+        return try await writeRecords(admitted, counted: result, of: admitted.count)
+    }
+
+    /// Writes records into New through the fence and counts what was stored.
+    private func writeRecords(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)],
+        counted partial: BatchCopyResult,
+        of keys: Int
+    ) async throws -> BatchCopyResult {
+        var result = partial
         if !entries.isEmpty {
-            switch await callNew(.writeIfNewer, { try await new.writeManyIfNewer(entries) }) {
+            switch await callNew(.writeIfNewer, { try await new.writeManyIfNewerCounting(entries) }) {
             case .succeeded(let stored):
-                result.tombstones = entries.lazy.filter { stored.contains($0.key) && $0.record.value == nil }.count
-                result.copied = stored.count - result.tombstones
+                result.tombstones = stored.tombstones
+                result.copied = stored.values
             case .failed(let error):
                 throw ZDDMError.store(.new, .writeIfNewer, error)
             }
         }
-        result.present = keys.count - result.copied - result.tombstones
+        result.present = keys - result.copied - result.tombstones
         metrics.backfillRows["copied"]?.increment(by: result.copied + result.tombstones)
         metrics.backfillRows["present"]?.increment(by: result.present)
         return result

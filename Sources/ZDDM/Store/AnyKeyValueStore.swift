@@ -61,6 +61,19 @@ public struct AnyKeyValueStore<Key: Hashable & Sendable, Value: Sendable>: KeyVa
         try await base.readVersioned(key)
     }
 
+    public func versionedRecords(
+        after cursor: Key?,
+        limit: Int
+    ) async throws -> [(key: Key, record: VersionedRecord<Value>)] {
+        try await base.versionedRecords(after: cursor, limit: limit)
+    }
+
+    public func writeManyIfNewerCounting(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)]
+    ) async throws -> FencedWriteCount {
+        try await base.writeManyIfNewerCounting(entries)
+    }
+
     public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
         try await base.keyVersions(after: cursor, limit: limit)
     }

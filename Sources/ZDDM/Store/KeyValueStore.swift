@@ -198,6 +198,18 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
     func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>]
 
+    /// Lists keys with their records and versions, in the order of ``keysIncludingDeleted(after:limit:)``, strictly
+    /// after a cursor: what a backfill with versions copies, read in one pass.
+    ///
+    /// The default lists the keys, then reads them with ``readManyVersioned(_:)``; SQLite's store reads both in
+    /// one ordered statement.
+    /// - Parameters:
+    ///   - cursor: The last key of the previous page, or `nil` to start at the beginning.
+    ///   - limit: The largest number of keys to return; at least 1.
+    /// - Returns: Up to `limit` keys in order, each once, with their records; fewer than `limit` only at the end.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func versionedRecords(after cursor: Key?, limit: Int) async throws -> [(key: Key, record: VersionedRecord<Value>)]
+
     /// Stores a value (upsert) and returns the version the store gave the change.
     /// - Parameters:
     ///   - key: The key.
@@ -226,6 +238,16 @@ public protocol KeyValueStore<Key, Value>: Sendable {
     /// - Returns: The keys whose record was stored.
     /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
     func writeManyIfNewer(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> Set<Key>
+
+    /// Fenced writes of many records, as ``writeManyIfNewer(_:)``, returning only how many values and tombstones
+    /// were stored: what a backfill counts, without sending the keys back.
+    /// - Parameter entries: The keys and records.
+    /// - Returns: The numbers of values and of tombstones stored.
+    /// - Throws: When the store fails, or ``ZDDMError/Code/unsupported`` without ``StoreCapabilities/versions``.
+    func writeManyIfNewerCounting(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)]
+    ) async throws
+        -> FencedWriteCount
 
     /// The oldest entries of the change table, in the order they were made.
     /// - Parameter limit: The largest number of entries to return; at least 1.

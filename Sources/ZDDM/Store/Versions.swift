@@ -53,6 +53,20 @@ public struct KeyVersion<Key: Sendable>: Sendable {
 }
 
 extension KeyVersion: Equatable where Key: Equatable {}
+
+/// What a batch of fenced writes stored (``KeyValueStore/writeManyIfNewerCounting(_:)``).
+public struct FencedWriteCount: Sendable, Hashable {
+    /// Values stored.
+    public var values: Int
+    /// Tombstones stored.
+    public var tombstones: Int
+
+    /// Creates a count.
+    public init(values: Int, tombstones: Int) {
+        self.values = values
+        self.tombstones = tombstones
+    }
+}
 extension VersionedRecord: Hashable where Value: Hashable {}
 
 /// One entry of Old's change table: a key changed and got a version.
@@ -119,6 +133,24 @@ extension KeyValueStore {
             let record = records[key]
             return KeyVersion(key: key, version: record?.version ?? 0, isTombstone: record?.value == nil)
         }
+    }
+
+    public func versionedRecords(
+        after cursor: Key?,
+        limit: Int
+    ) async throws -> [(key: Key, record: VersionedRecord<Value>)] {
+        let keys = try await keysIncludingDeleted(after: cursor, limit: limit)
+        let records = try await readManyVersioned(keys)
+        // A key listed but gone by the time it is read is a tombstone at version 0 (any record replaces it).
+        return keys.map { key in (key: key, record: records[key] ?? .tombstone(version: 0)) }
+    }
+
+    public func writeManyIfNewerCounting(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)]
+    ) async throws -> FencedWriteCount {
+        let stored = try await writeManyIfNewer(entries)
+        let tombstones = Set(entries.lazy.filter { stored.contains($0.key) && $0.record.value == nil }.map(\.key))
+        return FencedWriteCount(values: stored.count - tombstones.count, tombstones: tombstones.count)
     }
 
     public func writeVersioned(_ key: Key, _ value: Value) async throws -> UInt64 {
