@@ -161,25 +161,25 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         binds.append(Int64(scanned))
         binds.append(Int64(copied))
         binds.append(Self.seconds(lease))
-        return try await run { !(try await database.rows(sql.checkpoint, binds)).isEmpty }
+        return try await run { !(try await unflushed(sql.checkpoint, binds)).isEmpty }
     }
 
     public func renew(_ claim: BackfillChunkClaim<Key>, lease: Duration) async throws -> Bool {
         var binds = Self.binds(claim)
         binds.append(Self.seconds(lease))
-        return try await run { !(try await database.rows(sql.renew, binds)).isEmpty }
+        return try await run { !(try await unflushed(sql.renew, binds)).isEmpty }
     }
 
     public func complete(_ claim: BackfillChunkClaim<Key>, scanned: Int, copied: Int) async throws -> Bool {
         var binds = Self.binds(claim)
         binds.append(Int64(scanned))
         binds.append(Int64(copied))
-        return try await run { !(try await database.rows(sql.complete, binds)).isEmpty }
+        return try await run { !(try await unflushed(sql.complete, binds)).isEmpty }
     }
 
     public func release(_ claim: BackfillChunkClaim<Key>) async throws {
         let binds = Self.binds(claim)
-        try await run { _ = try await database.rows(sql.release, binds) }
+        try await run { _ = try await unflushed(sql.release, binds) }
     }
 
     public func status(_ run: String) async throws -> BackfillRunStatus? {
@@ -209,7 +209,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         var binds = Self.binds(run)
         binds.append(Double(rows))
         return try await self.run {
-            guard let row = try await database.rows(sql.throttle, binds).first else { return .zero }
+            guard let row = try await unflushed(sql.throttle, binds).first else { return .zero }
             let wait = try row.decode(Double.self)
             guard wait.isFinite, wait > 0 else { return .zero }
             return .milliseconds(Int64(min(wait, 86_400) * 1000))
@@ -317,6 +317,20 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
                 message: "a backfill chunk's key in the coordination table does not decode as this key type "
                     + "(was the run started with another --key-type?)"
             )
+        }
+    }
+
+    /// Runs one statement in a transaction that commits without waiting for its WAL to reach the disk
+    /// (`synchronous_commit = off` for that transaction only), for saves that a crash of the server may undo
+    /// harmlessly: a checkpoint, a renewal, a completion, a release or the throttle's slot. A crash loses at most
+    /// the last moments of them; the chunk is then copied again from an earlier checkpoint, and every copy into New
+    /// is idempotent. Claims stay durable, so a fencing token is never handed out twice.
+    private func unflushed(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
+        let logger = database.logger
+        return try await database.client.withTransaction(logger: logger) { connection in
+            try await connection.query("SET LOCAL synchronous_commit TO off", logger: logger)
+            return try await connection.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger)
+                .collect()
         }
     }
 

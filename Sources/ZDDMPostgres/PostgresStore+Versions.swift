@@ -124,6 +124,10 @@ extension PostgresStore {
         }
     }
 
+    /// A large batch is first tried as one `COPY` straight into the table, in a transaction: where New holds none
+    /// of the keys (a backfill into a fresh New, mostly), inserting is what the fence would do, at the cost of
+    /// PostgreSQL's own `COPY`. If any key is present (a unique violation, the whole `COPY` rolled back), the batch
+    /// goes through the staging table and the fenced insert, and so do the next 32 large batches.
     public func writeManyIfNewerCounting(
         _ entries: [(key: Key, record: VersionedRecord<Value>)]
     ) async throws -> FencedWriteCount {
@@ -132,6 +136,10 @@ extension PostgresStore {
             let stored = try await writeManyIfNewer(entries)
             let tombstones = Set(entries.lazy.filter { stored.contains($0.key) && $0.record.value == nil }.map(\.key))
             return FencedWriteCount(values: stored.count - tombstones.count, tombstones: tombstones.count)
+        }
+        if directCopy.mayTry() {
+            if let count = try await copyDirect(entries) { return count }
+            directCopy.conflicted()
         }
         return try await copyStaged(entries, sql, then: sql.copyManyIfNewerCounting) { result in
             var count = FencedWriteCount(values: 0, tombstones: 0)
@@ -142,14 +150,41 @@ extension PostgresStore {
         }
     }
 
-    /// Sends the records through `COPY` into the staging table and runs `statement` (the fenced insert from it) in
-    /// the same transaction, handing its rows to `collect`.
-    private func copyStaged<R: Sendable>(
+    /// One `COPY` (a buffer at a time) of the records straight into the table, in one transaction.
+    /// - Returns: What was stored, or `nil` (nothing written) when the table holds one of the keys.
+    private func copyDirect(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> FencedWriteCount? {
+        let chunks = try copyText(entries, ordinals: false)
+        let logger = database.logger
+        let table = schema.table.name
+        let columns =
+            [schema.keyColumn, schema.valueColumn, schema.tombstoneColumn].map(\.name)
+            + [versionColumn?.name ?? "version"]
+        let tombstones = entries.lazy.filter { $0.record.value == nil }.count
+        return try await core.run(.writeIfNewer, on: database) {
+            do {
+                return try await database.client.withTransaction(logger: logger) { connection in
+                    for chunk in chunks {
+                        try await connection.copyFrom(
+                            table: table,
+                            columns: columns,
+                            format: .text(.init()),
+                            logger: logger
+                        ) { writer in try await writer.write(chunk) }
+                    }
+                    return FencedWriteCount(values: entries.count - tombstones, tombstones: tombstones)
+                }
+            } catch  where PostgresErrors.sqlState(error) == "23505" {
+                return nil
+            }
+        }
+    }
+
+    /// The records in `COPY`'s text format: key, value, tombstone flag, version, and (for the staging table) the
+    /// record's position in the batch.
+    private func copyText(
         _ entries: [(key: Key, record: VersionedRecord<Value>)],
-        _ sql: VersionStatements,
-        then statement: String,
-        collect: @escaping @Sendable (PostgresRowSequence) async throws -> R
-    ) async throws -> R {
+        ordinals: Bool
+    ) throws -> [ByteBuffer] {
         // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
         var rows = PostgresCopyText(expectedBytes: entries.count * 64)
         for (ordinal, entry) in entries.enumerated() {
@@ -162,7 +197,7 @@ extension PostgresStore {
             }
             rows.appendBool(entry.record.record.isTombstone)
             rows.appendInteger(try PostgresBinding.versionParameter(entry.record.version, for: .writeIfNewer))
-            rows.appendInteger(Int64(ordinal))
+            if ordinals { rows.appendInteger(Int64(ordinal)) }
             rows.endRow()
         }
         guard !rows.containsNul else {
@@ -172,7 +207,19 @@ extension PostgresStore {
                 message: "a text key holds a NUL character, which PostgreSQL's text cannot store; nothing was written"
             )
         }
-        let chunks = rows.finish()
+        return rows.finish()
+    }
+
+    /// Sends the records through `COPY` into the staging table and runs `statement` (the fenced insert from it) in
+    /// the same transaction, handing its rows to `collect`.
+    private func copyStaged<R: Sendable>(
+        _ entries: [(key: Key, record: VersionedRecord<Value>)],
+        _ sql: VersionStatements,
+        then statement: String,
+        collect: @escaping @Sendable (PostgresRowSequence) async throws -> R
+    ) async throws -> R {
+        // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
+        let chunks = try copyText(entries, ordinals: true)
         let logger = database.logger
         let core = core
         return try await core.run(.writeIfNewer, on: database) {

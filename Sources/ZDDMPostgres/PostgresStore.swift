@@ -1,4 +1,5 @@
 import PostgresNIO
+import Synchronization
 public import ZDDM
 public import ZDDMSQL
 
@@ -60,6 +61,8 @@ public struct PostgresStore<Key: SQLKey, Value: Sendable>: KeyValueStore, Custom
     let sql: Statements
     let versionSQL: VersionStatements?
     let keyVersionsSQL: KeyVersionsSQL?
+    /// Whether a large batch of fenced writes first tries a `COPY` straight into the table.
+    let directCopy = DirectCopyGate()
 
     public var capabilities: StoreCapabilities {
         var capabilities: StoreCapabilities = [.atomicInsertIfAbsent, .tombstones, .orderedKeys, .batches]
@@ -419,5 +422,32 @@ extension PostgresStore {
                 """
         }
 
+    }
+}
+
+/// Remembers that a `COPY` straight into the table met a key already there, so that the next large batches go
+/// straight to the staging table instead of failing the same way.
+final class DirectCopyGate: Sendable {
+    /// Large batches left to send through the staging table before trying a direct `COPY` again.
+    private let skipping = Atomic<Int>(0)
+
+    /// Whether the next large batch may try a direct `COPY`.
+    func mayTry() -> Bool {
+        var left = skipping.load(ordering: .relaxed)
+        while left > 0 {
+            let (exchanged, original) = skipping.compareExchange(
+                expected: left,
+                desired: left - 1,
+                ordering: .relaxed
+            )
+            if exchanged { return false }
+            left = original
+        }
+        return true
+    }
+
+    /// A direct `COPY` met a present key: skip the next 32 large batches.
+    func conflicted() {
+        skipping.store(32, ordering: .relaxed)
     }
 }

@@ -190,6 +190,41 @@ struct PostgresCopyPathTests {
         }
     }
 
+    @Test(
+        "Counting writes: a batch into keys New lacks goes straight in by COPY; one that meets a present key falls back to the fence and changes nothing it must not"
+    )
+    func directCopyThenFence() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let keys = ["tab\tkey", "new\nline", "\\N", "ключ ✓ 🙂"] + (0..<Self.largeBatch).map { "k\($0)" }
+            let batch = Self.batch(keys)
+            let store = try await Self.store(String.self, database: database, before: [:])
+            let tombstones = batch.filter { $0.record.value == nil }.count
+            // Fresh: every record is stored, hostile values exactly.
+            let first = try await store.writeManyIfNewerCounting(batch)
+            #expect(first == FencedWriteCount(values: batch.count - tombstones, tombstones: tombstones))
+            let expected = Dictionary(uniqueKeysWithValues: batch.map { ($0.key, $0.record) })
+            #expect(try await store.readManyVersioned(keys) == expected)
+            // The same keys again, some newer, some older: the direct COPY meets present keys and writes nothing;
+            // the fenced path stores exactly the newer records.
+            let again = batch.enumerated().map { index, entry in
+                (
+                    key: entry.key,
+                    record: VersionedRecord<[UInt8]>(
+                        .value(Array("again \(index)".utf8)),
+                        version: index.isMultiple(of: 2) ? entry.record.version + 1 : entry.record.version - 1
+                    )
+                )
+            }
+            let second = try await store.writeManyIfNewerCounting(again)
+            let newer = again.enumerated().filter { $0.offset.isMultiple(of: 2) }.map(\.element)
+            #expect(second == FencedWriteCount(values: newer.count, tombstones: 0))
+            let after = try await store.readManyVersioned(keys)
+            for (index, entry) in again.enumerated() {
+                #expect(after[entry.key] == (index.isMultiple(of: 2) ? entry.record : expected[entry.key]))
+            }
+        }
+    }
+
     /// A fresh versioned store keeping raw bytes, holding `before`.
     private static func store<Key: SQLKey>(
         _: Key.Type,
