@@ -2,7 +2,7 @@
 # What users run, side by side in one run: `zddm backfill` (1, 2 and 4 workers) and `zddm verify` from SQLite into
 # PostgreSQL, against psql's `\copy` of the same rows into the same indexed table; wall time and peak memory.
 # Needs POSTGRES_* (run under ../.ci/with-postgres). Usage: run-scale-out-bench.sh [ROWS [ROUNDS [WORKERS...]]];
-# ZDDM_BIN=path uses that binary instead of building one.
+# ZDDM_BIN=path uses that binary instead of building one; BATCH=n passes --batch n to backfill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
@@ -48,7 +48,7 @@ timed() { # label, then the command: prints "label seconds peak_kb"
     echo "$label $seconds $peak"
 }
 
-echo "# rows=$ROWS rounds=$ROUNDS workers=${WORKERS[*]}; label seconds peak_rss_kb"
+echo "# rows=$ROWS rounds=$ROUNDS workers=${WORKERS[*]} batch=${BATCH:-default}; label seconds peak_rss_kb"
 # The table zddm creates (from a one-row copy of Old), which COPY fills too.
 sqlite3 "$DIR/shape.sqlite" "CREATE TABLE kv (key INTEGER NOT NULL PRIMARY KEY, value BLOB, tombstone INTEGER NOT NULL DEFAULT 0 CHECK (tombstone IN (0, 1))); INSERT INTO kv (key, value) VALUES (1, x'00');"
 $ZDDM capture install --old "sqlite:$DIR/shape.sqlite" --table kv >/dev/null
@@ -62,7 +62,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for workers in "${WORKERS[@]}"; do
         psql_run -c "DROP TABLE IF EXISTS bench_w$workers"
         timed "backfill-$workers" "$ZDDM" backfill --from "sqlite:$DIR/old.sqlite" --to "$URL" --table kv \
-            --to-table "bench_w$workers" --run "r$round-w$workers" --workers "$workers"
+            --to-table "bench_w$workers" --run "r$$-$round-w$workers" --workers "$workers" ${BATCH:+--batch "$BATCH"}
     done
     timed verify "$ZDDM" verify --from "sqlite:$DIR/old.sqlite" --to "$URL" --table kv --to-table "bench_w${WORKERS[0]}"
     grep -q " 0 mismatches" "$DIR/out" || { cat "$DIR/out"; exit 1; }

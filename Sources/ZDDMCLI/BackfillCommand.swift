@@ -41,8 +41,8 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
     @OptionGroup var stores: StorePairOptions
     @OptionGroup var metrics: MetricsOptions
 
-    @Option(help: "Keys per batch.")
-    var batch: Int = 1_000
+    @Option(help: "Keys per batch (memory grows with it: about 3 × batch × row size; lower it for large rows).")
+    var batch: Int = 5_000
 
     @Option(help: "The most rows per second (for a run: across all its workers); no limit by default.")
     var maxRowsPerSecond: Double?
