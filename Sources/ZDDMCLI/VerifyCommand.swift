@@ -25,6 +25,9 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
     @Option(help: "The most mismatched keys to list.")
     var sample: Int = 20
 
+    @Option(help: "Keys per page read from each side.")
+    var batch: Int = 5_000
+
     @Flag(help: "Repair mismatches from Old.")
     var repair = false
 
@@ -44,6 +47,7 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
 
     package func validate() throws {
         guard sample >= 0 else { throw ValidationError("--sample must be at least 0, got \(sample)") }
+        guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
         if let migration, migration.isEmpty { throw ValidationError("--migration must not be empty") }
         if migration == nil, state != nil { throw ValidationError("--state needs --migration") }
         do {
@@ -108,6 +112,7 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         var options = VerifyOptions()
         options.repair = repair
         options.sampleLimit = sample
+        options.batchSize = batch
         options.deep = deep
         let report = try await Verify(core: pair.core, options: options).verify()
         print("verify: \(report)")
