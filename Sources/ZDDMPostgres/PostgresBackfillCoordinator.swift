@@ -31,7 +31,7 @@ public import ZDDMSQL
 /// is refused with ``ZDDM/ZDDMError/Code/unsupported`` rather than misread.
 public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordinator, CustomStringConvertible {
     /// The coordination format this version writes and reads.
-    public static var format: Int { 1 }
+    public static var format: Int { BackfillCoordination.format }
 
     /// The database holding the tables.
     public let database: PostgresDatabase
@@ -67,8 +67,8 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         let chunks = try plan.chunks.enumerated().map { index, chunk in
             (
                 index: Int32(index),
-                after: try chunk.after.map { try Self.encode($0, encoder) },
-                through: try Self.encode(chunk.through, encoder),
+                after: try chunk.after.map { try BackfillCoordination.encode($0, encoder) },
+                through: try BackfillCoordination.encode(chunk.through, encoder),
                 planned: Int64(chunk.plannedRows)
             )
         }
@@ -113,7 +113,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         try await self.run {
             guard let row = try await database.rows(sql.selectRun, Self.binds(run)).first else { return nil }
             let (format, rate, versions, limit, chunks) = try row.decode((Int, Double, Bool, Double?, Int32).self)
-            try Self.check(format: format, run: run)
+            try BackfillCoordination.check(format: format, run: run)
             return BackfillRunInfo(
                 run: run,
                 rate: rate,
@@ -127,7 +127,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     public func claim(_ run: String, worker: String, lease: Duration) async throws -> BackfillChunkClaim<Key>? {
         var binds = Self.binds(run)
         binds.append(worker)
-        binds.append(Self.seconds(lease))
+        binds.append(BackfillCoordination.seconds(lease))
         return try await self.run {
             guard let row = try await database.rows(sql.claim, binds).first else { return nil }
             let (chunk, after, through, planned, cursor, token, claims) = try row.decode(
@@ -138,11 +138,11 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
                 run: run,
                 chunk: Int(chunk),
                 range: BackfillChunkRange(
-                    after: try after.map { try Self.decode($0, decoder) },
-                    through: try Self.decode(through, decoder),
+                    after: try after.map { try BackfillCoordination.decode($0, decoder) },
+                    through: try BackfillCoordination.decode(through, decoder),
                     plannedRows: Int(planned)
                 ),
-                cursor: try cursor.map { try Self.decode($0, decoder) },
+                cursor: try cursor.map { try BackfillCoordination.decode($0, decoder) },
                 token: UInt64(bitPattern: token),
                 claims: Int(claims)
             )
@@ -157,16 +157,16 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         lease: Duration
     ) async throws -> Bool {
         var binds = Self.binds(claim)
-        binds.append(try Self.encode(cursor, JSONEncoder()))
+        binds.append(try BackfillCoordination.encode(cursor, JSONEncoder()))
         binds.append(Int64(scanned))
         binds.append(Int64(copied))
-        binds.append(Self.seconds(lease))
+        binds.append(BackfillCoordination.seconds(lease))
         return try await run { !(try await unflushed(sql.checkpoint, binds)).isEmpty }
     }
 
     public func renew(_ claim: BackfillChunkClaim<Key>, lease: Duration) async throws -> Bool {
         var binds = Self.binds(claim)
-        binds.append(Self.seconds(lease))
+        binds.append(BackfillCoordination.seconds(lease))
         return try await run { !(try await unflushed(sql.renew, binds)).isEmpty }
     }
 
@@ -188,7 +188,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
             let (format, rate, chunks, done, inFlight, planned, scanned, copied, workers, elapsed) = try row.decode(
                 (Int, Double, Int32, Int64, Int64, Int64, Int64, Int64, Int64, Double).self
             )
-            try Self.check(format: format, run: run)
+            try BackfillCoordination.check(format: format, run: run)
             return BackfillRunStatus(
                 run: run,
                 rate: rate,
@@ -283,41 +283,6 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         binds.append(Int32(clamping: claim.chunk))
         binds.append(Int64(bitPattern: claim.token))
         return binds
-    }
-
-    private static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(min(seconds, 1 << 40)) + Double(attoseconds) / 1e18
-    }
-
-    private static func check(format: Int, run: String) throws {
-        guard format <= Self.format else {
-            throw ZDDMError(
-                .unsupported,
-                message: "backfill run '\(run)' was written by a newer version of zddm (coordination format "
-                    + "\(format); this version reads format \(Self.format)): upgrade, or start a new run"
-            )
-        }
-    }
-
-    private static func encode(_ key: Key, _ encoder: JSONEncoder) throws -> String {
-        do {
-            return String(decoding: try encoder.encode(key), as: UTF8.self)
-        } catch {
-            throw ZDDMError(.mappingFailed, message: "a backfill chunk's key cannot be encoded as JSON")
-        }
-    }
-
-    private static func decode(_ text: String, _ decoder: JSONDecoder) throws -> Key {
-        do {
-            return try decoder.decode(Key.self, from: Data(text.utf8))
-        } catch {
-            throw ZDDMError(
-                .mappingFailed,
-                message: "a backfill chunk's key in the coordination table does not decode as this key type "
-                    + "(was the run started with another --key-type?)"
-            )
-        }
     }
 
     /// Runs one statement in a transaction that commits without waiting for its WAL to reach the disk

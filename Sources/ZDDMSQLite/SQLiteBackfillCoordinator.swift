@@ -13,7 +13,7 @@ public import ZDDMSQL
 /// database's clock (`julianday('now')`).
 public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordinator, CustomStringConvertible {
     /// The coordination format this version writes and reads.
-    public static var format: Int { 1 }
+    public static var format: Int { BackfillCoordination.format }
 
     /// The database holding the tables.
     public let database: SQLiteDatabase
@@ -66,8 +66,8 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
         let encoder = JSONEncoder()
         let chunks = try plan.chunks.map { chunk in
             (
-                after: try chunk.after.map { try Self.encode($0, encoder) },
-                through: try Self.encode(chunk.through, encoder),
+                after: try chunk.after.map { try BackfillCoordination.encode($0, encoder) },
+                through: try BackfillCoordination.encode(chunk.through, encoder),
                 planned: chunk.plannedRows
             )
         }
@@ -103,7 +103,7 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                     arguments: [run]
                 )
             else { return nil }
-            try Self.check(format: row[0], run: run)
+            try BackfillCoordination.check(format: row[0], run: run)
             return BackfillRunInfo(
                 run: run,
                 rate: row[1],
@@ -116,7 +116,7 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
 
     public func claim(_ run: String, worker: String, lease: Duration) async throws -> BackfillChunkClaim<Key>? {
         let c = c
-        let seconds = Self.seconds(lease)
+        let seconds = BackfillCoordination.seconds(lease)
         let found = try await write { db -> ClaimedRow? in
             guard
                 let chunk = try Int.fetchOne(
@@ -161,11 +161,11 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
             run: run,
             chunk: found.chunk,
             range: BackfillChunkRange(
-                after: try found.after.map { try Self.decode($0, decoder) },
-                through: try Self.decode(found.through, decoder),
+                after: try found.after.map { try BackfillCoordination.decode($0, decoder) },
+                through: try BackfillCoordination.decode(found.through, decoder),
                 plannedRows: found.planned
             ),
-            cursor: try found.cursor.map { try Self.decode($0, decoder) },
+            cursor: try found.cursor.map { try BackfillCoordination.decode($0, decoder) },
             token: UInt64(bitPattern: found.token),
             claims: found.claims
         )
@@ -213,12 +213,15 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                 cursor_key = ?, rows_scanned = rows_scanned + ?, rows_copied = rows_copied + ?, \
                 lease_expires = \(Self.now) + ?, updated_at = \(Self.now)
                 """,
-            [try Self.encode(cursor, JSONEncoder()), scanned, copied, Self.seconds(lease)]
+            [
+                try BackfillCoordination.encode(cursor, JSONEncoder()), scanned, copied,
+                BackfillCoordination.seconds(lease),
+            ]
         )
     }
 
     public func renew(_ claim: BackfillChunkClaim<Key>, lease: Duration) async throws -> Bool {
-        try await held(claim, set: "lease_expires = \(Self.now) + ?", [Self.seconds(lease)])
+        try await held(claim, set: "lease_expires = \(Self.now) + ?", [BackfillCoordination.seconds(lease)])
     }
 
     public func complete(_ claim: BackfillChunkClaim<Key>, scanned: Int, copied: Int) async throws -> Bool {
@@ -255,7 +258,7 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                     arguments: [run]
                 )
             else { return nil }
-            try Self.check(format: row[0], run: run)
+            try BackfillCoordination.check(format: row[0], run: run)
             let chunks: Int = row[2]
             let done: Int = row[3]
             let inFlight: Int = row[4]
@@ -318,41 +321,6 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
     }
 
     // MARK: Helpers
-
-    private static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(min(seconds, 1 << 40)) + Double(attoseconds) / 1e18
-    }
-
-    private static func check(format: Int, run: String) throws {
-        guard format <= Self.format else {
-            throw ZDDMError(
-                .unsupported,
-                message: "backfill run '\(run)' was written by a newer version of zddm (coordination format "
-                    + "\(format); this version reads format \(Self.format)): upgrade, or start a new run"
-            )
-        }
-    }
-
-    private static func encode(_ key: Key, _ encoder: JSONEncoder) throws -> String {
-        do {
-            return String(decoding: try encoder.encode(key), as: UTF8.self)
-        } catch {
-            throw ZDDMError(.mappingFailed, message: "a backfill chunk's key cannot be encoded as JSON")
-        }
-    }
-
-    private static func decode(_ text: String, _ decoder: JSONDecoder) throws -> Key {
-        do {
-            return try decoder.decode(Key.self, from: Data(text.utf8))
-        } catch {
-            throw ZDDMError(
-                .mappingFailed,
-                message: "a backfill chunk's key in the coordination table does not decode as this key type "
-                    + "(was the run started with another --key-type?)"
-            )
-        }
-    }
 
     private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {

@@ -48,15 +48,7 @@ extension SQLiteStore {
     public func keyVersions(after cursor: Key?, limit: Int) async throws -> [KeyVersion<Key>] {
         try requireVersions(.listKeys)
         guard let statements = keyVersionsSQL else { return [] }
-        try core.checkListLimit(limit)
-        var arguments: [DatabaseValue] = []
-        if let cursor { arguments.append(SQLiteBinding.databaseValue(cursor.sqlKeyValue)) }
-        arguments.append(Int64(limit).databaseValue)
-        let statement = cursor == nil ? statements.first : statements.following
-        let bound = StatementArguments(arguments)
-        let rows = try await core.run(.listKeys, on: database, writing: false) { db in
-            try Row.fetchAll(db.cachedStatement(sql: statement), arguments: bound).map { Array($0.databaseValues) }
-        }
+        let rows = try await page(statements, after: cursor, limit: limit)
         return try rows.map { row in
             KeyVersion(
                 key: try core.key(row[0], for: .listKeys),
@@ -74,20 +66,25 @@ extension SQLiteStore {
     ) async throws -> [(key: Key, record: VersionedRecord<Value>)] {
         try requireVersions(.listKeys)
         guard let statements = versionedRecordsSQL else { return [] }
+        let rows = try await page(statements, after: cursor, limit: limit)
+        return try rows.map { row in
+            (
+                key: try core.key(row[0], for: .listKeys),
+                record: try versioned(.row([row[3], row[2], row[1]]), for: .listKeys)
+            )
+        }
+    }
+
+    /// The rows of one page of a listing with versions, after a cursor.
+    private func page(_ statements: KeyVersionsSQL, after cursor: Key?, limit: Int) async throws -> [[DatabaseValue]] {
         try core.checkListLimit(limit)
         var arguments: [DatabaseValue] = []
         if let cursor { arguments.append(SQLiteBinding.databaseValue(cursor.sqlKeyValue)) }
         arguments.append(Int64(limit).databaseValue)
         let statement = cursor == nil ? statements.first : statements.following
         let bound = StatementArguments(arguments)
-        let rows = try await core.run(.listKeys, on: database, writing: false) { db in
+        return try await core.run(.listKeys, on: database, writing: false) { db in
             try Row.fetchAll(db.cachedStatement(sql: statement), arguments: bound).map { Array($0.databaseValues) }
-        }
-        return try rows.map { row in
-            (
-                key: try core.key(row[0], for: .listKeys),
-                record: try versioned(.row([row[3], row[2], row[1]]), for: .listKeys)
-            )
         }
     }
 

@@ -41,18 +41,7 @@ extension StoreConformanceSuite {
             let plain = try await store.readVersioned(k2)?.version ?? 0
             expect(plain >= 1, "version-plain-write", "a plain write must give a version too, got \(plain)")
             let many = try await store.readManyVersioned([k0, k1, k2])
-            // Every key holding a value is listed with its version; a listed tombstone carries its own.
-            let listed = try await store.keyVersions(after: nil, limit: 100)
-            let agrees = listed.allSatisfy { entry in
-                guard let record = many[entry.key] else { return ![k0, k1, k2].contains(entry.key) }
-                return record.version == entry.version && (record.value == nil) == entry.isTombstone
-            }
-            let valued = Set(many.filter { $0.value.value != nil }.keys)
-            expect(
-                agrees && valued.isSubset(of: Set(listed.map(\.key))),
-                "key-versions-read",
-                "keyVersions must list the keys it holds with their versions, got \(listed.count) entries"
-            )
+            try await expectListed(store, many, among: [k0, k1, k2], "key-versions-read", expect)
             expect(
                 many[k0] == .value(v2, version: again) && many[k1] == nil && many[k2]?.version == plain,
                 "version-read-many",
@@ -233,18 +222,7 @@ extension StoreConformanceSuite {
             expect(stored == Set([k1, k2]), "fence-many", "writeManyIfNewer must store exactly the newer records")
             let many = try await store.readManyVersioned([k0, k1, k2])
             if capabilities.contains(.orderedKeys) {
-                // Every key holding a value is listed with its version; a listed tombstone carries its own.
-                let listed = try await store.keyVersions(after: nil, limit: 100)
-                let agrees = listed.allSatisfy { entry in
-                    guard let record = many[entry.key] else { return ![k0, k1, k2].contains(entry.key) }
-                    return record.version == entry.version && (record.value == nil) == entry.isTombstone
-                }
-                let valued = Set(many.filter { $0.value.value != nil }.keys)
-                expect(
-                    agrees && valued.isSubset(of: Set(listed.map(\.key))),
-                    "key-versions-fence",
-                    "keyVersions must list New's stored keys with their versions, got \(listed.count) entries"
-                )
+                try await expectListed(store, many, among: [k0, k1, k2], "key-versions-fence", expect)
             }
             expect(
                 many[k0] == .value(v2, version: 8) && many[k1] == .value(v1, version: 1)
@@ -342,5 +320,27 @@ extension StoreConformanceSuite {
             expect(rejected, "capture-limit", "a limit below 1 must be rejected")
         }
         return failures
+    }
+
+    /// Checks that ``ZDDM/KeyValueStore/keyVersions(after:limit:)`` lists every key of `keys` that holds a value,
+    /// with the version a read gives, and any listed tombstone with its own version.
+    private func expectListed(
+        _ store: Store,
+        _ read: [Store.Key: VersionedRecord<Store.Value>],
+        among keys: [Store.Key],
+        _ check: String,
+        _ expect: (Bool, String, @autoclosure () -> String) -> Void
+    ) async throws {
+        let listed = try await store.keyVersions(after: nil, limit: 100)
+        let agrees = listed.allSatisfy { entry in
+            guard let record = read[entry.key] else { return !keys.contains(entry.key) }
+            return record.version == entry.version && (record.value == nil) == entry.isTombstone
+        }
+        let valued = Set(read.filter { $0.value.value != nil }.keys)
+        expect(
+            agrees && valued.isSubset(of: Set(listed.map(\.key))),
+            check,
+            "keyVersions must list the keys holding values with their versions, got \(listed.count) entries"
+        )
     }
 }
