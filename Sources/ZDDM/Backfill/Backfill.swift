@@ -50,21 +50,7 @@ where
         options: BackfillOptions = BackfillOptions(),
         onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
     ) throws {
-        guard options.batchSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(options.batchSize)")
-        }
-        guard options.batchesInFlight >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "batches in flight must be at least 1")
-        }
-        if let rate = options.maxRowsPerSecond, !(rate > 0) {
-            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
-        }
-        guard options.maxAttempts >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
-        }
-        guard core.old.capabilities.contains(.orderedKeys) else {
-            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
-        }
+        try options.validate(old: core.old)
         self.core = core
         self.checkpoints = checkpoints
         self.name = name ?? core.name
@@ -303,6 +289,25 @@ public struct BackfillOptions: Sendable {
 }
 
 extension BackfillOptions {
+    /// Checks the options every backfill uses, and that Old can list its keys in order.
+    func validate(old: some KeyValueStore) throws {
+        guard batchSize >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(batchSize)")
+        }
+        guard batchesInFlight >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "batches in flight must be at least 1")
+        }
+        if let rate = maxRowsPerSecond, !(rate > 0) {
+            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
+        }
+        guard maxAttempts >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
+        }
+        guard old.capabilities.contains(.orderedKeys) else {
+            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
+        }
+    }
+
     /// Runs `body`, retrying failures with a delay that doubles, up to ``maxAttempts`` attempts.
     func retrying<R: Sendable>(_ clock: MigrationClock, _ body: () async throws -> R) async throws -> R {
         var delay = retryDelay

@@ -66,9 +66,7 @@ where
         onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
     ) throws {
         guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a backfill run needs a name") }
-        guard options.batchSize >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "batch size must be at least 1, got \(options.batchSize)")
-        }
+        try options.validate(old: core.old)
         guard options.workers >= 1 else {
             throw ZDDMError(.invalidArgument, message: "workers must be at least 1, got \(options.workers)")
         }
@@ -77,15 +75,6 @@ where
         }
         guard options.leaseDuration > .zero else {
             throw ZDDMError(.invalidArgument, message: "a chunk's lease must be longer than zero")
-        }
-        guard options.maxAttempts >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "max attempts must be at least 1")
-        }
-        if let rate = options.maxRowsPerSecond, !(rate > 0) {
-            throw ZDDMError(.invalidArgument, message: "max rows per second must be above 0, got \(rate)")
-        }
-        guard core.old.capabilities.contains(.orderedKeys) else {
-            throw ZDDMError(.unsupported, role: .old, operation: .listKeys, message: "backfill needs ordered keys")
         }
         self.core = core
         self.coordinator = coordinator
