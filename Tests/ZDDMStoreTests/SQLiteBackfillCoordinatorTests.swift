@@ -3,6 +3,7 @@ import Testing
 import ZDDM
 import ZDDMSQL
 import ZDDMSQLite
+import ZDDMTesting
 
 @Suite("SQLite backfill coordinator: claims, leases, fencing tokens, shared runs on one machine")
 struct SQLiteBackfillCoordinatorTests {
@@ -52,6 +53,16 @@ struct SQLiteBackfillCoordinatorTests {
             #expect(throws: ZDDMError.self) {
                 try SQLiteBackfillCoordinator<String>(database: database, prefix: "bad name; DROP")
             }
+            // A worker is refused at once, not retried as if the coordinator were unreachable.
+            let core = try MigrationCore(
+                name: "m",
+                old: InMemoryStore<String, String>(),
+                new: InMemoryStore<String, String>(),
+                gate: TrafficGate(rate: 1)
+            )
+            let worker = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", create: false)
+            let refused = await #expect(throws: ZDDMError.self) { try await worker.runPass() }
+            #expect(refused?.code == .unsupported)
         }
     }
 

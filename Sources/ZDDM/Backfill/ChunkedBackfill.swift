@@ -511,7 +511,7 @@ where
         while true {
             do {
                 return try await body()
-            } catch let error as ZDDMError where error.code == .invalidArgument {
+            } catch let error as ZDDMError where [.invalidArgument, .unsupported, .mappingFailed].contains(error.code) {
                 throw error
             } catch {
                 if Task.isCancelled { throw error }
