@@ -342,8 +342,8 @@ where
         }
     }
 
-    /// Copies one claimed chunk from its checkpoint to its end, batch by batch; the next batch's keys are listed
-    /// while the current batch is copied.
+    /// Copies one claimed chunk from its checkpoint to its end, batch by batch; the next batch is read from Old
+    /// (its keys, and with versions its records) while the current one is written into New.
     private func copy(_ claim: BackfillChunkClaim<Key>) async throws {
         let last = claim.range.through
         var page = try await batch(after: claim.cursor ?? claim.range.after, through: last)
