@@ -2,10 +2,12 @@ public import ServiceLifecycle
 
 /// Compares Old and New key by key, reports mismatches, and can repair them from Old; also a `Service`.
 ///
-/// Two streaming passes, so memory does not grow with the number of keys: Old's keys in pages, each page read
-/// from New in one batch (missing in New, different values, tombstones where Old has a value), then New's keys in
-/// pages, each read from Old (extra in New). A key that seems to differ is read again before it is counted, so a
-/// write in flight is not reported. Keys the gate does not admit are not expected in New: their absence is not a
+/// With versions (and without ``VerifyOptions/deep``), one streaming pass: Old's and New's keys with their
+/// versions (``KeyValueStore/keyVersions(after:limit:)``), in pages merged in key order; values are read only for
+/// keys whose versions differ or that one side lacks. Otherwise two streaming passes: Old's keys in pages, each
+/// page read from New in one batch (missing in New, different values, tombstones where Old has a value), then New's
+/// keys in pages, each read from Old (extra in New). Either way memory does not grow with the number of keys, and a
+/// key that seems to differ is read again before it is counted, so a write in flight is not reported. Keys the gate does not admit are not expected in New: their absence is not a
 /// mismatch.
 ///
 /// Repair makes New agree with Old without ever writing a value older than Old's: each mismatched key is invalidated
