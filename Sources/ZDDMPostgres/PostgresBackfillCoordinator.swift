@@ -241,6 +241,10 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         public var claims: Int
         /// How many times it was completed: never more than 1.
         public var completions: Int
+        /// Keys in the chunk when the run was planned.
+        public var plannedRows: Int
+        /// Rows scanned in its committed batches.
+        public var rowsScanned: Int
     }
 
     /// Every chunk of a run, in order.
@@ -250,8 +254,8 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     public func chunks(of run: String) async throws -> [ChunkState] {
         try await self.run {
             try await database.rows(sql.chunkStates, Self.binds(run)).map { row in
-                let (chunk, done, owner, token, held, claims, completions) = try row.decode(
-                    (Int32, Bool, String?, Int64, Bool, Int32, Int32).self
+                let (chunk, done, owner, token, held, claims, completions, planned, scanned) = try row.decode(
+                    (Int32, Bool, String?, Int64, Bool, Int32, Int32, Int64, Int64).self
                 )
                 return ChunkState(
                     chunk: Int(chunk),
@@ -260,7 +264,9 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
                     token: UInt64(bitPattern: token),
                     held: held,
                     claims: Int(claims),
-                    completions: Int(completions)
+                    completions: Int(completions),
+                    plannedRows: Int(planned),
+                    rowsScanned: Int(scanned)
                 )
             }
         }
@@ -410,7 +416,8 @@ extension PostgresBackfillCoordinator {
             setLimit = "UPDATE \(r) SET max_rows_per_second = $2 WHERE run = $1 RETURNING run"
             chunkStates = """
                 SELECT chunk, done, owner, token, \
-                COALESCE(NOT done AND lease_expires >= clock_timestamp(), false), claims, completions \
+                COALESCE(NOT done AND lease_expires >= clock_timestamp(), false), claims, completions, planned_rows, \
+                rows_scanned \
                 FROM \(c) WHERE run = $1 ORDER BY chunk
                 """
         }

@@ -71,20 +71,21 @@ struct BackfillRunProcessTests {
         #expect(planned, "run not planned: \(first.text.suffix(500))")
         let second = try Child.start(common + ["--join", run, "--worker-name", "B"], in: folder, name: "B")
         let victim = try Child.start(common + ["--join", run, "--worker-name", "C"], in: folder, name: "C")
-        // Kill C while it holds a chunk under a live lease.
-        var held: Int?
+        // Kill C while it holds a chunk it has just claimed (at least two more batches to go, so it cannot
+        // complete the chunk between this look and the kill).
         let holding = await waitUntil(timeout: .seconds(120)) {
             let states = (try? await chunks.chunks(of: run)) ?? []
-            guard let chunk = states.first(where: { $0.owner == "C-1" && $0.held && !$0.done }) else { return false }
+            let fresh = states.first { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned <= 100 }
+            guard fresh != nil else { return false }
             kill(victim.process.processIdentifier, SIGKILL)
-            held = chunk.chunk
             return true
         }
-        #expect(holding, "C never held a chunk: \(victim.text.suffix(500))")
+        #expect(holding, "C never held a fresh chunk: \(victim.text.suffix(500))")
         victim.process.waitUntilExit()
         #expect(victim.process.terminationReason == .uncaughtSignal)
-        let heldChunk = try #require(held)
-
+        // What C held when it died: not done, still in its name.
+        let orphaned = try await chunks.chunks(of: run).filter { $0.owner == "C-1" && !$0.done }.map(\.chunk)
+        #expect(!orphaned.isEmpty, "C held no chunk when it died")
         let firstStatus = await first.exitStatus()
         let secondStatus = await second.exitStatus()
         #expect(firstStatus == 0, "A: \(first.text.suffix(800))")
@@ -94,9 +95,11 @@ struct BackfillRunProcessTests {
         let states = try await chunks.chunks(of: run)
         #expect(states.count == 48)
         #expect(states.allSatisfy { $0.done && $0.completions == 1 }, "a chunk was not completed exactly once")
-        let rescued = try #require(states.first { $0.chunk == heldChunk })
-        #expect(rescued.claims >= 2 && rescued.token >= 2, "the killed worker's chunk was claimed again")
-        #expect(rescued.owner != "C-1", "the chunk was completed by a live worker")
+        for chunk in orphaned {
+            let rescued = try #require(states.first { $0.chunk == chunk })
+            #expect(rescued.claims >= 2 && rescued.token >= 2, "the killed worker's chunk \(chunk) was claimed again")
+            #expect(rescued.owner != "C-1", "chunk \(chunk) was completed by a live worker")
+        }
 
         let status = try zddm(["backfill", "status", run, "--coordinator", url, "--json"])
         #expect(status.status == 0, "\(status.error)")
