@@ -36,11 +36,17 @@ struct MetricsServerTests {
     func servesMetrics() async throws {
         let registry = MetricsServer.bootstrapMetricsSystem()
         #expect(MetricsServer.bootstrapMetricsSystem() === registry, "a second bootstrap must reuse the registry")
-        let rows = Counter(label: "zddm_backfill_rows_total", dimensions: [("migration", "m"), ("outcome", "copied")])
+        // A migration name no other test uses: the metrics system is the whole test process's, and a core of
+        // another test with the same name would share (and, when it goes away, drop) the series.
+        let migration = "metrics-test-\(UUID().uuidString.prefix(8).lowercased())"
+        let rows = Counter(
+            label: "zddm_backfill_rows_total",
+            dimensions: [("migration", migration), ("outcome", "copied")]
+        )
         rows.increment(by: 42)
         let duration = CoreMetrics.Timer(
             label: "zddm_shadow_read_duration",
-            dimensions: [("migration", "m"), ("store", "old")]
+            dimensions: [("migration", migration), ("store", "old")]
         )
         duration.recordMilliseconds(3)
 
@@ -55,7 +61,7 @@ struct MetricsServerTests {
         let lines = metrics.body.split(separator: "\n")
         #expect(lines.contains { $0 == "# TYPE zddm_backfill_rows_total counter" })
         let line = lines.first {
-            $0.hasPrefix("zddm_backfill_rows_total{") && $0.contains(#"migration="m""#)
+            $0.hasPrefix("zddm_backfill_rows_total{") && $0.contains("migration=\"\(migration)\"")
                 && $0.contains(#"outcome="copied""#)
         }
         #expect(line?.hasSuffix(" 42") == true, "no line for the counter in:\n\(metrics.body)")
