@@ -309,12 +309,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         do {
             return try await body()
         } catch {
-            if error is CancellationError { throw error }
-            if let known = error as? ZDDMError { throw known }
-            if let transaction = error as? PostgresTransactionError, let known = transaction.closureError as? ZDDMError
-            {
-                throw known
-            }
+            if let passed = PostgresErrors.passedThrough(error) { throw passed }
             var message = "backfill coordination tables \(runsTable), \(chunksTable) on \(database.server)"
             if let hint = PostgresErrors.hint(for: error) { message += ": " + hint }
             throw ZDDMError(.storeFailed, message: message, underlying: PostgresErrors.sanitized(error))

@@ -40,6 +40,16 @@ enum PostgresErrors {
         }
     }
 
+    /// An error to rethrow as it is, or `nil`: a cancellation, or a ``ZDDM/ZDDMError`` (also one thrown inside a
+    /// transaction's body).
+    static func passedThrough(_ error: any Error) -> (any Error)? {
+        if error is CancellationError || error is ZDDMError { return error }
+        if let transaction = error as? PostgresTransactionError, let known = transaction.closureError as? ZDDMError {
+            return known
+        }
+        return nil
+    }
+
     /// The server's or the client's explanation, without values.
     static func message(of error: PSQLError) -> String {
         if let info = error.serverInfo {

@@ -174,12 +174,7 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         do {
             return try await body()
         } catch {
-            if error is CancellationError { throw error }
-            if let known = error as? ZDDMError { throw known }
-            if let transaction = error as? PostgresTransactionError, let known = transaction.closureError as? ZDDMError
-            {
-                throw known
-            }
+            if let passed = PostgresErrors.passedThrough(error) { throw passed }
             var message = "fleet state table \(table) on \(database.server)"
             if PostgresErrors.sqlState(error) == "42703" {
                 message += ": a column is missing (an earlier version created the table): prepare() adds it, as does "
