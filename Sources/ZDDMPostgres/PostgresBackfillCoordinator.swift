@@ -79,13 +79,14 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         let logger = database.logger
         return try await run {
             try await database.client.withTransaction(logger: logger) { connection in
-                var binds = PostgresBindings(capacity: 6)
+                var binds = PostgresBindings(capacity: 7)
                 binds.append(plan.run)
                 binds.append(Self.format)
                 binds.append(plan.rate)
                 binds.append(plan.usesVersions)
                 binds.append(plan.maxRowsPerSecond)
                 binds.append(Int32(chunks.count))
+                binds.append(plan.fleetMark.map { Int64(bitPattern: $0) })
                 let created = try await connection.query(
                     PostgresQuery(unsafeSQL: sql.insertRun, binds: binds),
                     logger: logger
@@ -112,14 +113,17 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     public func runInfo(_ run: String) async throws -> BackfillRunInfo? {
         try await self.run {
             guard let row = try await database.rows(sql.selectRun, Self.binds(run)).first else { return nil }
-            let (format, rate, versions, limit, chunks) = try row.decode((Int, Double, Bool, Double?, Int32).self)
+            let (format, rate, versions, limit, chunks, mark) = try row.decode(
+                (Int, Double, Bool, Double?, Int32, Int64?).self
+            )
             try BackfillCoordination.check(format: format, run: run)
             return BackfillRunInfo(
                 run: run,
                 rate: rate,
                 usesVersions: versions,
                 maxRowsPerSecond: limit,
-                chunks: Int(chunks)
+                chunks: Int(chunks),
+                fleetMark: mark.map { UInt64(bitPattern: $0) }
             )
         }
     }
@@ -343,8 +347,10 @@ extension PostgresBackfillCoordinator {
                 CREATE TABLE IF NOT EXISTS \(r) (run text PRIMARY KEY, format integer NOT NULL, \
                 rate float8 NOT NULL, uses_versions boolean NOT NULL, max_rows_per_second float8, \
                 chunks integer NOT NULL, created_at timestamptz NOT NULL DEFAULT clock_timestamp(), \
-                throttle_next timestamptz NOT NULL DEFAULT clock_timestamp())
+                throttle_next timestamptz NOT NULL DEFAULT clock_timestamp(), fleet_mark bigint)
                 """,
+                // Tables made before verify runs existed lack the fleet's mark.
+                "ALTER TABLE \(r) ADD COLUMN IF NOT EXISTS fleet_mark bigint",
                 """
                 CREATE TABLE IF NOT EXISTS \(c) (run text NOT NULL REFERENCES \(r) (run) ON DELETE CASCADE, \
                 chunk integer NOT NULL, after_key text, through_key text NOT NULL, planned_rows bigint NOT NULL, \
@@ -356,8 +362,8 @@ extension PostgresBackfillCoordinator {
                 "CREATE INDEX IF NOT EXISTS \(i) ON \(c) (run, chunk) WHERE NOT done",
             ]
             insertRun = """
-                INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks) \
-                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run) DO NOTHING RETURNING run
+                INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run) DO NOTHING RETURNING run
                 """
             insertChunks = """
                 INSERT INTO \(c) (run, chunk, after_key, through_key, planned_rows) \
@@ -365,7 +371,9 @@ extension PostgresBackfillCoordinator {
                 FROM unnest($2::int4[], $3::text[], $4::text[], $5::int8[]) \
                 AS batch(chunk, after_key, through_key, planned_rows)
                 """
-            selectRun = "SELECT format, rate, uses_versions, max_rows_per_second, chunks FROM \(r) WHERE run = $1"
+            selectRun = """
+                SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark FROM \(r) WHERE run = $1
+                """
             let lease = "clock_timestamp() + make_interval(secs => $%d::float8)"
             claim = """
                 WITH next AS (SELECT chunk FROM \(c) WHERE run = $1 AND NOT done \

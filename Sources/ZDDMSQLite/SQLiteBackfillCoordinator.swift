@@ -40,15 +40,19 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
     /// Creates the tables if they do not exist.
     /// - Throws: ``ZDDM/ZDDMError`` with code ``ZDDM/ZDDMError/Code/storeFailed`` when SQLite fails.
     public func prepare() async throws {
-        let (r, c) = (r, c)
+        let (r, c, runs) = (r, c, runsTable.name)
         try await write { db in
             try db.execute(
                 sql: """
                     CREATE TABLE IF NOT EXISTS \(r) (run TEXT NOT NULL PRIMARY KEY, format INTEGER NOT NULL, \
                     rate REAL NOT NULL, uses_versions INTEGER NOT NULL, max_rows_per_second REAL, \
-                    chunks INTEGER NOT NULL, created_at REAL NOT NULL, throttle_next REAL NOT NULL)
+                    chunks INTEGER NOT NULL, created_at REAL NOT NULL, throttle_next REAL NOT NULL, fleet_mark INTEGER)
                     """
             )
+            // Tables made before verify runs existed lack the fleet's mark.
+            if try !db.columns(in: runs).contains(where: { $0.name == "fleet_mark" }) {
+                try db.execute(sql: "ALTER TABLE \(r) ADD COLUMN fleet_mark INTEGER")
+            }
             try db.execute(
                 sql: """
                     CREATE TABLE IF NOT EXISTS \(c) (run TEXT NOT NULL, chunk INTEGER NOT NULL, after_key TEXT, \
@@ -79,9 +83,12 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
             try db.execute(
                 sql: """
                     INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks, created_at, \
-                    throttle_next) VALUES (?, ?, ?, ?, ?, ?, \(Self.now), \(Self.now))
+                    throttle_next, fleet_mark) VALUES (?, ?, ?, ?, ?, ?, \(Self.now), \(Self.now), ?)
                     """,
-                arguments: [plan.run, Self.format, plan.rate, plan.usesVersions, plan.maxRowsPerSecond, chunks.count]
+                arguments: [
+                    plan.run, Self.format, plan.rate, plan.usesVersions, plan.maxRowsPerSecond, chunks.count,
+                    plan.fleetMark.map { Int64(bitPattern: $0) },
+                ]
             )
             let insert = try db.makeStatement(
                 sql: "INSERT INTO \(c) (run, chunk, after_key, through_key, planned_rows) VALUES (?, ?, ?, ?, ?)"
@@ -99,7 +106,10 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
             guard
                 let row = try Row.fetchOne(
                     db,
-                    sql: "SELECT format, rate, uses_versions, max_rows_per_second, chunks FROM \(r) WHERE run = ?",
+                    sql: """
+                        SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark FROM \(r) \
+                        WHERE run = ?
+                        """,
                     arguments: [run]
                 )
             else { return nil }
@@ -109,7 +119,8 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                 rate: row[1],
                 usesVersions: row[2],
                 maxRowsPerSecond: row[3],
-                chunks: row[4]
+                chunks: row[4],
+                fleetMark: (row[5] as Int64?).map { UInt64(bitPattern: $0) }
             )
         }
     }

@@ -93,7 +93,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
                     rate: plan.rate,
                     usesVersions: plan.usesVersions,
                     maxRowsPerSecond: plan.maxRowsPerSecond,
-                    chunks: plan.chunks.count
+                    chunks: plan.chunks.count,
+                    fleetMark: plan.fleetMark
                 ),
                 chunks: plan.chunks.map { Chunk(range: $0) },
                 created: time,

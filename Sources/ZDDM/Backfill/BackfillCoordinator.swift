@@ -28,6 +28,9 @@ public struct BackfillRunPlan<Key: Sendable>: Sendable {
     public var maxRowsPerSecond: Double?
     /// The chunks, in key order, each starting after the one before ends.
     public var chunks: [BackfillChunkRange<Key>]
+    /// For a verify run in a fleet: the fleet's ``FleetState/behind`` read before the run was planned, which a
+    /// clean run records as the start of its pass; `nil` otherwise.
+    public var fleetMark: UInt64?
 
     /// Creates a plan.
     public init(
@@ -35,13 +38,15 @@ public struct BackfillRunPlan<Key: Sendable>: Sendable {
         rate: Double,
         usesVersions: Bool,
         maxRowsPerSecond: Double?,
-        chunks: [BackfillChunkRange<Key>]
+        chunks: [BackfillChunkRange<Key>],
+        fleetMark: UInt64? = nil
     ) {
         self.run = run
         self.rate = rate
         self.usesVersions = usesVersions
         self.maxRowsPerSecond = maxRowsPerSecond
         self.chunks = chunks
+        self.fleetMark = fleetMark
     }
 }
 
@@ -57,14 +62,24 @@ public struct BackfillRunInfo: Sendable, Equatable {
     public var maxRowsPerSecond: Double?
     /// How many chunks the run has.
     public var chunks: Int
+    /// The plan's ``BackfillRunPlan/fleetMark``.
+    public var fleetMark: UInt64?
 
     /// Creates run information.
-    public init(run: String, rate: Double, usesVersions: Bool, maxRowsPerSecond: Double?, chunks: Int) {
+    public init(
+        run: String,
+        rate: Double,
+        usesVersions: Bool,
+        maxRowsPerSecond: Double?,
+        chunks: Int,
+        fleetMark: UInt64? = nil
+    ) {
         self.run = run
         self.rate = rate
         self.usesVersions = usesVersions
         self.maxRowsPerSecond = maxRowsPerSecond
         self.chunks = chunks
+        self.fleetMark = fleetMark
     }
 }
 
@@ -119,7 +134,7 @@ public struct BackfillRunStatus: Sendable, Codable, Equatable {
     public var plannedRows: Int
     /// Rows read from Old in committed batches.
     public var rowsScanned: Int
-    /// Rows copied into New in committed batches.
+    /// Rows copied into New in committed batches; in a verify run (``ChunkedVerify``), mismatches found.
     public var rowsCopied: Int
     /// Distinct workers that hold or completed a chunk.
     public var workersSeen: Int

@@ -80,11 +80,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         let mark = core.gate.newBehindMark
         let rateAtStart = core.gate.rate
         let limiter = options.maxRowsPerSecond.map { RateLimiter(unitsPerSecond: $0, clock: core.clock) }
-        if core.usesVersions, !options.deep {
-            try await versionPass(&report, limiter: limiter)
-        } else {
-            try await valuePasses(&report, limiter: limiter)
-        }
+        try await pass(&report, range: VerifyRange()) { try await limiter?.acquire($0) }
         if report.mismatches > 0 {
             core.metrics.verifyMismatches(report.counts)
         } else if !Task.isCancelled, rateAtStart >= 1, core.unsafeKeyCount == 0, !core.isDegraded {
@@ -100,21 +96,69 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         return report
     }
 
+    /// Compares the keys of `range`, adding what it finds to `report`; `pace` is called with the number of keys
+    /// about to be compared, before each page (a throttle, and in a chunked run the lease's renewal).
+    func pass(
+        _ report: inout VerifyReport<Key>,
+        range: VerifyRange<Key>,
+        pace: (Int) async throws -> Void
+    ) async throws {
+        if core.usesVersions, !options.deep {
+            try await versionPass(&report, range: range, pace: pace)
+        } else {
+            try await valuePasses(&report, range: range, pace: pace)
+        }
+    }
+
+    /// A page of keys cut at the range's end, and whether the range ends with it.
+    private func cut(_ keys: [Key], _ range: VerifyRange<Key>, _ role: StoreRole) throws -> (keys: [Key], atEnd: Bool) {
+        guard let through = range.through, let last = keys.last, try isPast(through, last, role) else {
+            return (keys, keys.count < options.batchSize)
+        }
+        let end = try keys.firstIndex { try isPast(through, $0, role) } ?? keys.count
+        return (Array(keys[..<end]), true)
+    }
+
+    private func isPast(_ bound: Key, _ key: Key, _ role: StoreRole) throws -> Bool {
+        role == .old ? try Self.past(bound, key, in: core.old, role) : try Self.past(bound, key, in: core.new, role)
+    }
+
+    /// Whether `key` comes after `bound` in `store`'s listing order.
+    static func past(
+        _ bound: Key,
+        _ key: Key,
+        in store: some KeyValueStore<Key, Value>,
+        _ role: StoreRole
+    ) throws -> Bool {
+        guard let after = store.listsKey(bound, before: key) else {
+            throw ZDDMError(
+                .unsupported,
+                role: role,
+                operation: .listKeys,
+                message: "a chunked verify needs a store that can compare keys in its listing order"
+            )
+        }
+        return after
+    }
+
     /// The pass without versions (or deep): Old's keys against New with their values, then New's keys against Old.
     private func valuePasses(
         _ report: inout VerifyReport<Key>,
-        limiter: RateLimiter?
+        range: VerifyRange<Key>,
+        pace: (Int) async throws -> Void
     ) async throws {
         let old = core.old
         let new = core.new
         // Pass 1: Old's keys against New.
-        var cursor: Key?
+        var cursor = range.after
         while !Task.isCancelled {
-            let keys = try await Self.store(.old, .listKeys) {
-                try await old.keys(after: cursor, limit: options.batchSize)
-            }
+            let (keys, atEnd) = try cut(
+                try await Self.store(.old, .listKeys) { try await old.keys(after: cursor, limit: options.batchSize) },
+                range,
+                .old
+            )
             guard let last = keys.last else { break }
-            try await limiter?.acquire(keys.count)
+            try await pace(keys.count)
             report.keysInOld += keys.count
             report.comparedByValue += keys.count
             let suspects = try await core.traced("zddm.verify.batch") { span in
@@ -135,17 +179,19 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                     report.notRepaired += suspects.count
                 }
             }
-            if keys.count < options.batchSize { break }
+            if atEnd { break }
             cursor = last
         }
         // Pass 2: New's keys against Old, for values Old no longer has.
-        cursor = nil
+        cursor = range.after
         while !Task.isCancelled {
-            let keys = try await Self.store(.new, .listKeys) {
-                try await new.keys(after: cursor, limit: options.batchSize)
-            }
+            let (keys, atEnd) = try cut(
+                try await Self.store(.new, .listKeys) { try await new.keys(after: cursor, limit: options.batchSize) },
+                range,
+                .new
+            )
             guard let last = keys.last else { break }
-            try await limiter?.acquire(keys.count)
+            try await pace(keys.count)
             report.keysInNew += keys.count
             var extra = try await extraInNew(keys)
             if !extra.isEmpty { extra = try await extraInNew(extra) }
@@ -164,7 +210,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
                     }
                 }
             }
-            if keys.count < options.batchSize { break }
+            if atEnd { break }
             cursor = last
         }
     }
@@ -173,13 +219,20 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// keys whose versions differ or that one side lacks, and read twice before a mismatch is counted.
     private func versionPass(
         _ report: inout VerifyReport<Key>,
-        limiter: RateLimiter?
+        range: VerifyRange<Key>,
+        pace: (Int) async throws -> Void
     ) async throws {
-        var oldSide = VersionStream(role: .old, limit: options.batchSize) { [core] cursor, limit in
+        var oldSide = VersionStream(role: .old, limit: options.batchSize, after: range.after) {
+            [core] cursor, limit in
             try await core.old.keyVersions(after: cursor, limit: limit)
         }
-        var newSide = VersionStream(role: .new, limit: options.batchSize) { [core] cursor, limit in
+        var newSide = VersionStream(role: .new, limit: options.batchSize, after: range.after) {
+            [core] cursor, limit in
             try await core.new.keyVersions(after: cursor, limit: limit)
+        }
+        if let through = range.through {
+            oldSide.isPast = { [core] key in try Self.past(through, key, in: core.old, .old) }
+            newSide.isPast = { [core] key in try Self.past(through, key, in: core.new, .new) }
         }
         var suspects: [Key] = []
         var compared = 0
@@ -213,7 +266,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
             }
             compared += 1
             if compared >= options.batchSize || suspects.count >= options.batchSize {
-                try await limiter?.acquire(compared)
+                try await pace(compared)
                 compared = 0
             }
             if suspects.count >= options.batchSize {
@@ -286,7 +339,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// The fleet's ``FleetState/behind`` before the pass, or `nil` without a fleet or when it cannot be read.
-    private func readFleetMark() async -> UInt64? {
+    func readFleetMark() async -> UInt64? {
         guard let fleet = core.fleet else { return nil }
         do {
             return try await fleet.sharedBehind()
@@ -300,7 +353,7 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Records a clean pass in the fleet's shared state; returns the value recorded, or `nil` when it failed.
-    private func recordFleetPass(startedAt mark: UInt64) async -> UInt64? {
+    func recordFleetPass(startedAt mark: UInt64) async -> UInt64? {
         guard let fleet = core.fleet else { return nil }
         do {
             let state = try await fleet.recordCleanVerify(startedAt: mark)
@@ -455,9 +508,30 @@ public struct VerifyOptions: Sendable {
     /// With versions, compare every value too. By default a pass with versions compares each key's version on
     /// both sides and reads values only where they differ or one side lacks the key.
     public var deep = false
+    /// A chunked run (``ChunkedVerify``): workers in this process, each verifying one chunk at a time.
+    public var workers: Int = 1
+    /// A chunked run: keys per chunk when the run is planned.
+    public var chunkRows: Int = 10_000
+    /// A chunked run: how long a claimed chunk stays a worker's without a renewal; after that any worker may
+    /// take it over and verify it again.
+    public var leaseDuration: Duration = .seconds(30)
+    /// A chunked run: this process's workers' names are this name followed by `-1`, `-2`, …; by default the host
+    /// name and process identifier.
+    public var workerName: String?
+    /// A chunked run: how often a worker with no chunk to claim looks again while other workers finish theirs.
+    public var idlePollInterval: Duration = .seconds(1)
+    /// A chunked run: the first delay before a failed coordinator call is tried again; it doubles up to 5 seconds.
+    public var retryDelay: Duration = .milliseconds(100)
 
     /// Creates options with the defaults.
     public init() {}
+}
+
+/// A part of the key space: the keys after ``after`` (from the first when `nil`) through ``through`` (to the last
+/// when `nil`), in the stores' listing order.
+struct VerifyRange<Key: Sendable>: Sendable {
+    var after: Key?
+    var through: Key?
 }
 
 /// One side's (key, version) list, read page by page.
@@ -465,31 +539,47 @@ private struct VersionStream<Key: Sendable> {
     let role: StoreRole
     let limit: Int
     let fetch: @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]
+    /// Whether a key is past the range's end (the stream ends before it); `nil` for a range without end.
+    var isPast: ((Key) throws -> Bool)?
     private var page: [KeyVersion<Key>] = []
     private var index = 0
     private var cursor: Key?
     private var exhausted = false
 
-    init(role: StoreRole, limit: Int, fetch: @escaping @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]) {
+    init(
+        role: StoreRole,
+        limit: Int,
+        after: Key?,
+        fetch: @escaping @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]
+    ) {
         self.role = role
         self.limit = limit
+        self.cursor = after
         self.fetch = fetch
     }
 
-    /// The next entry, reading the next page when needed; `nil` at the end.
+    /// The next entry, reading the next page when needed; `nil` at the end (of the store, or of the range).
     mutating func head() async throws -> KeyVersion<Key>? {
-        if index < page.count { return page[index] }
-        guard !exhausted else { return nil }
-        let cursor = cursor
-        do {
-            page = try await fetch(cursor, limit)
-        } catch {
-            throw ZDDMError.store(role, .listKeys, error)
+        if index >= page.count {
+            guard !exhausted else { return nil }
+            let cursor = cursor
+            do {
+                page = try await fetch(cursor, limit)
+            } catch {
+                throw ZDDMError.store(role, .listKeys, error)
+            }
+            index = 0
+            if page.count < limit { exhausted = true }
+            self.cursor = page.last?.key ?? cursor
+            guard !page.isEmpty else { return nil }
         }
-        index = 0
-        if page.count < limit { exhausted = true }
-        self.cursor = page.last?.key ?? cursor
-        return page.first
+        let entry = page[index]
+        if let isPast, try isPast(entry.key) {
+            exhausted = true
+            page = []
+            return nil
+        }
+        return entry
     }
 
     mutating func advance() { index += 1 }

@@ -68,5 +68,21 @@ public struct VerifyReport<Key: Sendable>: Sendable, CustomStringConvertible {
     }
 }
 
+extension VerifyReport {
+    /// Adds another part's findings (a chunk of a chunked run), keeping up to `sampleLimit` mismatches in the
+    /// sample.
+    mutating func add(_ part: VerifyReport<Key>, sampleLimit: Int) {
+        keysInOld += part.keysInOld
+        keysInNew += part.keysInNew
+        comparedByVersion += part.comparedByVersion
+        comparedByValue += part.comparedByValue
+        counts.merge(part.counts, uniquingKeysWith: +)
+        repaired += part.repaired
+        notRepaired += part.notRepaired
+        repairFailed += part.repairFailed
+        sample.append(contentsOf: part.sample.prefix(max(0, sampleLimit - sample.count)))
+    }
+}
+
 extension VerifyMismatch: Codable where Key: Codable {}
 extension VerifyReport: Codable where Key: Codable {}

@@ -1,0 +1,58 @@
+import Logging
+
+/// How the chunked runs call their coordinator: a failure is retried with a delay that doubles up to 5 seconds,
+/// for as long as the run is not cancelled, so a coordinator that is unreachable for a while makes workers wait,
+/// not fail. Errors that retrying cannot cure (bad input, an unsupported format, a key that does not decode) are
+/// thrown at once.
+struct CoordinatorRetry: Sendable {
+    let run: String
+    let kind: String
+    let firstDelay: Duration
+    let clock: MigrationClock
+    let logger: Logger
+
+    func callAsFunction<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
+        var delay = firstDelay
+        var failures = 0
+        while true {
+            do {
+                return try await body()
+            } catch let error as ZDDMError where [.invalidArgument, .unsupported, .mappingFailed].contains(error.code) {
+                throw error
+            } catch {
+                if Task.isCancelled { throw error }
+                failures += 1
+                logger.warning(
+                    "\(kind) coordinator failed; retrying",
+                    metadata: ["zddm.\(kind)": "\(run)", "zddm.failures": "\(failures)", "zddm.error": "\(error)"]
+                )
+                try await clock.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+extension BackfillRunInfo {
+    /// Refuses a worker that disagrees with the run: another gate rate, or versions where the run has none (or
+    /// the reverse).
+    func refuseMismatch(kind: String, rate: Double, usesVersions: Bool) throws {
+        guard self.rate == rate else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "\(kind) run '\(run)' was started at rate \(self.rate), but this worker's gate is at "
+                    + "rate \(rate); use the run's rate, or start a new run"
+            )
+        }
+        guard self.usesVersions == usesVersions else {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "\(kind) run '\(run)' was started "
+                    + (self.usesVersions
+                        ? "with versions, but this worker's stores have none"
+                        : "without versions, but this worker's stores have them")
+                    + "; start a new run"
+            )
+        }
+    }
+}
