@@ -20,6 +20,16 @@ enum CoordinatorChecks {
         )
     }
 
+    /// A run's fleet mark is kept as given: none, and a value above `Int64.max`.
+    static func fleetMark<C: BackfillCoordinator>(_ coordinator: C) async throws where C.Key == String {
+        #expect(try await coordinator.createRun(plan("unmarked", chunks: 1)))
+        #expect(try await coordinator.runInfo("unmarked")?.fleetMark == nil)
+        var marked = plan("marked", chunks: 1)
+        marked.fleetMark = UInt64(Int64.max) + 5
+        #expect(try await coordinator.createRun(marked))
+        #expect(try await coordinator.runInfo("marked")?.fleetMark == UInt64(Int64.max) + 5)
+    }
+
     /// Eight workers claim 60 chunks at once: each chunk is claimed and completed by exactly one.
     static func concurrentClaims<C: BackfillCoordinator>(_ coordinator: C) async throws where C.Key == String {
         #expect(try await coordinator.createRun(plan("r", chunks: 60)))

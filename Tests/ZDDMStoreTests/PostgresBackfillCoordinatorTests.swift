@@ -3,6 +3,7 @@ import Testing
 import ZDDM
 import ZDDMPostgres
 import ZDDMSQL
+import ZDDMTesting
 
 @Suite(
     "PostgreSQL backfill coordinator: SKIP LOCKED claims, leases, fencing tokens, shared runs",
@@ -42,6 +43,96 @@ struct PostgresBackfillCoordinatorTests {
             let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("bf"))
             try await coordinator.prepare()
             try await CoordinatorChecks.sharedThrottle(coordinator)
+        }
+    }
+
+    @Test("A verify run's fleet mark is kept; runs tables made before it existed gain its column")
+    func fleetMark() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("bf"))
+            try await coordinator.prepare()
+            try await CoordinatorChecks.fleetMark(coordinator)
+            let prefix = uniqueTableName("older")
+            try await database.execute(
+                """
+                CREATE TABLE "\(prefix)_runs" (run text PRIMARY KEY, format integer NOT NULL, rate float8 NOT NULL, \
+                uses_versions boolean NOT NULL, max_rows_per_second float8, chunks integer NOT NULL, \
+                created_at timestamptz NOT NULL DEFAULT clock_timestamp(), \
+                throttle_next timestamptz NOT NULL DEFAULT clock_timestamp())
+                """
+            )
+            let older = try PostgresBackfillCoordinator<String>(database: database, prefix: prefix)
+            try await older.prepare()
+            try await older.prepare()
+            try await CoordinatorChecks.fleetMark(older)
+        }
+    }
+
+    @Test(
+        "Three verify workers sharing a run over PostgreSQL find every mismatch once, repair it through the fence, then finish clean"
+    )
+    func sharedVerifyRun() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let old = try await capturedKeyValueStore(String.self, database: database)
+            let new = try PostgresStore<String, String>(
+                database: database,
+                table: uniqueTableName("new"),
+                versionColumn: "zddm_version",
+                codec: JSONValueCodec<String>()
+            )
+            try await new.prepare()
+            for index in 0..<1_200 { _ = try await old.writeVersioned("k\(10_000 + index)", "v\(index)") }
+            for index in stride(from: 0, to: 1_200, by: 11) { _ = try await old.deleteVersioned("k\(10_000 + index)") }
+            let core = try MigrationCore(name: "verify-shared", old: old, new: new, gate: TrafficGate(rate: 1))
+            _ = try await Backfill(core: core, checkpoints: MemoryCheckpointStore<String>()).runPass()
+            // New goes wrong in three chunks and past Old's last key.
+            try await new.invalidate("k10005")
+            _ = try await new.writeIfNewer("k10005", .value("stale", version: 0))
+            try await new.invalidate("k10600")
+            try await new.invalidate("k11101")
+            _ = try await new.writeIfNewer("k11101", .tombstone(version: 0))
+            _ = try await new.writeIfNewer("zz", .value("extra", version: 1))
+            let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: uniqueTableName("vf"))
+            try await coordinator.prepare()
+            var options = VerifyOptions()
+            options.workers = 2
+            options.chunkRows = 100
+            options.batchSize = 37
+            options.idlePollInterval = .milliseconds(20)
+            func shared(_ run: String, repair: Bool) async throws -> [VerifyReport<String>] {
+                options.repair = repair
+                try await ChunkedVerify(core: core, coordinator: coordinator, run: run, options: options).prepare()
+                return try await withThrowingTaskGroup(of: VerifyReport<String>.self) { group in
+                    for index in 0..<3 {
+                        options.workerName = "process\(index)"
+                        let each = options
+                        group.addTask {
+                            try await ChunkedVerify(
+                                core: core,
+                                coordinator: coordinator,
+                                run: run,
+                                create: false,
+                                options: each
+                            ).verify()
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            let found = try await shared("find", repair: false)
+            let counts = found.reduce(into: [MismatchKind: Int]()) { $0.merge($1.counts, uniquingKeysWith: +) }
+            #expect(counts == [.differentValue: 1, .missingInNew: 1, .tombstoneInNew: 1, .extraInNew: 1], "\(found)")
+            #expect(found.reduce(0) { $0 + $1.keysInOld } == 1_200 - 110)
+            let chunks = try await coordinator.chunks(of: "find")
+            #expect(chunks.count == 11 && chunks.allSatisfy { $0.done && $0.completions == 1 })
+            let status = try #require(try await coordinator.status("find"))
+            #expect(status.rowsCopied == 4 && status.rowsScanned == 1_090)
+
+            let repaired = try await shared("repair", repair: true)
+            #expect(repaired.reduce(0) { $0 + $1.repaired } == 4)
+            let clean = try await shared("clean", repair: false)
+            #expect(clean.allSatisfy { $0.mismatches == 0 } && clean.contains { $0.isClean })
+            #expect(try await new.readVersioned("k11101") == old.readVersioned("k11101"))
         }
     }
 

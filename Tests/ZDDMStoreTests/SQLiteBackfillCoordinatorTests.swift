@@ -42,6 +42,24 @@ struct SQLiteBackfillCoordinatorTests {
         try await withCoordinator { coordinator, _ in try await CoordinatorChecks.sharedThrottle(coordinator) }
     }
 
+    @Test("A verify run's fleet mark is kept; runs tables made before it existed gain its column")
+    func fleetMark() async throws {
+        try await withCoordinator { coordinator, database in
+            try await CoordinatorChecks.fleetMark(coordinator)
+            try await database.execute(
+                """
+                CREATE TABLE "older_runs" (run TEXT NOT NULL PRIMARY KEY, format INTEGER NOT NULL, rate REAL NOT NULL, \
+                uses_versions INTEGER NOT NULL, max_rows_per_second REAL, chunks INTEGER NOT NULL, \
+                created_at REAL NOT NULL, throttle_next REAL NOT NULL)
+                """
+            )
+            let older = try SQLiteBackfillCoordinator<String>(database: database, prefix: "older")
+            try await older.prepare()
+            try await older.prepare()
+            try await CoordinatorChecks.fleetMark(older)
+        }
+    }
+
     @Test("A run written by a newer version is refused with an error naming the format, not misread")
     func newerFormat() async throws {
         try await withCoordinator { coordinator, database in
