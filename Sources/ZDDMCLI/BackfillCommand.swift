@@ -178,7 +178,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         let backfill = try Backfill(core: core, checkpoints: checkpoints, name: name, options: options) { progress in
             display.update(Self.line(progress), progress: nil)
         }
-        let progress = try await Self.runService { try await backfill.runPass() }
+        let progress = try await runAsService { try await backfill.runPass() }
         display.finishLine()
         print(progress.finished ? "backfill finished: \(progress)" : "backfill stopped, checkpoint saved: \(progress)")
         if !progress.finished { throw ExitCode(130) }
@@ -192,7 +192,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         options.leaseDuration = .milliseconds(Int64((leaseSeconds * 1000).rounded()))
         options.workerName = workerName
         let runName = run ?? join ?? name
-        let url = try coordinatorURL()
+        let url = try stores.coordinatorURL(coordinator, kind: "backfill")
         try await withCoordinator(url) { (coordinator: AnyBackfillCoordinator<Key>) in
             let display = LiveDisplay()
             let backfill = try ChunkedBackfill(
@@ -206,7 +206,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
             }
             let info = try await backfill.prepare()
             print("run \(runName): \(info.chunks) chunks; \(workers) workers in this process")
-            let progress = try await Self.runService { try await backfill.runPass() }
+            let progress = try await runAsService { try await backfill.runPass() }
             display.finishLine()
             if let status = try await coordinator.status(runName) { print(status.line) }
             print(
@@ -216,41 +216,6 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
             )
             if !progress.finished { throw ExitCode(130) }
         }
-    }
-
-    /// `--coordinator`, else New's database when it is PostgreSQL, else Old's, else New's SQLite file (one
-    /// machine).
-    private func coordinatorURL() throws -> String {
-        if let coordinator { return coordinator }
-        for url in [stores.to, stores.from] where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            return url
-        }
-        if stores.to.hasPrefix("sqlite:"), (try? SQLiteURL(stores.to))?.filePath != nil { return stores.to }
-        throw ZDDMError(
-            .invalidArgument,
-            message: "a backfill run needs a coordination database both stores' workers reach: pass --coordinator "
-                + "postgres://… (or sqlite:PATH for one machine)"
-        )
-    }
-
-    /// Runs a pass as a service: Ctrl-C (SIGINT) or SIGTERM finishes the batches in hand, saves, and returns.
-    private static func runService(
-        _ pass: @escaping @Sendable () async throws -> BackfillProgress
-    ) async throws -> BackfillProgress {
-        var logger = Logger(label: "zddm")
-        logger.logLevel = .warning
-        let result = ResultBox()
-        let service = BackfillRunner(pass: pass, result: result)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigint, .sigterm],
-                logger: logger
-            )
-        )
-        try await group.run()
-        guard let progress = result.progress else { throw ExitCode(1) }
-        return progress
     }
 
     private static func line(_ progress: BackfillProgress) -> String {
@@ -265,6 +230,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
 func withCoordinator<Key: Codable & Sendable, T: Sendable>(
     _ url: String,
     option: String = "--coordinator",
+    prefix: String = "zddm_backfill",
     _ body: (AnyBackfillCoordinator<Key>) async throws -> T
 ) async throws -> T {
     let database = try await OpenedDatabase.open(url, option: option)
@@ -272,11 +238,11 @@ func withCoordinator<Key: Codable & Sendable, T: Sendable>(
         let coordinator: AnyBackfillCoordinator<Key>
         switch database {
         case .postgres(let postgres, _):
-            let tables = try PostgresBackfillCoordinator<Key>(database: postgres)
+            let tables = try PostgresBackfillCoordinator<Key>(database: postgres, prefix: prefix)
             try await tables.prepare()
             coordinator = AnyBackfillCoordinator(tables)
         case .sqlite(let sqlite):
-            let tables = try SQLiteBackfillCoordinator<Key>(database: sqlite)
+            let tables = try SQLiteBackfillCoordinator<Key>(database: sqlite, prefix: prefix)
             try await tables.prepare()
             coordinator = AnyBackfillCoordinator(tables)
         }
@@ -361,5 +327,22 @@ struct BackfillStatusReport: Encodable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}
+
+extension StorePairOptions {
+    /// A run's coordination database: `explicit` (`--coordinator`), else New's database when it is PostgreSQL,
+    /// else Old's, else New's SQLite file (one machine).
+    func coordinatorURL(_ explicit: String?, kind: String) throws -> String {
+        if let explicit { return explicit }
+        for url in [to, from] where url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            return url
+        }
+        if to.hasPrefix("sqlite:"), (try? SQLiteURL(to))?.filePath != nil { return to }
+        throw ZDDMError(
+            .invalidArgument,
+            message: "a \(kind) run needs a coordination database every worker reaches: pass --coordinator "
+                + "postgres://… (or sqlite:PATH for one machine)"
+        )
     }
 }

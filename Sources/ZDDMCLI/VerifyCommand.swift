@@ -3,11 +3,23 @@ import Foundation
 import ZDDM
 import ZDDMSQL
 
-/// `zddm verify`: compare two tables key by key; exit 0 iff they agree.
-package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
+/// `zddm verify`: compare two tables key by key, alone or with workers on many machines; exit 0 iff they agree.
+package struct VerifyCommand: AsyncParsableCommand {
     package static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Compare Old and New key by key; exit 0 only when no mismatch is found.",
+        abstract: "Compare Old and New key by key, alone or with workers on many machines.",
+        subcommands: [VerifyCompareCommand.self, VerifyStatusCommand.self],
+        defaultSubcommand: VerifyCompareCommand.self
+    )
+
+    package init() {}
+}
+
+/// `zddm verify [compare]`.
+struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Compare Old and New key by key; exit 0 only when no mismatch is found (the default subcommand).",
         discussion: """
             Values are compared as stored bytes. With change capture on Old (see --versions), each key's version \
             is compared on both sides and values are read only where versions differ or one side lacks the key; \
@@ -16,6 +28,13 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
             database, or in --state): its barrier is read before the pass, and a clean pass (at rate 1, no \
             mismatch) is recorded there, which permits zddm control set --stage rampdown until New falls behind \
             again.
+
+            A run (--run NAME, or --workers above 1) is split into chunks of keys in coordination tables \
+            (zddm_verify_runs and zddm_verify_chunks; see --coordinator): start it on one machine, add workers on \
+            others with --join NAME, watch it with zddm verify status NAME. Every process ends when the whole run \
+            is done, and exits 1 when the run found a mismatch (without --repair). A worker that dies loses its \
+            chunk in hand, which another worker verifies again once its lease expires. With --migration, the \
+            barrier recorded for a clean run is the one read by the process that planned it.
             """
     )
 
@@ -43,11 +62,63 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
     @Option(help: "With --migration: the shared state's table.")
     var stateTable: String = "zddm_fleet"
 
-    package init() {}
+    @Option(help: "The most keys compared per second (for a run: across all its workers); no limit by default.")
+    var maxRowsPerSecond: Double?
 
-    package func validate() throws {
+    @Option(help: "Start (or continue) a run of this name, split into chunks that workers anywhere can share.")
+    var run: String?
+
+    @Option(help: "Join the run of this name, which must exist, with this process's workers.")
+    var join: String?
+
+    @Option(
+        help:
+            "Workers in this process (a run is created under the name 'zddm-verify' when neither --run nor --join is given)."
+    )
+    var workers: Int = 1
+
+    @Option(
+        help: """
+            The run's coordination database: postgres://… (workers on any machine), or sqlite:PATH (one machine); \
+            by default New's database if PostgreSQL, else Old's, else New's SQLite file.
+            """
+    )
+    var coordinator: String?
+
+    @Option(help: "Keys per chunk when a run is planned.")
+    var chunkRows: Int = 10_000
+
+    @Option(help: "Seconds a worker holds a chunk without renewing it before others may take it over.")
+    var leaseSeconds: Double = 30
+
+    @Option(help: "This process's workers' name (each gets -1, -2, …); by default host:pid.")
+    var workerName: String?
+
+    init() {}
+
+    /// Whether this is a chunked run rather than a single pass in this process.
+    private var isRun: Bool { run != nil || join != nil || workers > 1 }
+
+    func validate() throws {
         guard sample >= 0 else { throw ValidationError("--sample must be at least 0, got \(sample)") }
         guard batch >= 1, batch <= 100_000 else { throw ValidationError("--batch must be in 1…100000, got \(batch)") }
+        if let maxRowsPerSecond, !(maxRowsPerSecond > 0) {
+            throw ValidationError("--max-rows-per-second must be above 0, got \(maxRowsPerSecond)")
+        }
+        guard workers >= 1, workers <= 256 else { throw ValidationError("--workers must be in 1…256, got \(workers)") }
+        guard chunkRows >= 1, chunkRows <= 10_000_000 else {
+            throw ValidationError("--chunk-rows must be in 1…10000000, got \(chunkRows)")
+        }
+        guard leaseSeconds.isFinite, leaseSeconds >= 0.1, leaseSeconds <= 86_400 else {
+            throw ValidationError("--lease-seconds must be a number of seconds in [0.1, 86400]")
+        }
+        if run != nil, join != nil { throw ValidationError("give --run or --join, not both") }
+        for (option, value) in [("--run", run), ("--join", join), ("--worker-name", workerName)] {
+            if let value, value.isEmpty || value.count > 200 || value.contains(where: \.isNewline) {
+                throw ValidationError("\(option) must be 1…200 characters without line breaks")
+            }
+        }
+        if !isRun, coordinator != nil { throw ValidationError("--coordinator needs --run, --join or --workers") }
         if let migration, migration.isEmpty { throw ValidationError("--migration must not be empty") }
         if migration == nil, state != nil { throw ValidationError("--state needs --migration") }
         do {
@@ -57,14 +128,19 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         }
     }
 
-    package func run() async throws {
+    func run() async throws {
         // The metrics system first: the migration's core takes its metrics factory when it is created.
         try await metrics.run { try await stores.run(self, migration: "verify", createNew: false) }
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
         guard let migration else {
-            try await verify(pair)
+            if isRun {
+                let (_, _, runMismatches) = try await chunked(pair, fleetMark: nil)
+                if (runMismatches ?? 0) > 0, !repair { throw ExitCode(1) }
+            } else {
+                try await verify(pair)
+            }
             return
         }
         try await OpenedDatabase.withFleetStateStore(
@@ -82,15 +158,20 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
                         + "--state-table and --state; zddm control set creates it)"
                 )
             }
-            let report = try await verify(pair, exitOnMismatch: false)
-            if report.isClean {
-                let after = try await store.recordCleanVerify(migration, startedAt: before.behind)
-                print("fleet: recorded a clean pass that began at behind \(before.behind) for migration '\(migration)'")
+            let (report, mark, runMismatches) =
+                isRun
+                ? try await chunked(pair, fleetMark: before.behind)
+                : (try await verify(pair, exitOnMismatch: false), before.behind, nil)
+            if report.isClean, let mark {
+                let after = try await store.recordCleanVerify(migration, startedAt: mark)
+                print("fleet: recorded a clean pass that began at behind \(mark) for migration '\(migration)'")
                 print("fleet: " + FleetStateReport(migration: migration, state: after).line)
+            } else if report.isClean {
+                print("fleet: nothing recorded for migration '\(migration)': the run was planned without --migration")
             } else {
                 print("fleet: nothing recorded for migration '\(migration)': the pass was not clean" + notClean(report))
             }
-            if report.mismatches > 0, !repair { throw ExitCode(1) }
+            if (runMismatches ?? report.mismatches) > 0, !repair { throw ExitCode(1) }
         }
     }
 
@@ -102,6 +183,53 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
             : " (only a pass at --rate 1 counts)"
     }
 
+    private var options: VerifyOptions {
+        var options = VerifyOptions()
+        options.repair = repair
+        options.sampleLimit = sample
+        options.batchSize = batch
+        options.deep = deep
+        options.maxRowsPerSecond = maxRowsPerSecond
+        options.workers = workers
+        options.chunkRows = chunkRows
+        options.leaseDuration = .milliseconds(Int64((leaseSeconds * 1000).rounded()))
+        options.workerName = workerName
+        return options
+    }
+
+    /// Runs this process's workers of a run and prints this process's report and the run's status.
+    /// - Returns: This process's report, the fleet mark the run recorded when it was planned, and the mismatches
+    ///   the whole run found (`nil` when the run is not finished).
+    private func chunked<Key: SQLKey & Codable>(
+        _ pair: StorePair<Key>,
+        fleetMark: UInt64?
+    ) async throws -> (VerifyReport<Key>, UInt64?, Int?) {
+        let runName = run ?? join ?? "zddm-verify"
+        let url = try stores.coordinatorURL(coordinator, kind: "verify")
+        return try await withCoordinator(url, prefix: "zddm_verify") { (coordinator: AnyBackfillCoordinator<Key>) in
+            let verify = try ChunkedVerify(
+                core: pair.core,
+                coordinator: coordinator,
+                run: runName,
+                create: join == nil,
+                options: options,
+                fleetMark: fleetMark
+            )
+            let info = try await verify.prepare()
+            print("run \(runName): \(info.chunks) chunks; \(workers) workers in this process")
+            let report = try await runAsService { try await verify.verify() }
+            print("verify: this process: \(report)")
+            for mismatch in report.sample { print("  \(mismatch.kind.rawValue)\t\(mismatch.key)") }
+            let status = try await coordinator.status(runName)
+            if let status { print(status.verifyLine) }
+            guard let status, status.finished else {
+                print("verify workers stopped, chunks released")
+                throw ExitCode(130)
+            }
+            return (report, info.fleetMark, status.rowsCopied)
+        }
+    }
+
     /// Runs the pass and prints its report.
     /// - Parameter exitOnMismatch: Whether a mismatch without `--repair` ends the command with exit code 1.
     @discardableResult
@@ -109,16 +237,89 @@ package struct VerifyCommand: AsyncParsableCommand, StorePairAction {
         _ pair: StorePair<Key>,
         exitOnMismatch: Bool = true
     ) async throws -> VerifyReport<Key> {
-        var options = VerifyOptions()
-        options.repair = repair
-        options.sampleLimit = sample
-        options.batchSize = batch
-        options.deep = deep
         let report = try await Verify(core: pair.core, options: options).verify()
         print("verify: \(report)")
         for mismatch in report.sample { print("  \(mismatch.kind.rawValue)\t\(mismatch.key)") }
         if report.mismatches > sample, sample > 0 { print("  … \(report.mismatches - sample) more") }
         if exitOnMismatch, report.mismatches > 0, !repair { throw ExitCode(1) }
         return report
+    }
+}
+
+/// `zddm verify status RUN`.
+struct VerifyStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a verify run's progress and findings across all its workers.",
+        discussion: """
+            Prints one line (or a JSON object with --json): keys compared of those planned, mismatches found, keys \
+            per second since the run began, ETA, chunks done / in flight / waiting, workers seen. Exits 0 when the \
+            run is finished without a mismatch, 1 when it is finished with mismatches or there is no such run, 3 \
+            while it is not finished. Changes nothing.
+            """
+    )
+
+    @Argument(help: "The run's name.")
+    var run: String
+
+    @Option(help: "The run's coordination database (postgres://… or sqlite:PATH).")
+    var coordinator: String
+
+    @Flag(help: "Print a JSON object instead of a line.")
+    var json = false
+
+    func run() async throws {
+        let name = run
+        let status = try await withCoordinator(coordinator, prefix: "zddm_verify") {
+            (coordinator: AnyBackfillCoordinator<String>) in
+            try await coordinator.status(name)
+        }
+        guard let status else {
+            throw ZDDMError(.invalidArgument, message: "there is no verify run named '\(run)' in --coordinator")
+        }
+        print(json ? try VerifyStatusReport(status).json() : status.verifyLine)
+        if !status.finished { throw ExitCode(3) }
+        if status.rowsCopied > 0 { throw ExitCode(1) }
+    }
+}
+
+/// `zddm verify status --json`.
+struct VerifyStatusReport: Encodable {
+    var run: String
+    var rate: Double
+    var finished: Bool
+    var chunks: Int
+    var chunksDone: Int
+    var chunksInFlight: Int
+    var chunksWaiting: Int
+    var keysPlanned: Int
+    var keysCompared: Int
+    var mismatches: Int
+    var keysPerSecond: Double
+    var etaSeconds: Double?
+    var workersSeen: Int
+    var elapsedSeconds: Double
+
+    init(_ status: BackfillRunStatus) {
+        run = status.run
+        rate = status.rate
+        finished = status.finished
+        chunks = status.chunks
+        chunksDone = status.done
+        chunksInFlight = status.inFlight
+        chunksWaiting = status.waiting
+        keysPlanned = status.plannedRows
+        keysCompared = status.rowsScanned
+        mismatches = status.rowsCopied
+        keysPerSecond = status.rowsPerSecond
+        etaSeconds = status.etaSeconds
+        workersSeen = status.workersSeen
+        elapsedSeconds = status.elapsedSeconds
+    }
+
+    func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }

@@ -200,4 +200,46 @@ struct CLITests {
         #expect(after.status == 0)
         #expect(after.output.contains("0 mismatches"))
     }
+
+    @Test(
+        "verify --workers shares a run's chunks: the run's line counts every mismatch once, status reports it, --repair fixes it, and bad runs are refused"
+    )
+    func chunkedVerify() async throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let oldPath = folder.appendingPathComponent("old.sqlite").path
+        let newPath = folder.appendingPathComponent("new.sqlite").path
+        try await makeOldTable(at: oldPath, rows: 100)
+        try await makeOldTable(at: newPath, rows: 90)
+        let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
+        let store = try SQLiteStore<Int64, [UInt8]>(database: database, table: "kv", codec: RawBytesValueCodec())
+        try await store.write(5, Array("stale".utf8))
+        try database.close()
+        let arguments = ["verify", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(newPath)", "--table", "kv"]
+        let chunks = ["--chunk-rows", "7", "--batch", "3"]
+        let first = try zddm(arguments + ["--workers", "3"] + chunks)
+        #expect(first.status == 1, "\(first.output)\(first.error)")
+        #expect(first.output.contains("run zddm-verify: 15 chunks; 3 workers in this process"), "\(first.output)")
+        #expect(first.output.contains("100/100 keys compared (100.0%), 11 mismatches"), "\(first.output)")
+        #expect(first.output.contains("chunks 15 done") && first.output.contains("; finished"))
+        let coordinator = ["--coordinator", "sqlite:\(newPath)"]
+        let status = try zddm(["verify", "status", "zddm-verify"] + coordinator + ["--json"])
+        #expect(status.status == 1, "finished with mismatches: \(status.output)\(status.error)")
+        let report = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
+        #expect(report?["mismatches"] as? Int == 11 && report?["keysCompared"] as? Int == 100)
+        #expect(report?["finished"] as? Bool == true && report?["chunksDone"] as? Int == 15)
+
+        let repair = try zddm(arguments + ["--run", "fix", "--workers", "2", "--repair"] + chunks)
+        #expect(repair.status == 0, "\(repair.output)\(repair.error)")
+        #expect(repair.output.contains("11 repaired"), "\(repair.output)")
+        let after = try zddm(arguments + ["--run", "check", "--workers", "2"] + chunks)
+        #expect(after.status == 0 && after.output.contains("100/100 keys compared (100.0%), 0 mismatches"))
+        #expect(try zddm(["verify", "status", "check"] + coordinator).status == 0)
+
+        expectError(try zddm(arguments + ["--join", "nope"]), "there is no verify run named 'nope' to join")
+        expectError(try zddm(["verify", "status", "nope"] + coordinator), "there is no verify run named 'nope'")
+        expectError(try zddm(arguments + coordinator), "--coordinator needs --run, --join or --workers")
+        expectError(try zddm(arguments + ["--run", "a", "--join", "a"]), "give --run or --join, not both")
+        expectError(try zddm(arguments + ["--workers", "0"]), "--workers must be in 1…256")
+    }
 }

@@ -21,7 +21,7 @@ struct DocumentationTests {
     /// Erlang modules.
     static let namesThatAreNotMetrics: Set<String> = [
         "zddm_checkpoints", "zddm_demo_old", "zddm_demo_new", "zddm_kv", "zddm_hashers", "zddm_storage_adapter",
-        "zddm_version", "zddm_fleet",
+        "zddm_version", "zddm_fleet", "zddm_verify_runs", "zddm_verify_chunks",
     ]
 
     /// Every metric the library defines: the proxy's and the fleet's.

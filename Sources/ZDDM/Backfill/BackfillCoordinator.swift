@@ -191,6 +191,17 @@ public struct BackfillRunStatus: Sendable, Codable, Equatable {
             + (finished ? "; finished" : "")
     }
 
+    /// The progress line `zddm verify status` prints for a verify run (``ChunkedVerify``): keys compared (of
+    /// the keys Old held when the run was planned) and mismatches found.
+    public var verifyLine: String {
+        let eta = etaSeconds.map { Self.seconds($0) } ?? "unknown"
+        let percent = plannedRows > 0 ? min(100, Double(rowsScanned) * 100 / Double(plannedRows)) : 100
+        return "run \(run): \(rowsScanned)/\(plannedRows) keys compared (\(Self.fixed(percent, 1))%), "
+            + "\(rowsCopied) mismatches, \(Self.fixed(rowsPerSecond, 0)) keys/s, ETA \(eta); chunks \(done) done, "
+            + "\(inFlight) in flight, \(waiting) waiting of \(chunks); \(workersSeen) workers seen"
+            + (finished ? "; finished" : "")
+    }
+
     private static func fixed(_ value: Double, _ digits: Int) -> String {
         guard value.isFinite else { return "0" }
         var scale = 1.0
