@@ -204,25 +204,7 @@ where
     }
 
     private func check(_ info: BackfillRunInfo) throws {
-        let rate = core.gate.rate
-        guard info.rate == rate else {
-            throw ZDDMError(
-                .invalidArgument,
-                message: "backfill run '\(run)' was started at rate \(info.rate), but this worker's gate is at "
-                    + "rate \(rate); use the run's rate, or start a new run"
-            )
-        }
-        guard info.usesVersions == core.usesVersions else {
-            throw ZDDMError(
-                .invalidArgument,
-                message: "backfill run '\(run)' was started "
-                    + (info.usesVersions
-                        ? "with versions, but this worker's stores have none"
-                        : "without versions, "
-                            + "but this worker's stores have them")
-                    + "; start a new run"
-            )
-        }
+        try info.refuseMismatch(kind: "backfill", rate: core.gate.rate, usesVersions: core.usesVersions)
     }
 
     /// Walks Old's keys once and cuts them into chunks.
@@ -506,23 +488,12 @@ where
     /// Runs a coordinator call, retrying failures with a delay that doubles up to 5 seconds, for as long as the
     /// run is not stopped: a coordinator that is unreachable for a while makes workers wait, not fail.
     private func coordinated<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
-        var delay = options.retryDelay
-        var failures = 0
-        while true {
-            do {
-                return try await body()
-            } catch let error as ZDDMError where [.invalidArgument, .unsupported, .mappingFailed].contains(error.code) {
-                throw error
-            } catch {
-                if Task.isCancelled { throw error }
-                failures += 1
-                core.logger.warning(
-                    "backfill coordinator failed; retrying",
-                    metadata: ["zddm.backfill": "\(run)", "zddm.failures": "\(failures)", "zddm.error": "\(error)"]
-                )
-                try await core.clock.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
-            }
-        }
+        try await CoordinatorRetry(
+            run: run,
+            kind: "backfill",
+            firstDelay: options.retryDelay,
+            clock: core.clock,
+            logger: core.logger
+        )(body)
     }
 }
