@@ -191,6 +191,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         options.chunkRows = chunkRows
         options.leaseDuration = .milliseconds(Int64((leaseSeconds * 1000).rounded()))
         options.workerName = workerName
+        options.runScope = "table \(stores.table) → \(stores.toTable ?? stores.table)"
         let runName = run ?? join ?? name
         let url = try stores.coordinatorURL(coordinator, kind: "backfill")
         try await withCoordinator(url) { (coordinator: AnyBackfillCoordinator<Key>) in

@@ -169,7 +169,9 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
             } else if report.isClean {
                 print("fleet: nothing recorded for migration '\(migration)': the run was planned without --migration")
             } else {
-                print("fleet: nothing recorded for migration '\(migration)': the pass was not clean" + notClean(report))
+                let reason =
+                    (runMismatches ?? 0) > 0 ? " (the run found \(runMismatches ?? 0) mismatches)" : notClean(report)
+                print("fleet: nothing recorded for migration '\(migration)': the pass was not clean" + reason)
             }
             if (runMismatches ?? report.mismatches) > 0, !repair { throw ExitCode(1) }
         }
@@ -194,7 +196,14 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
         options.chunkRows = chunkRows
         options.leaseDuration = .milliseconds(Int64((leaseSeconds * 1000).rounded()))
         options.workerName = workerName
+        options.runScope = "table \(stores.table) → \(stores.toTable ?? stores.table)"
         return options
+    }
+
+    /// A name for a run of this process's workers only: the time and the process, so a later run never reuses it.
+    private static func newRunName() -> String {
+        let seconds = Int(Date().timeIntervalSince1970)
+        return "zddm-verify-\(seconds)-\(ProcessInfo.processInfo.processIdentifier)"
     }
 
     /// Runs this process's workers of a run and prints this process's report and the run's status.
@@ -204,7 +213,7 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
         _ pair: StorePair<Key>,
         fleetMark: UInt64?
     ) async throws -> (VerifyReport<Key>, UInt64?, Int?) {
-        let runName = run ?? join ?? "zddm-verify"
+        let runName = run ?? join ?? Self.newRunName()
         let url = try stores.coordinatorURL(coordinator, kind: "verify")
         return try await withCoordinator(url, prefix: "zddm_verify") { (coordinator: AnyBackfillCoordinator<Key>) in
             let verify = try ChunkedVerify(
@@ -220,6 +229,7 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
             let report = try await runAsService { try await verify.verify() }
             print("verify: this process: \(report)")
             for mismatch in report.sample { print("  \(mismatch.kind.rawValue)\t\(mismatch.key)") }
+            if report.mismatches > sample, sample > 0 { print("  … \(report.mismatches - sample) more") }
             let status = try await coordinator.status(runName)
             if let status { print(status.verifyLine) }
             guard let status, status.finished else {

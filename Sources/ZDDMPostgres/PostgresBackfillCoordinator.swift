@@ -59,6 +59,15 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     public func prepare() async throws {
         try await run {
             for statement in sql.create { _ = try await database.rows(statement, PostgresBindings()) }
+            // Tables made before verify runs existed lack the fleet's mark and the scope. The catalog is read
+            // first: adding a column takes the table's lock and ownership, which a worker does not need otherwise.
+            var binds = PostgresBindings(capacity: 1)
+            binds.append(runsTable.name)
+            let present = Set(try await database.rows(sql.runsColumns, binds).map { try $0.decode(String.self) })
+            for (column, type) in [("fleet_mark", "bigint"), ("scope", "text")] where !present.contains(column) {
+                let add = "ALTER TABLE \(runsTable.quoted) ADD COLUMN IF NOT EXISTS \(column) \(type)"
+                _ = try await database.rows(add, PostgresBindings())
+            }
         }
     }
 
@@ -79,7 +88,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         let logger = database.logger
         return try await run {
             try await database.client.withTransaction(logger: logger) { connection in
-                var binds = PostgresBindings(capacity: 7)
+                var binds = PostgresBindings(capacity: 8)
                 binds.append(plan.run)
                 binds.append(Self.format)
                 binds.append(plan.rate)
@@ -87,6 +96,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
                 binds.append(plan.maxRowsPerSecond)
                 binds.append(Int32(chunks.count))
                 binds.append(plan.fleetMark.map { Int64(bitPattern: $0) })
+                binds.append(plan.scope)
                 let created = try await connection.query(
                     PostgresQuery(unsafeSQL: sql.insertRun, binds: binds),
                     logger: logger
@@ -113,8 +123,8 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     public func runInfo(_ run: String) async throws -> BackfillRunInfo? {
         try await self.run {
             guard let row = try await database.rows(sql.selectRun, Self.binds(run)).first else { return nil }
-            let (format, rate, versions, limit, chunks, mark) = try row.decode(
-                (Int, Double, Bool, Double?, Int32, Int64?).self
+            let (format, rate, versions, limit, chunks, mark, scope) = try row.decode(
+                (Int, Double, Bool, Double?, Int32, Int64?, String?).self
             )
             try BackfillCoordination.check(format: format, run: run)
             return BackfillRunInfo(
@@ -123,7 +133,8 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
                 usesVersions: versions,
                 maxRowsPerSecond: limit,
                 chunks: Int(chunks),
-                fleetMark: mark.map { UInt64(bitPattern: $0) }
+                fleetMark: mark.map { UInt64(bitPattern: $0) },
+                scope: scope
             )
         }
     }
@@ -337,6 +348,10 @@ extension PostgresBackfillCoordinator {
         let throttle: String
         let setLimit: String
         let chunkStates: String
+        let runsColumns = """
+            SELECT column_name::text FROM information_schema.columns \
+            WHERE table_schema = current_schema() AND table_name = $1
+            """
 
         init(runs: SQLIdentifier, chunks: SQLIdentifier, index: SQLIdentifier) {
             let r = runs.quoted
@@ -347,10 +362,8 @@ extension PostgresBackfillCoordinator {
                 CREATE TABLE IF NOT EXISTS \(r) (run text PRIMARY KEY, format integer NOT NULL, \
                 rate float8 NOT NULL, uses_versions boolean NOT NULL, max_rows_per_second float8, \
                 chunks integer NOT NULL, created_at timestamptz NOT NULL DEFAULT clock_timestamp(), \
-                throttle_next timestamptz NOT NULL DEFAULT clock_timestamp(), fleet_mark bigint)
+                throttle_next timestamptz NOT NULL DEFAULT clock_timestamp(), fleet_mark bigint, scope text)
                 """,
-                // Tables made before verify runs existed lack the fleet's mark.
-                "ALTER TABLE \(r) ADD COLUMN IF NOT EXISTS fleet_mark bigint",
                 """
                 CREATE TABLE IF NOT EXISTS \(c) (run text NOT NULL REFERENCES \(r) (run) ON DELETE CASCADE, \
                 chunk integer NOT NULL, after_key text, through_key text NOT NULL, planned_rows bigint NOT NULL, \
@@ -362,8 +375,8 @@ extension PostgresBackfillCoordinator {
                 "CREATE INDEX IF NOT EXISTS \(i) ON \(c) (run, chunk) WHERE NOT done",
             ]
             insertRun = """
-                INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run) DO NOTHING RETURNING run
+                INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark, scope) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (run) DO NOTHING RETURNING run
                 """
             insertChunks = """
                 INSERT INTO \(c) (run, chunk, after_key, through_key, planned_rows) \
@@ -372,7 +385,8 @@ extension PostgresBackfillCoordinator {
                 AS batch(chunk, after_key, through_key, planned_rows)
                 """
             selectRun = """
-                SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark FROM \(r) WHERE run = $1
+                SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark, scope FROM \(r) \
+                WHERE run = $1
                 """
             let lease = "clock_timestamp() + make_interval(secs => $%d::float8)"
             claim = """

@@ -46,12 +46,14 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                 sql: """
                     CREATE TABLE IF NOT EXISTS \(r) (run TEXT NOT NULL PRIMARY KEY, format INTEGER NOT NULL, \
                     rate REAL NOT NULL, uses_versions INTEGER NOT NULL, max_rows_per_second REAL, \
-                    chunks INTEGER NOT NULL, created_at REAL NOT NULL, throttle_next REAL NOT NULL, fleet_mark INTEGER)
+                    chunks INTEGER NOT NULL, created_at REAL NOT NULL, throttle_next REAL NOT NULL, fleet_mark INTEGER, \
+                    scope TEXT)
                     """
             )
-            // Tables made before verify runs existed lack the fleet's mark.
-            if try !db.columns(in: runs).contains(where: { $0.name == "fleet_mark" }) {
-                try db.execute(sql: "ALTER TABLE \(r) ADD COLUMN fleet_mark INTEGER")
+            // Tables made before verify runs existed lack the fleet's mark and the scope.
+            let columns = Set(try db.columns(in: runs).map(\.name))
+            for (column, type) in [("fleet_mark", "INTEGER"), ("scope", "TEXT")] where !columns.contains(column) {
+                try db.execute(sql: "ALTER TABLE \(r) ADD COLUMN \(column) \(type)")
             }
             try db.execute(
                 sql: """
@@ -83,11 +85,11 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
             try db.execute(
                 sql: """
                     INSERT INTO \(r) (run, format, rate, uses_versions, max_rows_per_second, chunks, created_at, \
-                    throttle_next, fleet_mark) VALUES (?, ?, ?, ?, ?, ?, \(Self.now), \(Self.now), ?)
+                    throttle_next, fleet_mark, scope) VALUES (?, ?, ?, ?, ?, ?, \(Self.now), \(Self.now), ?, ?)
                     """,
                 arguments: [
                     plan.run, Self.format, plan.rate, plan.usesVersions, plan.maxRowsPerSecond, chunks.count,
-                    plan.fleetMark.map { Int64(bitPattern: $0) },
+                    plan.fleetMark.map { Int64(bitPattern: $0) }, plan.scope,
                 ]
             )
             let insert = try db.makeStatement(
@@ -107,7 +109,7 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                 let row = try Row.fetchOne(
                     db,
                     sql: """
-                        SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark FROM \(r) \
+                        SELECT format, rate, uses_versions, max_rows_per_second, chunks, fleet_mark, scope FROM \(r) \
                         WHERE run = ?
                         """,
                     arguments: [run]
@@ -120,7 +122,8 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
                 usesVersions: row[2],
                 maxRowsPerSecond: row[3],
                 chunks: row[4],
-                fleetMark: (row[5] as Int64?).map { UInt64(bitPattern: $0) }
+                fleetMark: (row[5] as Int64?).map { UInt64(bitPattern: $0) },
+                scope: row[6]
             )
         }
     }

@@ -94,7 +94,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
                     usesVersions: plan.usesVersions,
                     maxRowsPerSecond: plan.maxRowsPerSecond,
                     chunks: plan.chunks.count,
-                    fleetMark: plan.fleetMark
+                    fleetMark: plan.fleetMark,
+                    scope: plan.scope
                 ),
                 chunks: plan.chunks.map { Chunk(range: $0) },
                 created: time,

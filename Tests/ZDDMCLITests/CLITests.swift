@@ -219,11 +219,15 @@ struct CLITests {
         let chunks = ["--chunk-rows", "7", "--batch", "3"]
         let first = try zddm(arguments + ["--workers", "3"] + chunks)
         #expect(first.status == 1, "\(first.output)\(first.error)")
-        #expect(first.output.contains("run zddm-verify: 15 chunks; 3 workers in this process"), "\(first.output)")
+        let planned = try #require(
+            first.output.split(separator: "\n").first { $0.hasSuffix("15 chunks; 3 workers in this process") }
+        )
+        let runName = try #require(planned.split(separator: ":").first?.dropFirst("run ".count))
+        #expect(runName.hasPrefix("zddm-verify-"), "a run of its own: \(planned)")
         #expect(first.output.contains("100/100 keys compared (100.0%), 11 mismatches"), "\(first.output)")
         #expect(first.output.contains("chunks 15 done") && first.output.contains("; finished"))
         let coordinator = ["--coordinator", "sqlite:\(newPath)"]
-        let status = try zddm(["verify", "status", "zddm-verify"] + coordinator + ["--json"])
+        let status = try zddm(["verify", "status", String(runName)] + coordinator + ["--json"])
         #expect(status.status == 1, "finished with mismatches: \(status.output)\(status.error)")
         let report = try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any]
         #expect(report?["mismatches"] as? Int == 11 && report?["keysCompared"] as? Int == 100)
@@ -237,6 +241,12 @@ struct CLITests {
         #expect(try zddm(["verify", "status", "check"] + coordinator).status == 0)
 
         expectError(try zddm(arguments + ["--join", "nope"]), "there is no verify run named 'nope' to join")
+        // A run is verified once; a run of another table, or a repairing run joined without --repair, is refused.
+        expectError(try zddm(arguments + ["--run", "check"]), "verify run 'check' is already finished (100 keys")
+        expectError(
+            try zddm(arguments + ["--run", "check", "--deep"]),
+            "verify run 'check' covers table kv → kv, but this worker table kv → kv, deep; use another run name"
+        )
         expectError(try zddm(["verify", "status", "nope"] + coordinator), "there is no verify run named 'nope'")
         expectError(try zddm(arguments + coordinator), "--coordinator needs --run, --join or --workers")
         expectError(try zddm(arguments + ["--run", "a", "--join", "a"]), "give --run or --join, not both")

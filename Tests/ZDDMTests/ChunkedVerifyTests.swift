@@ -17,6 +17,7 @@ struct ChunkedVerifyTests {
         options.batchSize = batch
         options.retryDelay = .milliseconds(1)
         options.idlePollInterval = .milliseconds(5)
+        options.runScope = "the spoilt pair"
         return options
     }
 
@@ -66,7 +67,7 @@ struct ChunkedVerifyTests {
         #expect(report.comparedByValue == single.comparedByValue && report.comparedByValue < 20)
         #expect(!report.isClean && report.repaired == 0)
         let chunks = coordinator.chunks(of: "v1")
-        #expect(chunks.count == 23)  // 900 keys Old holds, in chunks of 40
+        #expect(chunks.count == 24)  // 900 keys Old holds, in chunks of 40; then New's key after Old's last
         #expect(chunks.allSatisfy { $0.done && $0.completions == 1 })
         let status = try #require(try await verify.status())
         #expect(status.finished)
@@ -103,7 +104,7 @@ struct ChunkedVerifyTests {
         #expect(single.counts == expected)
         #expect(chunked.counts == expected, "\(chunked)")
         #expect(chunked.keysInOld == 6 && chunked.keysInNew == 7 && chunked.comparedByVersion == 0)
-        #expect(coordinator.chunks(of: "values").count == 3)
+        #expect(coordinator.chunks(of: "values").count == 4)  // three of Old's keys, then New's "z" after them
 
         let versioned = try await spoiltPair(1_000)
         var deep = options()
@@ -131,8 +132,9 @@ struct ChunkedVerifyTests {
         #expect(!core.gate.isRampdownPermitted)
         #expect(try await new.readVersioned(Self.key(333)) == old.readVersioned(Self.key(333)))
         #expect(try await new.read("zz-after-last") == nil)
-        let second = try await ChunkedVerify(core: core, coordinator: coordinator, run: "check", options: options())
-            .verify()
+        let checking = try ChunkedVerify(core: core, coordinator: coordinator, run: "check", options: options())
+        try await checking.prepare()
+        let second = try await checking.verify()
         #expect(second.mismatches == 0 && second.isClean, "\(second)")
         #expect(core.gate.isRampdownPermitted, "the clean run is recorded in the gate of the process that planned it")
     }
@@ -147,7 +149,7 @@ struct ChunkedVerifyTests {
         planning.leaseDuration = .milliseconds(200)
         let planner = try ChunkedVerify(core: core, coordinator: coordinator, run: "r", options: planning)
         let info = try await planner.prepare()
-        #expect(info.chunks == 9)
+        #expect(info.chunks == 10)
         let dead = try #require(try await coordinator.claim("r", worker: "dead", lease: .milliseconds(200)))
         let survivor = try ChunkedVerify(
             core: core,
@@ -208,15 +210,97 @@ struct ChunkedVerifyTests {
         #expect(try await coordinator.status("s")?.rowsCopied == 11)
     }
 
-    @Test("A coordinator that fails for a while makes workers wait and retry; the run finishes with every finding")
+    @Test(
+        "A coordinator that fails for a while mid-run makes workers wait and retry; the run finishes with every finding"
+    )
     func coordinatorOutage() async throws {
         let (_, _, core) = try await spoiltPair(1_000)
         let coordinator = InMemoryBackfillCoordinator<String>()
-        coordinator.failCalls(12)
-        let report = try await ChunkedVerify(core: core, coordinator: coordinator, run: "o", options: options())
+        // The coordinator starts failing once the workers are well into the run (New's 30th listing).
+        let listings = Mutex(0)
+        let new = FaultInjectingStore(core.new) { operation, _ in
+            if operation == .listKeys,
+                listings.withLock({
+                    $0 += 1
+                    return $0 == 30
+                })
+            {
+                coordinator.failCalls(12)
+            }
+        }
+        let outageCore = try MigrationCore(name: "outage", old: core.old, new: new, gate: TrafficGate(rate: 1))
+        let report = try await ChunkedVerify(core: outageCore, coordinator: coordinator, run: "o", options: options())
             .verify()
+        #expect(listings.withLock { $0 } > 30, "the outage began mid-run")
         #expect(report.counts == Self.expected)
         #expect(coordinator.chunks(of: "o").allSatisfy { $0.done && $0.completions == 1 })
+        #expect(try await coordinator.status("o")?.rowsCopied == 11)
+    }
+
+    @Test(
+        "A worker stalled past its lease loses its chunk: another worker verifies it, the stalled one drops what it found there, and nothing counts twice"
+    )
+    func lostLeaseDropsFindings() async throws {
+        let (_, _, core) = try await spoiltPair(1_000)
+        // Leases expire only when the test moves the coordinator's clock.
+        let clock = ManualClock()
+        let coordinator = InMemoryBackfillCoordinator<String>(clock: clock)
+        let stalled = AsyncSignal()
+        let resume = AsyncSignal()
+        let calls = Mutex(0)
+        let slowNew = FaultInjectingStore(core.new) { operation, _ in
+            // The first listing is the plan's (New's keys after Old's last); the second is the first chunk's.
+            guard operation == .listKeys,
+                calls.withLock({
+                    $0 += 1
+                    return $0 == 2
+                })
+            else { return }
+            stalled.signal()
+            await resume.wait()
+        }
+        let slowCore = try MigrationCore(name: "slow", old: core.old, new: slowNew, gate: TrafficGate(rate: 1))
+        var slowOptions = options(workers: 1, chunk: 100, batch: 30)
+        slowOptions.workerName = "slow"
+        slowOptions.leaseDuration = .seconds(60)
+        let slow = try ChunkedVerify(core: slowCore, coordinator: coordinator, run: "l", options: slowOptions)
+        let slowTask = Task { try await slow.verify() }
+        await stalled.wait()
+        clock.advance(by: .seconds(61))
+        var fastOptions = slowOptions
+        fastOptions.workers = 2
+        fastOptions.workerName = "fast"
+        let fast = try await ChunkedVerify(
+            core: core,
+            coordinator: coordinator,
+            run: "l",
+            create: false,
+            options: fastOptions
+        )
+        .verify()
+        resume.signal()
+        let slowReport = try await slowTask.value
+        let chunks = coordinator.chunks(of: "l")
+        #expect(chunks.allSatisfy { $0.done && $0.completions == 1 })
+        #expect(chunks[0].claims == 2 && chunks[0].owner?.hasPrefix("fast") == true, "the stalled chunk was taken over")
+        #expect(slowReport.mismatches == 0 && slowReport.keysInOld == 0, "the stalled worker's findings were dropped")
+        #expect(fast.counts == Self.expected, "\(fast)")
+        #expect(try await coordinator.status("l")?.rowsCopied == 11)
+    }
+
+    @Test("A throttled run whose chunks outlast their lease keeps them: the lease is renewed while a chunk is verified")
+    func throttledRunKeepsLeases() async throws {
+        let (_, _, core) = try await spoiltPair(400)
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        var throttled = options(workers: 2, chunk: 200, batch: 20)
+        throttled.maxRowsPerSecond = 100
+        throttled.leaseDuration = .seconds(2)
+        let report = try await ChunkedVerify(core: core, coordinator: coordinator, run: "t", options: throttled)
+            .verify()
+        let chunks = coordinator.chunks(of: "t")
+        #expect(chunks.count == 3)  // two of Old's keys, one for New's keys after Old's last
+        #expect(chunks.allSatisfy { $0.done && $0.completions == 1 && $0.claims == 1 }, "no chunk was taken over")
+        #expect(report.mismatches == (try await Verify(core: core).verify()).mismatches)
     }
 
     @Test("Bad input: an unknown run to join, a run at another rate or without versions, and options out of range")
@@ -254,6 +338,21 @@ struct ChunkedVerifyTests {
             }
         }
         #expect(throws: ZDDMError.self) { try ChunkedVerify(core: core, coordinator: coordinator, run: "") }
+        // Another scope: a deep or repairing worker in a plain run, or another migration.
+        for change in [{ (o: inout VerifyOptions) in o.deep = true }, { $0.repair = true }, { $0.runScope = "other" }] {
+            var other = options()
+            change(&other)
+            let refused = await #expect(throws: ZDDMError.self) {
+                try await ChunkedVerify(core: core, coordinator: coordinator, run: "r", options: other).verify()
+            }
+            #expect(refused?.message.contains("verify run 'r' covers the spoilt pair, but this worker") == true)
+        }
+        // A run is verified once.
+        _ = try await ChunkedVerify(core: core, coordinator: coordinator, run: "r", options: options()).verify()
+        let finished = await #expect(throws: ZDDMError.self) {
+            try await ChunkedVerify(core: core, coordinator: coordinator, run: "r", options: options()).verify()
+        }
+        #expect(finished?.message.contains("verify run 'r' is already finished (90 keys compared") == true)
     }
 
     @Test("Empty stores: a run of no chunks finishes at once and is clean")

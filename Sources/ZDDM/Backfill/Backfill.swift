@@ -283,6 +283,9 @@ public struct BackfillOptions: Sendable {
     public var workerName: String?
     /// A chunked run: how often a worker with no chunk to claim looks again while other workers finish theirs.
     public var idlePollInterval: Duration = .seconds(1)
+    /// A chunked run: what it covers, recorded when it is planned (``BackfillRunPlan/scope``); a worker whose scope
+    /// differs is refused. By default the migration's name.
+    public var runScope: String?
 
     /// Creates options with the defaults.
     public init() {}

@@ -31,6 +31,9 @@ public struct BackfillRunPlan<Key: Sendable>: Sendable {
     /// For a verify run in a fleet: the fleet's ``FleetState/behind`` read before the run was planned, which a
     /// clean run records as the start of its pass; `nil` otherwise.
     public var fleetMark: UInt64?
+    /// What the run covers (by default the migration's name; for a verify run also whether it is deep and
+    /// repairs): a worker whose scope differs is refused. `nil` accepts every worker.
+    public var scope: String?
 
     /// Creates a plan.
     public init(
@@ -39,7 +42,8 @@ public struct BackfillRunPlan<Key: Sendable>: Sendable {
         usesVersions: Bool,
         maxRowsPerSecond: Double?,
         chunks: [BackfillChunkRange<Key>],
-        fleetMark: UInt64? = nil
+        fleetMark: UInt64? = nil,
+        scope: String? = nil
     ) {
         self.run = run
         self.rate = rate
@@ -47,6 +51,7 @@ public struct BackfillRunPlan<Key: Sendable>: Sendable {
         self.maxRowsPerSecond = maxRowsPerSecond
         self.chunks = chunks
         self.fleetMark = fleetMark
+        self.scope = scope
     }
 }
 
@@ -64,6 +69,8 @@ public struct BackfillRunInfo: Sendable, Equatable {
     public var chunks: Int
     /// The plan's ``BackfillRunPlan/fleetMark``.
     public var fleetMark: UInt64?
+    /// The plan's ``BackfillRunPlan/scope``.
+    public var scope: String?
 
     /// Creates run information.
     public init(
@@ -72,7 +79,8 @@ public struct BackfillRunInfo: Sendable, Equatable {
         usesVersions: Bool,
         maxRowsPerSecond: Double?,
         chunks: Int,
-        fleetMark: UInt64? = nil
+        fleetMark: UInt64? = nil,
+        scope: String? = nil
     ) {
         self.run = run
         self.rate = rate
@@ -80,6 +88,7 @@ public struct BackfillRunInfo: Sendable, Equatable {
         self.maxRowsPerSecond = maxRowsPerSecond
         self.chunks = chunks
         self.fleetMark = fleetMark
+        self.scope = scope
     }
 }
 

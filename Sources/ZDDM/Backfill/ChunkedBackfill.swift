@@ -204,7 +204,12 @@ where
     }
 
     private func check(_ info: BackfillRunInfo) throws {
-        try info.refuseMismatch(kind: "backfill", rate: core.gate.rate, usesVersions: core.usesVersions)
+        try info.refuseMismatch(
+            kind: "backfill",
+            rate: core.gate.rate,
+            usesVersions: core.usesVersions,
+            scope: options.runScope ?? core.name
+        )
     }
 
     /// Walks Old's keys once and cuts them into chunks.
@@ -223,7 +228,8 @@ where
             rate: core.gate.rate,
             usesVersions: core.usesVersions,
             maxRowsPerSecond: options.maxRowsPerSecond,
-            chunks: chunks
+            chunks: chunks,
+            scope: options.runScope ?? core.name
         )
     }
 

@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 
 /// How the chunked runs call their coordinator: a failure is retried with a delay that doubles up to 5 seconds,
 /// for as long as the run is not cancelled, so a coordinator that is unreachable for a while makes workers wait,
@@ -20,7 +21,8 @@ struct CoordinatorRetry: Sendable {
             } catch let error as ZDDMError where [.invalidArgument, .unsupported, .mappingFailed].contains(error.code) {
                 throw error
             } catch {
-                if Task.isCancelled { throw error }
+                // Stopping (cancelled, or a graceful shutdown such as Ctrl-C): no more waiting for the coordinator.
+                if Task.isCancelled || Task.isShuttingDownGracefully { throw error }
                 failures += 1
                 logger.warning(
                     "\(kind) coordinator failed; retrying",
@@ -36,7 +38,7 @@ struct CoordinatorRetry: Sendable {
 extension BackfillRunInfo {
     /// Refuses a worker that disagrees with the run: another gate rate, or versions where the run has none (or
     /// the reverse).
-    func refuseMismatch(kind: String, rate: Double, usesVersions: Bool) throws {
+    func refuseMismatch(kind: String, rate: Double, usesVersions: Bool, scope: String?) throws {
         guard self.rate == rate else {
             throw ZDDMError(
                 .invalidArgument,
@@ -52,6 +54,12 @@ extension BackfillRunInfo {
                         ? "with versions, but this worker's stores have none"
                         : "without versions, but this worker's stores have them")
                     + "; start a new run"
+            )
+        }
+        if let scope, let theirs = self.scope, theirs != scope {
+            throw ZDDMError(
+                .invalidArgument,
+                message: "\(kind) run '\(run)' covers \(theirs), but this worker \(scope); use another run name"
             )
         }
     }

@@ -5,17 +5,20 @@ import Synchronization
 /// A verify pass split into chunks that any number of workers, in any number of processes, share through a
 /// ``BackfillCoordinator``, as ``ChunkedBackfill`` shares a backfill.
 ///
-/// The first worker of a run plans it: it walks Old's keys once (New's when Old has none) and cuts the key space
-/// into chunks of ``VerifyOptions/chunkRows`` keys. The first chunk starts at the first key and the last one has
-/// no end, so the chunks cover every key either store holds, including keys written after the run was planned.
-/// Each worker claims a free chunk and compares it exactly as ``Verify`` compares the whole key space: by versions
-/// when the stores have them (values read only where versions differ or one side lacks the key; every value with
-/// ``VerifyOptions/deep``), by values otherwise, each suspect read twice before it counts, and mismatches repaired
-/// through the fenced path when ``VerifyOptions/repair`` is set. A worker renews its chunk's lease while it works
-/// and completes the chunk, with the number of keys it compared and of mismatches it found, only while it still
-/// holds it; a worker that dies loses its chunk in hand, which another worker verifies again from the start once
-/// the lease expires (a chunk is never counted twice). ``VerifyOptions/maxRowsPerSecond`` is the run's shared
-/// limit, across every worker on every machine.
+/// The first worker of a run plans it: it walks Old's keys once, then New's keys after Old's last one, and cuts
+/// them into chunks of ``VerifyOptions/chunkRows`` keys, so the chunks cover every key either store held when the
+/// run was planned (keys added later between two planned keys are compared too; keys added after the last one are
+/// not, as a chunked backfill does not chase them). Each worker claims a free chunk and compares it exactly as
+/// ``Verify`` compares the whole key space: by versions when the stores have them (values read only where versions
+/// differ or one side lacks the key; every value with ``VerifyOptions/deep``), by values otherwise, each suspect
+/// read twice before it counts, and mismatches repaired through the fenced path when ``VerifyOptions/repair`` is
+/// set. The chunk's lease is renewed in the background while the worker compares it; the worker completes the
+/// chunk, with the number of keys it compared and of mismatches it found, only while it still holds it. A worker
+/// that dies loses its chunk in hand, which another worker verifies again from the start once the lease expires
+/// (a chunk's findings count once). ``VerifyOptions/maxRowsPerSecond`` is the run's shared limit, across every
+/// worker on every machine. Every worker must agree with the run: its rate, its use of versions, and its scope
+/// (``VerifyOptions/runScope``, the migration's name by default, with ``VerifyOptions/deep`` and
+/// ``VerifyOptions/repair``). A run is verified once: a worker that finds it already finished is refused.
 ///
 /// Each process's report (``verify()``) counts what its own workers found in the chunks they completed. The run's
 /// totals are the coordinator's (``status()``: keys compared in ``BackfillRunStatus/rowsScanned``, mismatches in
@@ -46,11 +49,23 @@ where
     private let fleetMark: UInt64?
     private let onReport: (@Sendable (VerifyReport<Key>) -> Void)?
     private let calls: CoordinatorRetry
-    private let found = Mutex(Found())
+    private let scope: String
+    private let state = Mutex(State())
 
-    private struct Found: Sendable {
+    private struct State: Sendable {
+        /// The run's settings, once ``prepare()`` found or planned it.
+        var info: BackfillRunInfo?
+        /// The gate's mark read before this object planned the run; `nil` when another worker planned it.
+        var gateMark: UInt64?
+        /// What this process's workers found in the chunks they completed.
         var report = VerifyReport<Key>()
-        var plannedHere = false
+    }
+
+    /// Set by a chunk's lease renewal when the chunk was taken over.
+    private final class LostFlag: Sendable {
+        private let lost = Atomic(false)
+        var isSet: Bool { lost.load(ordering: .relaxed) }
+        func set() { lost.store(true, ordering: .relaxed) }
     }
 
     /// Why a worker stops verifying a chunk before its end.
@@ -101,6 +116,8 @@ where
         self.options = options
         self.fleetMark = fleetMark
         self.onReport = onReport
+        self.scope =
+            (options.runScope ?? core.name) + (options.deep ? ", deep" : "") + (options.repair ? ", repairing" : "")
         self.calls = CoordinatorRetry(
             run: run,
             kind: "verify",
@@ -124,9 +141,7 @@ where
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an unknown run (with `create: false`)
     ///   or one started at another rate or without (with) versions, or a store's error.
     public func verify() async throws -> VerifyReport<Key> {
-        let gateMark = core.gate.newBehindMark
         let safetyMark = core.ledger.takeMark()
-        found.withLock { $0 = Found() }
         let info = try await prepare()
         let prefix = options.workerName ?? ChunkedBackfill<Old, New, Coordinator>.defaultWorkerName
         core.logger.info(
@@ -139,14 +154,14 @@ where
             }
             try await group.waitForAll()
         }
-        var (report, plannedHere) = found.withLock { ($0.report, $0.plannedHere) }
+        var (report, gateMark) = state.withLock { ($0.report, $0.gateMark) }
         report.safetyMark = safetyMark
         let status = stopping() ? nil : try? await coordinator.status(run)
         if let status, status.finished, status.rowsCopied == 0, report.mismatches == 0, info.rate >= 1,
             core.unsafeKeyCount == 0, !core.isDegraded
         {
             report.isClean = true
-            if plannedHere { core.gate.recordCleanVerify(startedAt: gateMark) }
+            if let gateMark { core.gate.recordCleanVerify(startedAt: gateMark) }
             if let mark = info.fleetMark, core.fleet != nil {
                 report.fleetVerifiedBehind = await pass.recordFleetPass(startedAt: mark)
             }
@@ -175,10 +190,24 @@ where
     /// agrees with it; ``verify()`` does this first.
     /// - Returns: The run's settings.
     /// - Throws: As ``verify()``.
+    /// A run is verified once: a run that is already finished when a worker first looks at it is refused (its
+    /// result stands; start a new run to verify again).
+    /// - Returns: The run's settings.
+    /// - Throws: As ``verify()``, and ``ZDDMError/Code/invalidArgument`` for a run that is already finished or
+    ///   covers something else (another migration, or deep or repairing where this worker is not).
     @discardableResult
     public func prepare() async throws -> BackfillRunInfo {
+        if let info = state.withLock({ $0.info }) { return info }
         let info: BackfillRunInfo
         if let existing = try await calls({ try await self.coordinator.runInfo(self.run) }) {
+            try refuseMismatch(existing)
+            if let status = try await calls({ try await self.coordinator.status(self.run) }), status.finished {
+                throw ZDDMError(
+                    .invalidArgument,
+                    message: "verify run '\(run)' is already finished (\(status.rowsScanned) keys compared, "
+                        + "\(status.rowsCopied) mismatches); a run is verified once: start a new run to verify again"
+                )
+            }
             info = existing
         } else {
             guard mayCreate else {
@@ -187,12 +216,12 @@ where
                     message: "there is no verify run named '\(run)' to join; start it first (without joining)"
                 )
             }
-            // The fleet's barrier before anything is compared: a fall-behind during the run revokes a clean result.
+            // The barriers before anything is compared: a fall-behind during the run revokes a clean result.
+            let gateMark = core.gate.newBehindMark
             var mark = fleetMark
             if mark == nil { mark = await pass.readFleetMark() }
             let plan = try await makePlan(fleetMark: mark)
             let created = try await calls { try await self.coordinator.createRun(plan) }
-            if created { found.withLock { $0.plannedHere = true } }
             core.logger.info(
                 created ? "verify run planned" : "verify run was planned by another worker first",
                 metadata: ["zddm.verify": "\(run)", "zddm.chunks": "\(plan.chunks.count)"]
@@ -203,48 +232,71 @@ where
                     message: "the coordinator lost verify run '\(run)' right after creating it"
                 )
             }
+            try refuseMismatch(stored)
+            if created { state.withLock { $0.gateMark = gateMark } }
             info = stored
         }
-        try info.refuseMismatch(kind: "verify", rate: core.gate.rate, usesVersions: core.usesVersions)
+        if !mayCreate, let limit = options.maxRowsPerSecond, limit != info.maxRowsPerSecond {
+            _ = try await calls { try await self.coordinator.setMaxRowsPerSecond(self.run, limit) }
+        }
+        state.withLock { $0.info = info }
         return info
+    }
+
+    private func refuseMismatch(_ info: BackfillRunInfo) throws {
+        try info.refuseMismatch(kind: "verify", rate: core.gate.rate, usesVersions: core.usesVersions, scope: scope)
     }
 
     private func stopping() -> Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 
-    /// Walks Old's keys (New's when Old has none) once and cuts them into chunks.
+    /// Walks Old's keys once and cuts them into chunks, then New's keys after Old's last one: the chunks cover
+    /// every key either store held when the run was planned.
     private func makePlan(fleetMark: UInt64?) async throws -> BackfillRunPlan<Key> {
-        var chunks = try await boundaries(of: .old)
-        if chunks.isEmpty { chunks = try await boundaries(of: .new) }
+        var chunks: [BackfillChunkRange<Key>] = []
+        for role in [StoreRole.old, .new] {
+            var cursor = chunks.last?.through
+            while true {
+                let limit = options.chunkRows
+                let keys: [Key]
+                do {
+                    keys =
+                        role == .old
+                        ? try await core.old.keys(after: cursor, limit: limit)
+                        : try await core.new.keys(after: cursor, limit: limit)
+                } catch {
+                    throw ZDDMError.store(role, .listKeys, error)
+                }
+                guard let last = keys.last else { break }
+                if chunks.isEmpty { try requireKeyOrder(probe: last) }
+                chunks.append(BackfillChunkRange(after: cursor, through: last, plannedRows: keys.count))
+                cursor = last
+                if keys.count < limit { break }
+            }
+        }
         return BackfillRunPlan(
             run: run,
             rate: core.gate.rate,
             usesVersions: core.usesVersions,
             maxRowsPerSecond: options.maxRowsPerSecond,
             chunks: chunks,
-            fleetMark: fleetMark
+            fleetMark: fleetMark,
+            scope: scope
         )
     }
 
-    private func boundaries(of role: StoreRole) async throws -> [BackfillChunkRange<Key>] {
-        var chunks: [BackfillChunkRange<Key>] = []
-        var cursor: Key?
-        while true {
-            let limit = options.chunkRows
-            let keys: [Key]
-            do {
-                keys =
-                    role == .old
-                    ? try await core.old.keys(after: cursor, limit: limit)
-                    : try await core.new.keys(after: cursor, limit: limit)
-            } catch {
-                throw ZDDMError.store(role, .listKeys, error)
+    /// Refuses stores that cannot compare keys in their listing order, before a run is planned for them.
+    private func requireKeyOrder(probe key: Key) throws {
+        for role in [StoreRole.old, .new] {
+            let answer = role == .old ? core.old.listsKey(key, before: key) : core.new.listsKey(key, before: key)
+            guard answer != nil else {
+                throw ZDDMError(
+                    .unsupported,
+                    role: role,
+                    operation: .listKeys,
+                    message: "a chunked verify needs a store that can compare keys in its listing order"
+                )
             }
-            guard let last = keys.last else { break }
-            chunks.append(BackfillChunkRange(after: cursor, through: last, plannedRows: keys.count))
-            cursor = last
-            if keys.count < limit { break }
         }
-        return chunks
     }
 
     /// One worker: claims chunks and verifies them until none is left or the run stops.
@@ -266,44 +318,53 @@ where
     }
 
     /// Verifies one claimed chunk from its start (a verify keeps no checkpoint inside a chunk) and completes it.
+    /// The chunk's lease is renewed in the background while it is verified, so a slow page or repair does not
+    /// lose it; a worker whose chunk was taken over anyway stops and drops what it found there.
     private func verify(_ claim: BackfillChunkClaim<Key>, info: BackfillRunInfo) async throws {
-        // The last chunk has no end: keys after the last one planned belong to it.
-        let range = VerifyRange(
-            after: claim.range.after,
-            through: claim.chunk == info.chunks - 1 ? nil : claim.range.through
-        )
+        let range = VerifyRange(after: claim.range.after, through: claim.range.through)
         var part = VerifyReport<Key>()
-        var renewed = core.clock.now
-        let renewEvery = options.leaseDuration / 3
+        let lost = LostFlag()
+        let renewal = Task { [calls, coordinator, options, core] in
+            while true {
+                do {
+                    try await core.clock.sleep(for: options.leaseDuration / 3)
+                    let held = try await calls { try await coordinator.renew(claim, lease: options.leaseDuration) }
+                    if !held {
+                        lost.set()
+                        return
+                    }
+                } catch {
+                    return  // cancelled: the chunk's pass is over
+                }
+            }
+        }
+        defer { renewal.cancel() }
         do {
             try await pass.pass(&part, range: range) { keys in
                 if self.stopping() { throw Interruption.stopping }
-                if info.maxRowsPerSecond != nil {
-                    var wait = try await self.calls { try await self.coordinator.throttle(self.run, rows: keys) }
-                    while wait > .zero {
-                        let step = min(wait, renewEvery)
-                        try await self.core.clock.sleep(for: step)
-                        wait -= step
-                        if wait > .zero { try await self.renew(claim) }
-                    }
-                    renewed = self.core.clock.now
-                }
-                if self.core.clock.now - renewed >= renewEvery {
-                    try await self.renew(claim)
-                    renewed = self.core.clock.now
-                }
+                if lost.isSet { throw Interruption.lost }
+                guard info.maxRowsPerSecond != nil else { return }
+                let wait = try await self.calls { try await self.coordinator.throttle(self.run, rows: keys) }
+                if wait > .zero { try await self.core.clock.sleep(for: wait) }
             }
         } catch Interruption.lost {
+            logTakenOver(claim)
             return
         } catch {
             // Stopping, cancelled or failed: the chunk goes back, to be verified again by any worker.
+            renewal.cancel()
             await release(claim)
             if case Interruption.stopping = error { return }
             if stopping() { return }
             throw error
         }
+        renewal.cancel()
         if stopping() {
             await release(claim)
+            return
+        }
+        if lost.isSet {
+            logTakenOver(claim)
             return
         }
         let (scanned, mismatches) = (part.keysInOld, part.mismatches)
@@ -311,25 +372,18 @@ where
             try await self.coordinator.complete(claim, scanned: scanned, copied: mismatches)
         }
         guard completed else {
-            core.logger.warning(
-                "verify chunk was taken over by another worker before it could be completed; its findings are dropped",
-                metadata: ["zddm.verify": "\(run)", "zddm.chunk": "\(claim.chunk)"]
-            )
+            logTakenOver(claim)
             return
         }
         let limit = options.sampleLimit
-        found.withLock { $0.report.add(part, sampleLimit: limit) }
+        state.withLock { $0.report.add(part, sampleLimit: limit) }
     }
 
-    private func renew(_ claim: BackfillChunkClaim<Key>) async throws {
-        let held = try await calls { try await self.coordinator.renew(claim, lease: self.options.leaseDuration) }
-        guard held else {
-            core.logger.warning(
-                "verify chunk was taken over by another worker (this one's lease expired); leaving it",
-                metadata: ["zddm.verify": "\(run)", "zddm.chunk": "\(claim.chunk)"]
-            )
-            throw Interruption.lost
-        }
+    private func logTakenOver(_ claim: BackfillChunkClaim<Key>) {
+        core.logger.warning(
+            "verify chunk was taken over by another worker (this one's lease expired); its findings here are dropped",
+            metadata: ["zddm.verify": "\(run)", "zddm.chunk": "\(claim.chunk)"]
+        )
     }
 
     private func release(_ claim: BackfillChunkClaim<Key>) async {

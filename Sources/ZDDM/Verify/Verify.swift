@@ -522,6 +522,9 @@ public struct VerifyOptions: Sendable {
     public var idlePollInterval: Duration = .seconds(1)
     /// A chunked run: the first delay before a failed coordinator call is tried again; it doubles up to 5 seconds.
     public var retryDelay: Duration = .milliseconds(100)
+    /// A chunked run: what it covers, recorded when it is planned (``BackfillRunPlan/scope``) together with
+    /// ``deep`` and ``repair``; a worker whose scope differs is refused. By default the migration's name.
+    public var runScope: String?
 
     /// Creates options with the defaults.
     public init() {}
