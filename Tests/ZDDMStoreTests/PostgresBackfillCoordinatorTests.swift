@@ -124,7 +124,8 @@ struct PostgresBackfillCoordinatorTests {
             #expect(counts == [.differentValue: 1, .missingInNew: 1, .tombstoneInNew: 1, .extraInNew: 1], "\(found)")
             #expect(found.reduce(0) { $0 + $1.keysInOld } == 1_200 - 110)
             let chunks = try await coordinator.chunks(of: "find")
-            #expect(chunks.count == 12 && chunks.allSatisfy { $0.done && $0.completions == 1 })  // 11 of Old's keys, then New's "zz"
+            // 11 chunks of Old's keys, then one of New's after them ("zz").
+            #expect(chunks.count == 12 && chunks.allSatisfy { $0.done && $0.completions == 1 })
             let status = try #require(try await coordinator.status("find"))
             #expect(status.rowsCopied == 4 && status.rowsScanned == 1_090)
 
