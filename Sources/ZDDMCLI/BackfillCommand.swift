@@ -131,7 +131,10 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
 
     func run() async throws {
         // The metrics system first: the migration's core takes its metrics factory when it is created.
-        try await metrics.run { try await stores.run(self, migration: run ?? join ?? name, createNew: true) }
+        // Each worker keeps one connection of each pool busy.
+        try await metrics.run {
+            try await stores.run(self, migration: run ?? join ?? name, createNew: true, steadyConnections: workers)
+        }
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
@@ -194,7 +197,7 @@ struct BackfillCopyCommand: AsyncParsableCommand, StorePairAction {
         options.runScope = "table \(stores.table) → \(stores.toTable ?? stores.table)"
         let runName = run ?? join ?? name
         let url = try stores.coordinatorURL(coordinator, kind: "backfill")
-        try await withCoordinator(url) { (coordinator: AnyBackfillCoordinator<Key>) in
+        try await withCoordinator(url, steadyConnections: workers) { (coordinator: AnyBackfillCoordinator<Key>) in
             let display = LiveDisplay()
             let backfill = try ChunkedBackfill(
                 core: pair.core,
@@ -232,9 +235,10 @@ func withCoordinator<Key: Codable & Sendable, T: Sendable>(
     _ url: String,
     option: String = "--coordinator",
     prefix: String = "zddm_backfill",
+    steadyConnections: Int = 1,
     _ body: (AnyBackfillCoordinator<Key>) async throws -> T
 ) async throws -> T {
-    let database = try await OpenedDatabase.open(url, option: option)
+    let database = try await OpenedDatabase.open(url, option: option, steadyConnections: steadyConnections)
     do {
         let coordinator: AnyBackfillCoordinator<Key>
         switch database {

@@ -17,6 +17,7 @@ enum OpenedDatabase: Sendable, CustomStringConvertible {
     ///   - url: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]`.
     ///   - option: The option the URL came from, for error messages.
     ///   - lockTimeout: For SQLite, how long a write waits for another connection's lock.
+    ///   - steadyConnections: For PostgreSQL, the connections the pool keeps open, unpinged, for its whole life.
     ///   - environment: Where `PGPASSWORD` is read.
     /// - Returns: The open database; the caller closes it.
     /// - Throws: ``ZDDMError`` naming the option and what is wrong, never the password.
@@ -24,6 +25,7 @@ enum OpenedDatabase: Sendable, CustomStringConvertible {
         _ url: String,
         option: String,
         lockTimeout: Duration = .seconds(5),
+        steadyConnections: Int = 1,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) async throws -> OpenedDatabase {
         if url.hasPrefix("sqlite:") {
@@ -41,7 +43,8 @@ enum OpenedDatabase: Sendable, CustomStringConvertible {
             if location.password == nil, let password = environment["PGPASSWORD"], !password.isEmpty {
                 location.password = password
             }
-            return .postgres(try await PostgresDatabase.connect(url: location), location)
+            let database = try await PostgresDatabase.connect(url: location, steadyConnections: steadyConnections)
+            return .postgres(database, location)
         }
         throw ZDDMError(
             .invalidArgument,

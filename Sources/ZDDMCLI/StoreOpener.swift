@@ -66,6 +66,7 @@ package enum StoreOpener {
     ///   - fresh: Empty the database first (the demo's own files and tables only).
     ///   - busyTimeout: How long an SQLite write waits for another process's lock.
     ///   - versions: Whether the table keeps versions, and in which role.
+    ///   - steadyConnections: For PostgreSQL, the connections the pool keeps open, unpinged, for its whole life.
     package static func open<Key: SQLKey & Codable, Value: Sendable>(
         _ url: String,
         table: String,
@@ -73,7 +74,8 @@ package enum StoreOpener {
         create: Bool,
         fresh: Bool = false,
         busyTimeout: Duration = .seconds(5),
-        versions: StoreVersions = .none
+        versions: StoreVersions = .none,
+        steadyConnections: Int = 1
     ) async throws -> OpenedStore<Key, Value> {
         if url.hasPrefix("sqlite:") {
             let location = try SQLiteURL(url)
@@ -113,7 +115,7 @@ package enum StoreOpener {
         }
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
             let location = try PostgresURL(url)
-            let database = try await PostgresDatabase.connect(url: location)
+            let database = try await PostgresDatabase.connect(url: location, steadyConnections: steadyConnections)
             do {
                 let store: PostgresStore<Key, Value>
                 switch versions {

@@ -58,19 +58,28 @@ struct StorePairOptions: ParsableArguments {
     ///   - action: What to do with the open tables.
     ///   - migration: The proxy's name.
     ///   - createNew: Whether New's table is created when missing.
-    func run(_ action: some StorePairAction, migration: String, createNew: Bool) async throws {
+    ///   - steadyConnections: The connections each PostgreSQL pool keeps open for its whole life, unpinged: as many as
+    ///     the command uses at once, so that a busy pool schedules no timer (see `PostgresDatabase.connect`).
+    func run(
+        _ action: some StorePairAction,
+        migration: String,
+        createNew: Bool,
+        steadyConnections: Int = 1
+    ) async throws {
+        let steady = steadyConnections
         switch keyType {
-        case .integer: try await run(action, Int64.self, migration: migration, createNew: createNew)
-        case .text: try await run(action, String.self, migration: migration, createNew: createNew)
-        case .bytes: try await run(action, KeyBytes.self, migration: migration, createNew: createNew)
+        case .integer: try await run(action, Int64.self, migration, createNew: createNew, steady: steady)
+        case .text: try await run(action, String.self, migration, createNew: createNew, steady: steady)
+        case .bytes: try await run(action, KeyBytes.self, migration, createNew: createNew, steady: steady)
         }
     }
 
     private func run<Key: SQLKey & Codable>(
         _ action: some StorePairAction,
         _: Key.Type,
-        migration: String,
-        createNew: Bool
+        _ migration: String,
+        createNew: Bool,
+        steady: Int
     ) async throws {
         let versioned = try await usesVersions()
         let old: OpenedStore<Key, [UInt8]> = try await StoreOpener.open(
@@ -78,7 +87,8 @@ struct StorePairOptions: ParsableArguments {
             table: table,
             codec: RawBytesValueCodec(),
             create: false,
-            versions: versioned ? .old(column: versionColumn) : .none
+            versions: versioned ? .old(column: versionColumn) : .none,
+            steadyConnections: steady
         )
         let new: OpenedStore<Key, [UInt8]>
         do {
@@ -87,7 +97,8 @@ struct StorePairOptions: ParsableArguments {
                 table: toTable ?? table,
                 codec: RawBytesValueCodec(),
                 create: createNew,
-                versions: versioned ? .new(column: versionColumn) : .none
+                versions: versioned ? .new(column: versionColumn) : .none,
+                steadyConnections: steady
             )
         } catch {
             await old.close()

@@ -130,7 +130,9 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
 
     func run() async throws {
         // The metrics system first: the migration's core takes its metrics factory when it is created.
-        try await metrics.run { try await stores.run(self, migration: "verify", createNew: false) }
+        try await metrics.run {
+            try await stores.run(self, migration: "verify", createNew: false, steadyConnections: workers)
+        }
     }
 
     func run<Key: SQLKey & Codable>(_ pair: StorePair<Key>) async throws {
@@ -215,7 +217,8 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
     ) async throws -> (VerifyReport<Key>, UInt64?, Int?) {
         let runName = run ?? join ?? Self.newRunName()
         let url = try stores.coordinatorURL(coordinator, kind: "verify")
-        return try await withCoordinator(url, prefix: "zddm_verify") { (coordinator: AnyBackfillCoordinator<Key>) in
+        return try await withCoordinator(url, prefix: "zddm_verify", steadyConnections: workers) {
+            (coordinator: AnyBackfillCoordinator<Key>) in
             let verify = try ChunkedVerify(
                 core: pair.core,
                 coordinator: coordinator,

@@ -7,14 +7,14 @@ import ZDDMSQL
 ///
 /// There are two ways to get one, and they differ in who runs the pool:
 ///
-/// - ``connect(url:connectTimeout:maximumConnections:logger:)`` checks the server with a first connection and
+/// - ``connect(url:connectTimeout:maximumConnections:steadyConnections:logger:)`` checks the server with a first connection and
 ///   `SELECT 1`, so an unreachable host, a wrong password or a missing database fail right there, within the
 ///   connect timeout, with a ``ZDDM/ZDDMError`` that names the host and port. It then creates a `PostgresClient`
 ///   and **starts a task that runs it**; ``shutdown()`` ends that task. Handy for tools, scripts and tests.
 /// - ``init(client:url:logger:)`` uses a `PostgresClient` that the application creates and runs itself, usually
 ///   as a service in its `ServiceGroup`, as PostgresNIO asks. It **starts no task**: the pool runs as long as the
 ///   application runs the client, and ``shutdown()`` leaves it alone.
-///   ``PostgresURL/clientConfiguration(connectTimeout:maximumConnections:)`` makes the client's configuration
+///   ``PostgresURL/clientConfiguration(connectTimeout:maximumConnections:steadyConnections:)`` makes the client's configuration
 ///   from a URL.
 ///
 /// The password is never part of a description, a log line or an error. With `sslmode=prefer` or `require` the
@@ -60,6 +60,9 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
     ///   - connectTimeout: The longest the first connection, its login and `SELECT 1` may take together, and the
     ///     pool's connect timeout; 5 seconds by default.
     ///   - maximumConnections: The pool's largest number of connections; 20 by default.
+    ///   - steadyConnections: How many connections the pool keeps open, unpinged, for its whole life, for bulk work
+    ///     that keeps them busy (see ``PostgresURL/clientConfiguration(connectTimeout:maximumConnections:steadyConnections:)``);
+    ///     0 (the default) for connections on demand.
     ///   - logger: Where the driver logs; by default nowhere.
     /// - Returns: The connected database.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for a malformed URL, or
@@ -68,12 +71,14 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         url: String,
         connectTimeout: Duration = .seconds(5),
         maximumConnections: Int = 20,
+        steadyConnections: Int = 0,
         logger: Logger = Logger(label: "zddm.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> PostgresDatabase {
         try await connect(
             url: PostgresURL(url),
             connectTimeout: connectTimeout,
             maximumConnections: maximumConnections,
+            steadyConnections: steadyConnections,
             logger: logger
         )
     }
@@ -84,19 +89,25 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
     ///   - connectTimeout: The longest the first connection, its login and `SELECT 1` may take together, and the
     ///     pool's connect timeout; 5 seconds by default.
     ///   - maximumConnections: The pool's largest number of connections; 20 by default.
+    ///   - steadyConnections: How many connections the pool keeps open, unpinged, for its whole life, for bulk work
+    ///     that keeps them busy (see ``PostgresURL/clientConfiguration(connectTimeout:maximumConnections:steadyConnections:)``);
+    ///     0 (the default) for connections on demand.
     ///   - logger: Where the driver logs; by default nowhere.
     /// - Returns: The connected database.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/connectionFailed`` naming host and port and saying what
-    ///   happened, or ``ZDDMError/Code/invalidArgument`` for a timeout or pool size below its minimum.
+    ///   happened, or ``ZDDMError/Code/invalidArgument`` for a timeout or pool size below its minimum, or steady
+    ///   connections outside 0 to the pool size.
     public static func connect(
         url: PostgresURL,
         connectTimeout: Duration = .seconds(5),
         maximumConnections: Int = 20,
+        steadyConnections: Int = 0,
         logger: Logger = Logger(label: "zddm.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
     ) async throws -> PostgresDatabase {
         let configuration = try url.clientConfiguration(
             connectTimeout: connectTimeout,
-            maximumConnections: maximumConnections
+            maximumConnections: maximumConnections,
+            steadyConnections: steadyConnections
         )
         let logger = Self.logger(logger, url: url)
         do {
@@ -121,7 +132,7 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Stops the pool this database started (see ``connect(url:connectTimeout:maximumConnections:logger:)``):
+    /// Stops the pool this database started (see ``connect(url:connectTimeout:maximumConnections:steadyConnections:logger:)``):
     /// running queries finish or fail, later calls of its stores fail. A client given to
     /// ``init(client:url:logger:)`` is left running; the application stops it.
     public func shutdown() async {

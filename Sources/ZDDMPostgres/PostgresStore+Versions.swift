@@ -153,13 +153,12 @@ extension PostgresStore {
     /// One `COPY` (a buffer at a time) of the records straight into the table, in one transaction.
     /// - Returns: What was stored, or `nil` (nothing written) when the table holds one of the keys.
     private func copyDirect(_ entries: [(key: Key, record: VersionedRecord<Value>)]) async throws -> FencedWriteCount? {
-        let chunks = try copyText(entries, ordinals: false)
+        let (chunks, tombstones) = try copyText(entries, ordinals: false)
         let logger = database.logger
         let table = schema.table.name
         let columns =
             [schema.keyColumn, schema.valueColumn, schema.tombstoneColumn].map(\.name)
             + [versionColumn?.name ?? "version"]
-        let tombstones = entries.lazy.filter { $0.record.value == nil }.count
         return try await core.run(.writeIfNewer, on: database) {
             do {
                 return try await database.client.withTransaction(logger: logger) { connection in
@@ -180,20 +179,23 @@ extension PostgresStore {
     }
 
     /// The records in `COPY`'s text format: key, value, tombstone flag, version, and (for the staging table) the
-    /// record's position in the batch.
+    /// record's position in the batch; and how many of them have no value (tombstones).
     private func copyText(
         _ entries: [(key: Key, record: VersionedRecord<Value>)],
         ordinals: Bool
-    ) throws -> [ByteBuffer] {
+    ) throws -> (chunks: [ByteBuffer], withoutValue: Int) {
         // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
         var rows = PostgresCopyText(expectedBytes: entries.count * 64)
-        for (ordinal, entry) in entries.enumerated() {
+        var withoutValue = 0
+        for ordinal in entries.indices {
+            let entry = entries[ordinal]
             rows.appendKey(entry.key.sqlKeyValue)
             if let value = entry.record.value {
                 // A codec's value is one bytes column.
                 rows.appendBytes(try core.encode(value, for: .writeIfNewer).first?.bytes ?? [])
             } else {
                 rows.appendNull()
+                withoutValue += 1
             }
             rows.appendBool(entry.record.record.isTombstone)
             rows.appendInteger(try PostgresBinding.versionParameter(entry.record.version, for: .writeIfNewer))
@@ -207,7 +209,7 @@ extension PostgresStore {
                 message: "a text key holds a NUL character, which PostgreSQL's text cannot store; nothing was written"
             )
         }
-        return rows.finish()
+        return (rows.finish(), withoutValue)
     }
 
     /// Sends the records through `COPY` into the staging table and runs `statement` (the fenced insert from it) in
@@ -219,7 +221,7 @@ extension PostgresStore {
         collect: @escaping @Sendable (PostgresRowSequence) async throws -> R
     ) async throws -> R {
         // Everything is encoded (and checked) before a connection is taken, so bad input writes nothing.
-        let chunks = try copyText(entries, ordinals: true)
+        let chunks = try copyText(entries, ordinals: true).chunks
         let logger = database.logger
         let core = core
         return try await core.run(.writeIfNewer, on: database) {

@@ -51,6 +51,48 @@ struct ExistingConnectionTests {
         try pool.close()
     }
 
+    @Test(
+        "PostgreSQL: a pool with steady connections keeps them open and unpinged; by default connections open on demand and idle ones are pinged"
+    )
+    func steadyConnectionsConfiguration() throws {
+        let url = try PostgresURL("postgres://app@db.example:5432/app?sslmode=disable")
+        let onDemand = try url.clientConfiguration()
+        #expect(onDemand.options.minimumConnections == 0 && onDemand.options.keepAliveBehavior != nil)
+        let steady = try url.clientConfiguration(maximumConnections: 4, steadyConnections: 2)
+        #expect(steady.options.minimumConnections == 2 && steady.options.keepAliveBehavior == nil)
+        #expect(steady.options.maximumConnections == 4)
+        for bad in [-1, 5] {
+            let error = #expect(throws: ZDDMError.self) {
+                try url.clientConfiguration(maximumConnections: 4, steadyConnections: bad)
+            }
+            #expect(error?.code == .invalidArgument)
+        }
+    }
+
+    @Test("PostgreSQL: stores over a database connected with steady connections", .postgres)
+    func postgresSteadyConnections() async throws {
+        let database = try await PostgresDatabase.connect(
+            url: PostgresTestEnvironment.url(),
+            maximumConnections: 3,
+            steadyConnections: 2
+        )
+        let store = try PostgresStore<String, String>(database: database, table: uniqueTableName("steady"))
+        try await store.prepare()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<20 { group.addTask { try await store.write("k\(index)", "v\(index)") } }
+            try await group.waitForAll()
+        }
+        #expect(try await store.readMany((0..<20).map { "k\($0)" }).count == 20)
+        await database.shutdown()
+        await #expect(throws: ZDDMError.self) {
+            try await PostgresDatabase.connect(
+                url: PostgresTestEnvironment.url(),
+                maximumConnections: 2,
+                steadyConnections: 3
+            )
+        }
+    }
+
     @Test("PostgreSQL: stores over a client the application runs in its ServiceGroup", .postgres)
     func postgresClientInServiceGroup() async throws {
         let url = try PostgresTestEnvironment.url()

@@ -402,4 +402,92 @@ struct ChunkedBackfillTests {
         #expect((askedAtFirstBatch.withLock { $0 } ?? 0) > 20, "no batch was copied while New asked for a pause")
         #expect(coordinator.chunks(of: "r").allSatisfy { $0.completions == 1 && $0.claims == 1 })
     }
+
+    @Test(
+        "Without a rate limit workers skip the shared throttle; a limit set while the run goes is read again within a second and throttles every batch after it; a run with a limit throttles every batch"
+    )
+    func throttleOnlyWithALimit() async throws {
+        let old = try await oldStore(300)
+        var options = options(workers: 1, chunk: 40, batch: 7)
+        // A pass that runs alone: the limit is the run's, set at creation or while it goes.
+        for (run, created, setAtCheckpoint) in [
+            ("none", nil as Double?, nil as Int?), ("later", nil, 10), ("limited", 1e9, nil),
+        ] {
+            let clock = ManualClock()
+            let new = Store()
+            let core = try MigrationCore(name: "throttle", old: old, new: new, gate: TrafficGate(rate: 1), clock: clock)
+            let coordinator = ThrottleCountingCoordinator(InMemoryBackfillCoordinator<String>(), clock: clock)
+            coordinator.setLimitAtCheckpoint = setAtCheckpoint
+            options.maxRowsPerSecond = created
+            let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: run, options: options)
+            let progress = try await backfill.runPass()
+            #expect(progress.finished && progress.rowsScanned == 300)
+            #expect(try await agree(old, new))
+            let (throttles, checkpoints) = coordinator.counts
+            switch run {
+            case "none": #expect(throttles == 0)
+            case "later": #expect(throttles > 0 && throttles == checkpoints - 10, "\(throttles) of \(checkpoints)")
+            default: #expect(throttles == checkpoints && checkpoints > 40)
+            }
+        }
+    }
+}
+
+/// A coordinator that counts the throttle's calls and the checkpoints, and can set the run's limit at a checkpoint
+/// (then moving the clock past the time a worker trusts that the run has none).
+final class ThrottleCountingCoordinator: BackfillCoordinator, Sendable {
+    typealias Key = String
+    let base: InMemoryBackfillCoordinator<String>
+    let clock: ManualClock
+    private let state = Mutex<(throttles: Int, checkpoints: Int, setAt: Int?)>((0, 0, nil))
+
+    init(_ base: InMemoryBackfillCoordinator<String>, clock: ManualClock) {
+        self.base = base
+        self.clock = clock
+    }
+
+    var setLimitAtCheckpoint: Int? {
+        get { state.withLock { $0.setAt } }
+        set { state.withLock { $0.setAt = newValue } }
+    }
+
+    var counts: (throttles: Int, checkpoints: Int) { state.withLock { ($0.throttles, $0.checkpoints) } }
+
+    func createRun(_ plan: BackfillRunPlan<String>) async throws -> Bool { try await base.createRun(plan) }
+    func runInfo(_ run: String) async throws -> BackfillRunInfo? { try await base.runInfo(run) }
+    func claim(_ run: String, worker: String, lease: Duration) async throws -> BackfillChunkClaim<String>? {
+        try await base.claim(run, worker: worker, lease: lease)
+    }
+    func checkpoint(
+        _ claim: BackfillChunkClaim<String>,
+        cursor: String,
+        scanned: Int,
+        copied: Int,
+        lease: Duration
+    ) async throws -> Bool {
+        let (count, setAt) = state.withLock { state in
+            state.checkpoints += 1
+            return (state.checkpoints, state.setAt)
+        }
+        if count == setAt {
+            _ = try await base.setMaxRowsPerSecond(claim.run, 1e9)
+            clock.advance(by: .seconds(2))
+        }
+        return try await base.checkpoint(claim, cursor: cursor, scanned: scanned, copied: copied, lease: lease)
+    }
+    func renew(_ claim: BackfillChunkClaim<String>, lease: Duration) async throws -> Bool {
+        try await base.renew(claim, lease: lease)
+    }
+    func complete(_ claim: BackfillChunkClaim<String>, scanned: Int, copied: Int) async throws -> Bool {
+        try await base.complete(claim, scanned: scanned, copied: copied)
+    }
+    func release(_ claim: BackfillChunkClaim<String>) async throws { try await base.release(claim) }
+    func status(_ run: String) async throws -> BackfillRunStatus? { try await base.status(run) }
+    func throttle(_ run: String, rows: Int) async throws -> Duration {
+        state.withLock { $0.throttles += 1 }
+        return try await base.throttle(run, rows: rows)
+    }
+    func setMaxRowsPerSecond(_ run: String, _ maxRowsPerSecond: Double?) async throws -> Bool {
+        try await base.setMaxRowsPerSecond(run, maxRowsPerSecond)
+    }
 }

@@ -39,6 +39,12 @@ where
     private let mayCreate: Bool
     private let onProgress: (@Sendable (BackfillProgress) -> Void)?
     private let tally: Mutex<Tally>
+    /// Whether the run had a rate limit when it was last read, and when (on the core's clock).
+    private let limit: Mutex<(limited: Bool, readAt: Duration)?>
+
+    /// How long a worker trusts that the run has no rate limit, and skips the shared throttle's round trip, before it
+    /// reads the run's limit again: a limit set on a running run takes effect within this time.
+    static var limitRereadInterval: Duration { .seconds(1) }
 
     private struct Tally {
         var progress: BackfillProgress
@@ -52,7 +58,9 @@ where
     ///   - run: The run's name.
     ///   - create: Whether to create the run when it does not exist (`false` to join an existing run only).
     ///   - options: Batching, workers, chunk size, lease, retries; ``BackfillOptions/maxRowsPerSecond`` becomes
-    ///     the run's shared limit (for every worker of the run, on every machine).
+    ///     the run's shared limit (for every worker of the run, on every machine). While the run has no limit,
+    ///     workers skip the shared throttle and read the run's limit again every second, so a limit set on a
+    ///     running run takes effect within about a second.
     ///   - onProgress: Called after every batch with this process's progress.
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/invalidArgument`` for an empty run name, a batch size,
     ///   worker count, chunk size or attempt count below 1, a lease that is not positive or a rate not above 0, or
@@ -98,6 +106,7 @@ where
                 started: nil
             )
         )
+        self.limit = Mutex(nil)
     }
 
     /// Runs this process's workers until every chunk of the run is done, or until cancelled or shut down.
@@ -133,6 +142,9 @@ where
         if !mayCreate, let limit = options.maxRowsPerSecond, limit != info.maxRowsPerSecond {
             _ = try await coordinated { try await self.coordinator.setMaxRowsPerSecond(self.run, limit) }
         }
+        let limited = info.maxRowsPerSecond != nil || (!mayCreate && options.maxRowsPerSecond != nil)
+        let readAt = clock.now
+        limit.withLock { $0 = (limited, readAt) }
         let prefix = options.workerName ?? Self.defaultWorkerName
         core.logger.info(
             "backfill workers starting",
@@ -347,8 +359,10 @@ where
             }
             if !(try await waitOutBackPressure(holding: claim)) { return }
             let rows = keys.count
-            let wait = try await coordinated { try await self.coordinator.throttle(self.run, rows: rows) }
-            if wait > .zero, !(try await sleep(for: wait, holding: claim)) { return }
+            if try await isLimited() {
+                let wait = try await coordinated { try await self.coordinator.throttle(self.run, rows: rows) }
+                if wait > .zero, !(try await sleep(for: wait, holding: claim)) { return }
+            }
             let following: Task<Page, any Error>? =
                 page.atEnd ? nil : Task { try await self.batch(after: batchEnd, through: last) }
             let result: MigrationCore<Old, New>.BatchCopyResult
@@ -398,6 +412,19 @@ where
             }
             page = try await following.value
         }
+    }
+
+    /// Whether the run has a rate limit, so that a batch must go through the shared throttle: a run without one
+    /// is read again after ``limitRereadInterval``, a run with one throttles every batch.
+    private func isLimited() async throws -> Bool {
+        let now = core.clock.now
+        if let known = limit.withLock({ $0 }), known.limited || now - known.readAt < Self.limitRereadInterval {
+            return known.limited
+        }
+        let info = try await coordinated { try await self.coordinator.runInfo(self.run) }
+        let limited = info?.maxRowsPerSecond != nil
+        limit.withLock { $0 = (limited, now) }
+        return limited
     }
 
     private func finish(_ claim: BackfillChunkClaim<Key>) async throws {
