@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What users run, side by side in one run: `zddm backfill` (1, 2 and 4 workers) and `zddm verify` from SQLite into
+# What users run, side by side in one run: `zddm backfill` and `zddm verify` (1, 2 and 4 workers) from SQLite into
 # PostgreSQL, against psql's `\copy` of the same rows into the same indexed table; wall time and peak memory.
 # Needs POSTGRES_* (run under ../.ci/with-postgres). Usage: run-scale-out-bench.sh [ROWS [ROUNDS [WORKERS...]]];
 # ZDDM_BIN=path uses that binary instead of building one; BATCH=n passes --batch n to backfill.
@@ -66,4 +66,10 @@ for round in $(seq 1 "$ROUNDS"); do
     done
     timed verify "$ZDDM" verify --from "sqlite:$DIR/old.sqlite" --to "$URL" --table kv --to-table "bench_w${WORKERS[0]}"
     grep -q " 0 mismatches" "$DIR/out" || { cat "$DIR/out"; exit 1; }
+    # The same verify as a run of N workers sharing chunks (coordinated in New's database).
+    for workers in "${WORKERS[@]}"; do
+        timed "verify-run-$workers" "$ZDDM" verify --from "sqlite:$DIR/old.sqlite" --to "$URL" --table kv \
+            --to-table "bench_w${WORKERS[0]}" --run "v$$-$round-w$workers" --workers "$workers"
+        grep -q "keys compared (100.0%), 0 mismatches" "$DIR/out" || { cat "$DIR/out"; exit 1; }
+    done
 done
