@@ -87,7 +87,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
         let sql = sql
         let logger = database.logger
         return try await run {
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 var binds = PostgresBindings(capacity: 8)
                 binds.append(plan.run)
                 binds.append(Self.format)
@@ -313,7 +313,7 @@ public struct PostgresBackfillCoordinator<Key: Codable & Sendable>: BackfillCoor
     /// is idempotent. Claims stay durable, so a fencing token is never handed out twice.
     private func unflushed(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
         let logger = database.logger
-        return try await database.client.withTransaction(logger: logger) { connection in
+        return try await database.withTransaction { connection in
             try await connection.query("SET LOCAL synchronous_commit TO off", logger: logger)
             return try await connection.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger)
                 .collect()

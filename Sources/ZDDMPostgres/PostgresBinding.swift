@@ -181,16 +181,15 @@ enum PostgresBinding {
     ) async throws {
         var bindings = PostgresBindings()
         bindings.append(table.quoted)
-        let rows = try await database.client.query(
+        let rows = try await database.collect(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
                     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
                     """,
                 binds: bindings
-            ),
-            logger: database.logger
-        ).collect()
+            )
+        )
         guard !rows.isEmpty else {
             throw ZDDMError(.invalidArgument, operation: .prepare, message: "table \(table) does not exist")
         }

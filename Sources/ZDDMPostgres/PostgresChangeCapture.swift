@@ -94,7 +94,7 @@ public struct PostgresChangeCapture: Sendable, CustomStringConvertible {
             let place = try await tablePlace()
             let sql = try Statements(schema, namespace: place.namespace, keyType: place.keyType)
             let logger = database.logger
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 for statement in ["SET LOCAL lock_timeout = \(milliseconds)"] + sql.install {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
@@ -127,7 +127,7 @@ public struct PostgresChangeCapture: Sendable, CustomStringConvertible {
         try await run(.prepare, "removing change capture") {
             let sql = try Statements.uninstall(schema, removingData: removingData)
             let logger = database.logger
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 for statement in ["SET LOCAL lock_timeout = \(milliseconds)"] + sql {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }

@@ -126,7 +126,7 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
     /// - Throws: ``ZDDMError`` with code ``ZDDMError/Code/storeFailed`` when PostgreSQL fails.
     public func execute(_ sql: String) async throws {
         do {
-            try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+            _ = try await collect(PostgresQuery(unsafeSQL: sql))
         } catch {
             throw ZDDMError(.storeFailed, message: "PostgreSQL \(server)", underlying: PostgresErrors.sanitized(error))
         }
@@ -160,7 +160,7 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
 
     /// Runs one statement on a pooled connection and collects its rows.
     func rows(_ statement: String, _ binds: PostgresBindings) async throws -> [PostgresRow] {
-        try await client.query(PostgresQuery(unsafeSQL: statement, binds: binds), logger: logger).collect()
+        try await collect(PostgresQuery(unsafeSQL: statement, binds: binds))
     }
 
     /// `HOST:PORT/DB`, for messages.

@@ -89,7 +89,7 @@ public struct PostgresFleetStateStore: FleetStateStore, CustomStringConvertible 
         let sql = sql
         let logger = database.logger
         return try await run {
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 let name = Self.name(migration)
                 try await connection.query(PostgresQuery(unsafeSQL: sql.ensure, binds: name), logger: logger)
                 let rows = try await connection.query(

@@ -161,7 +161,7 @@ extension PostgresStore {
             + [versionColumn?.name ?? "version"]
         return try await core.run(.writeIfNewer, on: database) {
             do {
-                return try await database.client.withTransaction(logger: logger) { connection in
+                return try await database.withTransaction { connection in
                     for chunk in chunks {
                         try await connection.copyFrom(
                             table: table,
@@ -225,7 +225,7 @@ extension PostgresStore {
         let logger = database.logger
         let core = core
         return try await core.run(.writeIfNewer, on: database) {
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 try await connection.query(PostgresQuery(unsafeSQL: sql.createStaging), logger: logger)
                 // One `COPY` a buffer, each sent by one write: a second write waits for the socket to drain, and an
                 // error from the server during that wait would never end it. `copyFrom` quotes the names it is

@@ -281,7 +281,7 @@ public struct PostgresTableStore<Key: SQLKey, Value: Sendable>: KeyValueStore, C
         let lockIDs = Set(keys.map { PostgresBinding.lockID(table: mapping.table, key: $0.sqlKeyValue) }).sorted()
         let logger = database.logger
         let transaction = {
-            try await database.client.withTransaction(logger: logger) { connection in
+            try await database.withTransaction { connection in
                 for lockID in lockIDs {
                     try await connection.query("SELECT pg_advisory_xact_lock(\(lockID))", logger: logger)
                 }
