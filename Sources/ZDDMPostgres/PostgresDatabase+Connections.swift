@@ -4,6 +4,9 @@ import Synchronization
 import ZDDMSQL
 
 extension PostgresDatabase {
+    /// For tests: how many connections' closes are watched, and how many statements are in flight on them.
+    package var watchedConnectionCounts: (connections: Int, statements: Int) { watches.counts }
+
     /// Runs `body` on a connection of the pool, and fails as soon as that connection closes before `body` ends.
     ///
     /// PostgresNIO hands a statement to its connection's channel without waiting for the write. When the pool
@@ -18,8 +21,9 @@ extension PostgresDatabase {
     func withConnection<T: Sendable>(
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        try await client.withConnection { connection in
-            try await ConnectionWatch.run(on: connection, body)
+        let watches = watches
+        return try await client.withConnection { connection in
+            try await ConnectionWatch.run(on: connection, watches: watches, body)
         }
     }
 
@@ -47,6 +51,48 @@ extension PostgresDatabase {
     }
 }
 
+/// The statements in flight on each pooled connection, failed together when the connection closes. Each connection's
+/// close is watched once, however many statements it runs (a pool keeps a connection for hours), and a statement
+/// leaves the registry when it ends, so nothing accumulates per statement.
+final class ConnectionWatches: Sendable {
+    private let watchers = Mutex<[ObjectIdentifier: [UInt64: @Sendable (any Error) -> Void]]>([:])
+    private let nextID = Atomic<UInt64>(0)
+
+    /// Calls `onClose` if `connection` closes before ``unregister(_:_:)`` with the returned identifier.
+    func register(_ connection: PostgresConnection, onClose: @escaping @Sendable (any Error) -> Void) -> UInt64 {
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        let key = ObjectIdentifier(connection)
+        let first = watchers.withLock { watchers in
+            let first = watchers[key] == nil
+            watchers[key, default: [:]][id] = onClose
+            return first
+        }
+        if first {
+            connection.closeFuture.whenComplete { _ in
+                let waiting = self.watchers.withLock { $0.removeValue(forKey: key) } ?? [:]
+                let error = SQLDatabaseError(
+                    system: "PostgreSQL",
+                    code: nil,
+                    message: "the connection closed before the statement's result arrived",
+                    driverError: nil
+                )
+                for onClose in waiting.values { onClose(error) }
+            }
+        }
+        return id
+    }
+
+    func unregister(_ connection: PostgresConnection, _ id: UInt64) {
+        let key = ObjectIdentifier(connection)
+        watchers.withLock { watchers in _ = watchers[key]?.removeValue(forKey: id) }
+    }
+
+    /// Connections whose close is watched, and statements in flight on them.
+    var counts: (connections: Int, statements: Int) {
+        watchers.withLock { watchers in (watchers.count, watchers.values.reduce(0) { $0 + $1.count }) }
+    }
+}
+
 /// The race between work on a connection and the connection's close.
 private final class ConnectionWatch<T: Sendable>: Sendable {
     private struct State {
@@ -58,9 +104,12 @@ private final class ConnectionWatch<T: Sendable>: Sendable {
 
     static func run(
         on connection: PostgresConnection,
+        watches: ConnectionWatches,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
         let watch = ConnectionWatch()
+        let id = watches.register(connection) { error in watch.finish(.failure(error)) }
+        defer { watches.unregister(connection, id) }
         // Unstructured, so that a statement whose result never comes is left behind rather than waited for.
         let work = Task {
             do {
@@ -68,18 +117,6 @@ private final class ConnectionWatch<T: Sendable>: Sendable {
             } catch {
                 watch.finish(.failure(error))
             }
-        }
-        connection.closeFuture.whenComplete { _ in
-            watch.finish(
-                .failure(
-                    SQLDatabaseError(
-                        system: "PostgreSQL",
-                        code: nil,
-                        message: "the connection closed before the statement's result arrived",
-                        driverError: nil
-                    )
-                )
-            )
         }
         return try await withTaskCancellationHandler {
             try await watch.value()

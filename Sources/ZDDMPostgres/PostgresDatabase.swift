@@ -27,6 +27,8 @@ public final class PostgresDatabase: Sendable, CustomStringConvertible {
     let logger: Logger
     /// The task running the client, when this database started it.
     private let runTask: Task<Void, Never>?
+    /// The statements in flight on each of the pool's connections, failed when their connection closes.
+    let watches = ConnectionWatches()
 
     /// Uses a client that the application runs itself (for example in its `ServiceGroup`); starts no task.
     ///

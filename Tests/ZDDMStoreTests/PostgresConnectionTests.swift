@@ -85,6 +85,25 @@ struct PostgresConnectionTests {
         #expect(!text.contains(wrong))
     }
 
+    @Test(
+        "A pooled connection's close is watched once, not once a statement: after many statements nothing is left registered",
+        .postgres
+    )
+    func connectionWatchesDoNotAccumulate() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            for _ in 0..<300 { try await database.execute("SELECT 1") }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask { for _ in 0..<50 { try await database.execute("SELECT 1") } }
+                }
+                try await group.waitForAll()
+            }
+            let counts = database.watchedConnectionCounts
+            #expect(counts.statements == 0, "every statement left the registry when it ended")
+            #expect((1...8).contains(counts.connections), "one entry a pooled connection: \(counts.connections)")
+        }
+    }
+
     @Test("Logs, descriptions and errors never contain the password", .postgres)
     func passwordNeverShown() async throws {
         let url = try PostgresTestEnvironment.url()

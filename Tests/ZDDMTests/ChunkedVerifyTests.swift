@@ -303,6 +303,34 @@ struct ChunkedVerifyTests {
         #expect(report.mismatches == (try await Verify(core: core).verify()).mismatches)
     }
 
+    @Test("A chunk's pages stop at its last key: a chunk of one page is one read a side")
+    func noReadPastChunkEnd() async throws {
+        let old = Store(captureChanges: true)
+        for index in 0..<400 { _ = try await old.writeVersioned(Self.key(index), "v\(index)") }
+        let new = Store()
+        let core = try MigrationCore(name: "pages", old: old, new: new, gate: TrafficGate(rate: 1))
+        _ = try await Backfill(core: core, checkpoints: MemoryCheckpointStore<String>()).runPass()
+        let counted = (old: FaultInjectingStore(old), new: FaultInjectingStore(new))
+        let countedCore = try MigrationCore(
+            name: "pages",
+            old: counted.old,
+            new: counted.new,
+            gate: TrafficGate(rate: 1)
+        )
+        let report = try await ChunkedVerify(
+            core: countedCore,
+            coordinator: InMemoryBackfillCoordinator<String>(),
+            run: "p",
+            options: options(workers: 2, chunk: 40, batch: 40)
+        )
+        .verify()
+        #expect(report.isClean && report.comparedByVersion == 400)
+        // Old: 11 listings to plan 10 chunks, then one page a chunk; New: one listing after Old's last key, then
+        // one page a chunk.
+        #expect(counted.old.calls == 21, "\(counted.old.calls)")
+        #expect(counted.new.calls == 11, "\(counted.new.calls)")
+    }
+
     @Test("Bad input: an unknown run to join, a run at another rate or without versions, and options out of range")
     func badInput() async throws {
         let (old, new, core) = try await spoiltPair(100)

@@ -113,7 +113,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     /// A page of keys cut at the range's end, and whether the range ends with it.
     private func cut(_ keys: [Key], _ range: VerifyRange<Key>, _ role: StoreRole) throws -> (keys: [Key], atEnd: Bool) {
         guard let through = range.through, let last = keys.last, try isPast(through, last, role) else {
-            return (keys, keys.count < options.batchSize)
+            // A page that ends at the range's last key ends the range: no read past it.
+            return (keys, keys.count < options.batchSize || keys.last == range.through)
         }
         let end = try keys.firstIndex { try isPast(through, $0, role) } ?? keys.count
         return (Array(keys[..<end]), true)
@@ -233,6 +234,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
         if let through = range.through {
             oldSide.isPast = { [core] key in try Self.past(through, key, in: core.old, .old) }
             newSide.isPast = { [core] key in try Self.past(through, key, in: core.new, .new) }
+            oldSide.isLast = { $0 == through }
+            newSide.isLast = { $0 == through }
         }
         var suspects: [Key] = []
         var compared = 0
@@ -544,6 +547,8 @@ private struct VersionStream<Key: Sendable> {
     let fetch: @Sendable (Key?, Int) async throws -> [KeyVersion<Key>]
     /// Whether a key is past the range's end (the stream ends before it); `nil` for a range without end.
     var isPast: ((Key) throws -> Bool)?
+    /// Whether a key is the range's last one (no page is read after a page that ends with it).
+    var isLast: ((Key) -> Bool)?
     private var page: [KeyVersion<Key>] = []
     private var index = 0
     private var cursor: Key?
@@ -572,7 +577,7 @@ private struct VersionStream<Key: Sendable> {
                 throw ZDDMError.store(role, .listKeys, error)
             }
             index = 0
-            if page.count < limit { exhausted = true }
+            if page.count < limit || page.last.map({ isLast?($0.key) ?? false }) == true { exhausted = true }
             self.cursor = page.last?.key ?? cursor
             guard !page.isEmpty else { return nil }
         }
