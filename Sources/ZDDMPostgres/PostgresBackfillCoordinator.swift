@@ -399,8 +399,11 @@ extension PostgresBackfillCoordinator {
                 RETURNING c.chunk, c.after_key, c.through_key, c.planned_rows, c.cursor_key, c.token, c.claims
                 """
             let held = "run = $1 AND chunk = $2 AND token = $3 AND NOT done AND lease_expires IS NOT NULL"
+            // A save repeated with the same cursor (a retry after a lost reply) does not count its rows again.
             checkpoint = """
-                UPDATE \(c) SET cursor_key = $4, rows_scanned = rows_scanned + $5, rows_copied = rows_copied + $6, \
+                UPDATE \(c) SET cursor_key = $4, \
+                rows_scanned = rows_scanned + CASE WHEN cursor_key IS NOT DISTINCT FROM $4 THEN 0 ELSE $5 END, \
+                rows_copied = rows_copied + CASE WHEN cursor_key IS NOT DISTINCT FROM $4 THEN 0 ELSE $6 END, \
                 updated_at = clock_timestamp(), lease_expires = \(lease.replacingOccurrences(of: "%d", with: "7")) WHERE \(held) RETURNING chunk
                 """
             renew = """

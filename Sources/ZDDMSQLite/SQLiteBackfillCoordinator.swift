@@ -221,16 +221,16 @@ public struct SQLiteBackfillCoordinator<Key: Codable & Sendable>: BackfillCoordi
         copied: Int,
         lease: Duration
     ) async throws -> Bool {
-        try await held(
+        let encoded = try BackfillCoordination.encode(cursor, JSONEncoder())
+        return try await held(
             claim,
+            // A save repeated with the same cursor (a retry after a lost reply) does not count its rows again.
             set: """
-                cursor_key = ?, rows_scanned = rows_scanned + ?, rows_copied = rows_copied + ?, \
+                rows_scanned = rows_scanned + (CASE WHEN cursor_key IS ? THEN 0 ELSE ? END), \
+                rows_copied = rows_copied + (CASE WHEN cursor_key IS ? THEN 0 ELSE ? END), cursor_key = ?, \
                 lease_expires = \(Self.now) + ?, updated_at = \(Self.now)
                 """,
-            [
-                try BackfillCoordination.encode(cursor, JSONEncoder()), scanned, copied,
-                BackfillCoordination.seconds(lease),
-            ]
+            [encoded, scanned, encoded, copied, encoded, BackfillCoordination.seconds(lease)]
         )
     }
 

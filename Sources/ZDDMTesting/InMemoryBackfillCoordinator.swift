@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 public import ZDDM
 
@@ -156,10 +157,17 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
         copied: Int,
         lease: Duration
     ) async throws -> Bool {
-        try held(claim) { chunk, time in
+        // A save repeated with the same cursor (a retry after a lost reply) does not count its rows again.
+        let encoder = JSONEncoder()
+        let repeated = { (previous: Key?) in
+            previous.flatMap { try? encoder.encode($0) } == (try? encoder.encode(cursor))
+        }
+        return try held(claim) { chunk, time in
+            if !repeated(chunk.cursor) {
+                chunk.rowsScanned += scanned
+                chunk.rowsCopied += copied
+            }
             chunk.cursor = cursor
-            chunk.rowsScanned += scanned
-            chunk.rowsCopied += copied
             chunk.leaseEnds = time + lease
             chunk.updated = time
         }

@@ -96,6 +96,8 @@ struct ChunkedBackfillTests {
         #expect(first.chunk == 0 && second.chunk == 1)
         #expect(try await coordinator.claim("r", worker: "C", lease: .seconds(10)) == nil)
         #expect(try await coordinator.checkpoint(first, cursor: "a", scanned: 1, copied: 1, lease: .seconds(10)))
+        // Saved again with the same cursor (a retry after a lost reply): its rows count once.
+        #expect(try await coordinator.checkpoint(first, cursor: "a", scanned: 1, copied: 1, lease: .seconds(10)))
         clock.advance(by: .seconds(11))
         // A's lease expired: C rescues the chunk from A's checkpoint under a new token.
         let rescued = try #require(try await coordinator.claim("r", worker: "C", lease: .seconds(10)))
