@@ -282,14 +282,8 @@ struct BackfillStatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let name = run
-        let status = try await withCoordinator(coordinator) { (coordinator: AnyBackfillCoordinator<String>) in
-            try await coordinator.status(name)
-        }
-        guard let status else {
-            throw ZDDMError(.invalidArgument, message: "there is no backfill run named '\(run)' in --coordinator")
-        }
-        print(json ? try BackfillStatusReport(status).json() : status.line)
+        let status = try await runStatus(run, coordinator: coordinator, prefix: "zddm_backfill", kind: "backfill")
+        print(json ? try sortedJSON(BackfillStatusReport(status)) : status.line)
         if !status.finished { throw ExitCode(3) }
     }
 }
@@ -327,12 +321,24 @@ struct BackfillStatusReport: Encodable {
         workersSeen = status.workersSeen
         elapsedSeconds = status.elapsedSeconds
     }
+}
 
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+/// A run's status from its coordination tables (`zddm backfill status`, `zddm verify status`).
+func runStatus(_ run: String, coordinator url: String, prefix: String, kind: String) async throws -> BackfillRunStatus {
+    let status = try await withCoordinator(url, prefix: prefix) { (coordinator: AnyBackfillCoordinator<String>) in
+        try await coordinator.status(run)
     }
+    guard let status else {
+        throw ZDDMError(.invalidArgument, message: "there is no \(kind) run named '\(run)' in --coordinator")
+    }
+    return status
+}
+
+/// A value as JSON with sorted keys, for `--json`.
+func sortedJSON(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 extension StorePairOptions {

@@ -68,9 +68,5 @@ struct FleetStateReport: Sendable, Hashable, Encodable {
     }
 
     /// The report as one line of JSON with sorted keys.
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
+    func json() throws -> String { try sortedJSON(self) }
 }

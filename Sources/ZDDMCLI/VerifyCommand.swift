@@ -282,15 +282,8 @@ struct VerifyStatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let name = run
-        let status = try await withCoordinator(coordinator, prefix: "zddm_verify") {
-            (coordinator: AnyBackfillCoordinator<String>) in
-            try await coordinator.status(name)
-        }
-        guard let status else {
-            throw ZDDMError(.invalidArgument, message: "there is no verify run named '\(run)' in --coordinator")
-        }
-        print(json ? try VerifyStatusReport(status).json() : status.verifyLine)
+        let status = try await runStatus(run, coordinator: coordinator, prefix: "zddm_verify", kind: "verify")
+        print(json ? try sortedJSON(VerifyStatusReport(status)) : status.verifyLine)
         if !status.finished { throw ExitCode(3) }
         if status.rowsCopied > 0 { throw ExitCode(1) }
     }
@@ -328,11 +321,5 @@ struct VerifyStatusReport: Encodable {
         etaSeconds = status.etaSeconds
         workersSeen = status.workersSeen
         elapsedSeconds = status.elapsedSeconds
-    }
-
-    func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }

@@ -73,17 +73,14 @@ where
         options: BackfillOptions = BackfillOptions(),
         onProgress: (@Sendable (BackfillProgress) -> Void)? = nil
     ) throws {
-        guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a backfill run needs a name") }
+        try ChunkedRunSettings.validate(
+            kind: "backfill",
+            run: run,
+            workers: options.workers,
+            chunkRows: options.chunkRows,
+            lease: options.leaseDuration
+        )
         try options.validate(old: core.old)
-        guard options.workers >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "workers must be at least 1, got \(options.workers)")
-        }
-        guard options.chunkRows >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "chunk rows must be at least 1, got \(options.chunkRows)")
-        }
-        guard options.leaseDuration > .zero else {
-            throw ZDDMError(.invalidArgument, message: "a chunk's lease must be longer than zero")
-        }
         self.core = core
         self.coordinator = coordinator
         self.run = run

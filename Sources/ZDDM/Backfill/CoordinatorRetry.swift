@@ -35,6 +35,23 @@ struct CoordinatorRetry: Sendable {
     }
 }
 
+/// The settings every chunked run checks the same way.
+enum ChunkedRunSettings {
+    /// Refuses a run name, worker count, chunk size or lease out of range.
+    static func validate(kind: String, run: String, workers: Int, chunkRows: Int, lease: Duration) throws {
+        guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a \(kind) run needs a name") }
+        guard workers >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "workers must be at least 1, got \(workers)")
+        }
+        guard chunkRows >= 1 else {
+            throw ZDDMError(.invalidArgument, message: "chunk rows must be at least 1, got \(chunkRows)")
+        }
+        guard lease > .zero else {
+            throw ZDDMError(.invalidArgument, message: "a chunk's lease must be longer than zero")
+        }
+    }
+}
+
 extension BackfillRunInfo {
     /// Refuses a worker that disagrees with the run: another gate rate, or versions where the run has none (or
     /// the reverse).

@@ -98,16 +98,13 @@ where
         equal: @escaping @Sendable (Value, Value) -> Bool,
         onReport: (@Sendable (VerifyReport<Key>) -> Void)? = nil
     ) throws {
-        guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a verify run needs a name") }
-        guard options.workers >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "workers must be at least 1, got \(options.workers)")
-        }
-        guard options.chunkRows >= 1 else {
-            throw ZDDMError(.invalidArgument, message: "chunk rows must be at least 1, got \(options.chunkRows)")
-        }
-        guard options.leaseDuration > .zero else {
-            throw ZDDMError(.invalidArgument, message: "a chunk's lease must be longer than zero")
-        }
+        try ChunkedRunSettings.validate(
+            kind: "verify",
+            run: run,
+            workers: options.workers,
+            chunkRows: options.chunkRows,
+            lease: options.leaseDuration
+        )
         self.pass = try Verify(core: core, options: options, equal: equal)
         self.core = core
         self.coordinator = coordinator
