@@ -184,11 +184,8 @@ where
     }
 
     /// Finds the run, or plans and creates it (unless created with `create: false`), and checks that this worker
-    /// agrees with it; ``verify()`` does this first.
-    /// - Returns: The run's settings.
-    /// - Throws: As ``verify()``.
-    /// A run is verified once: a run that is already finished when a worker first looks at it is refused (its
-    /// result stands; start a new run to verify again).
+    /// agrees with it; ``verify()`` does this first. A run is verified once: a run that is already finished when
+    /// this worker first looks at it is refused (its result stands; start a new run to verify again).
     /// - Returns: The run's settings.
     /// - Throws: As ``verify()``, and ``ZDDMError/Code/invalidArgument`` for a run that is already finished or
     ///   covers something else (another migration, or deep or repairing where this worker is not).
