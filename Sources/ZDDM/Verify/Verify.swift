@@ -97,7 +97,8 @@ where Old.Key == New.Key, Old.Value == New.Value, Old.Key: GateKey {
     }
 
     /// Compares the keys of `range`, adding what it finds to `report`; `pace` is called with the number of keys
-    /// about to be compared, before each page (a throttle, and in a chunked run the lease's renewal).
+    /// about to be compared, before each page: a throttle, and in a chunked run where a stop or a chunk taken over
+    /// interrupts the pass (by throwing).
     func pass(
         _ report: inout VerifyReport<Key>,
         range: VerifyRange<Key>,
