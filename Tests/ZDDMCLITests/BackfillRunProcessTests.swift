@@ -73,19 +73,20 @@ struct BackfillRunProcessTests {
         let victim = try Child.start(common + ["--join", run, "--worker-name", "C"], in: folder, name: "C")
         // Kill C while it holds a chunk it has just claimed (at least two more batches to go, so it cannot
         // complete the chunk between this look and the kill).
+        // The chunk is noted when C is killed: once its 2 s lease expires, A or B may take it over at any time.
+        var heldAtDeath: Int?
         let holding = await waitUntil(timeout: .seconds(120)) {
             let states = (try? await chunks.chunks(of: run)) ?? []
-            let fresh = states.first { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned <= 100 }
-            guard fresh != nil else { return false }
+            guard let fresh = states.first(where: { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned <= 100 })
+            else { return false }
             kill(victim.process.processIdentifier, SIGKILL)
+            heldAtDeath = fresh.chunk
             return true
         }
         #expect(holding, "C never held a fresh chunk: \(victim.text.suffix(500))")
         victim.process.waitUntilExit()
         #expect(victim.process.terminationReason == .uncaughtSignal)
-        // What C held when it died: not done, still in its name.
-        let orphaned = try await chunks.chunks(of: run).filter { $0.owner == "C-1" && !$0.done }.map(\.chunk)
-        #expect(!orphaned.isEmpty, "C held no chunk when it died")
+        let orphaned = try #require(heldAtDeath.map { [$0] })
         let firstStatus = await first.exitStatus()
         let secondStatus = await second.exitStatus()
         #expect(firstStatus == 0, "A: \(first.text.suffix(800))")
