@@ -1,4 +1,3 @@
-import Foundation
 public import ServiceLifecycle
 import Synchronization
 
@@ -142,7 +141,7 @@ where
         let limited = info.maxRowsPerSecond != nil || (!mayCreate && options.maxRowsPerSecond != nil)
         let readAt = clock.now
         limit.withLock { $0 = (limited, readAt) }
-        let prefix = options.workerName ?? Self.defaultWorkerName
+        let prefix = options.workerName ?? ChunkedRunSettings.defaultWorkerName
         core.logger.info(
             "backfill workers starting",
             metadata: ["zddm.backfill": "\(run)", "zddm.workers": "\(options.workers)"]
@@ -172,10 +171,6 @@ where
     /// - Throws: When the coordinator fails.
     public func status() async throws -> BackfillRunStatus? {
         try await coordinator.status(run)
-    }
-
-    static var defaultWorkerName: String {
-        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
     }
 
     private func stopping() -> Bool { Task.isCancelled || Task.isShuttingDownGracefully }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -37,6 +38,11 @@ struct CoordinatorRetry: Sendable {
 
 /// The settings every chunked run checks the same way.
 enum ChunkedRunSettings {
+    /// This process's workers' names when none is given: the host name and process identifier.
+    static var defaultWorkerName: String {
+        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
     /// Refuses a run name, worker count, chunk size or lease out of range.
     static func validate(kind: String, run: String, workers: Int, chunkRows: Int, lease: Duration) throws {
         guard !run.isEmpty else { throw ZDDMError(.invalidArgument, message: "a \(kind) run needs a name") }

@@ -140,7 +140,7 @@ where
     public func verify() async throws -> VerifyReport<Key> {
         let safetyMark = core.ledger.takeMark()
         let info = try await prepare()
-        let prefix = options.workerName ?? ChunkedBackfill<Old, New, Coordinator>.defaultWorkerName
+        let prefix = options.workerName ?? ChunkedRunSettings.defaultWorkerName
         core.logger.info(
             "verify workers starting",
             metadata: ["zddm.verify": "\(run)", "zddm.workers": "\(options.workers)"]
