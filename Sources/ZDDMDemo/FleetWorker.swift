@@ -74,6 +74,21 @@ struct FleetWorker: Sendable {
         }
 
         func leave() { inFlight.subtract(1, ordering: .sequentiallyConsistent) }
+
+        /// What each call in flight is doing, by call identifier, for a pause that takes long to say why.
+        private let calls = Mutex<[String: (what: String, since: ContinuousClock.Instant)]>([:])
+
+        func note(_ id: String, _ what: String) { calls.withLock { $0[id] = (what, .now) } }
+
+        func done(_ id: String) { _ = calls.withLock { $0.removeValue(forKey: id) } }
+
+        func describeInFlight() -> String {
+            let now = ContinuousClock.now
+            return calls.withLock { calls in
+                calls.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.what) for \(now - $0.value.since)" }
+                    .joined(separator: "; ")
+            }
+        }
     }
 
     func run() async throws -> Summary {
@@ -214,6 +229,7 @@ struct FleetWorker: Sendable {
                         entry.id = "t\(task)-\(step)"
                         entry.key = key
                         if kind == .write { entry.value = "p\(settings.seed)-t\(task)-\(step)" }
+                        control.note(entry.id ?? "", "\(kind.rawValue) of key \(key)")
                         if kind != .read {
                             var begin = FleetLogEntry(kind: .begin, start: realtimeNanoseconds())
                             begin.id = entry.id
@@ -240,6 +256,7 @@ struct FleetWorker: Sendable {
                         entry.end = realtimeNanoseconds()
                         log.append(entry)
                         control.operations.add(1, ordering: .relaxed)
+                        control.done(entry.id ?? "")
                         control.leave()
                     }
                 }
@@ -270,11 +287,13 @@ struct FleetWorker: Sendable {
             entry.key = key
             entry.value = "b\(settings.seed)-\(step)"
             let version: UInt64
+            control.note(entry.id ?? "", "bypass write of key \(key)")
             do {
                 version = try await sql.writeOld(key, Array((entry.value ?? "").utf8))
             } catch {
                 // Nothing was written (one statement): say so, without the value, and go on.
                 logger.debug("bypass write failed", metadata: ["zddm.error_type": "\(type(of: error))"])
+                control.done(entry.id ?? "")
                 control.leave()
                 try? await Task.sleep(for: .milliseconds(5))
                 continue
@@ -287,6 +306,7 @@ struct FleetWorker: Sendable {
             let measured = highWater >= 1 || (highWater > 0 && hasher.hashRate(of: key) < highWater)
             entry.measured = measured
             // How long until New holds this version (or a newer one); given up after 60 s or at the stop.
+            control.note(entry.id ?? "", "waiting for New to hold version \(version) of key \(key)")
             let giveUp = ContinuousClock.now + .seconds(60)
             while measured, ContinuousClock.now < giveUp, !control.isStopped {
                 if let held = try? await sql.newVersion(key), held >= version {
@@ -296,6 +316,7 @@ struct FleetWorker: Sendable {
                 try? await Task.sleep(for: .milliseconds(2))
             }
             log.append(entry)
+            control.done(entry.id ?? "")
             control.leave()
         }
         logger.info("traffic stopped")
@@ -336,7 +357,19 @@ struct FleetWorker: Sendable {
                 let wanted = files.fileExists(atPath: pause)
                 if wanted, !control.paused.load(ordering: .sequentiallyConsistent) {
                     control.paused.store(true, ordering: .sequentiallyConsistent)
+                    var report = ContinuousClock.now + .seconds(10)
                     while control.inFlight.load(ordering: .sequentiallyConsistent) > 0, !Task.isCancelled {
+                        if ContinuousClock.now >= report {
+                            // For whoever wonders why a pause takes long: which calls it is waiting for.
+                            logger.info(
+                                "pause waiting for calls in flight",
+                                metadata: [
+                                    "zddm.in_flight": "\(control.inFlight.load(ordering: .sequentiallyConsistent))",
+                                    "zddm.calls": "\(control.describeInFlight())",
+                                ]
+                            )
+                            report = ContinuousClock.now + .seconds(10)
+                        }
                         try? await Task.sleep(for: .milliseconds(1))
                     }
                     logger.info("traffic paused")

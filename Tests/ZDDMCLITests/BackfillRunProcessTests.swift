@@ -71,14 +71,19 @@ struct BackfillRunProcessTests {
         #expect(planned, "run not planned: \(first.text.suffix(500))")
         let second = try Child.start(common + ["--join", run, "--worker-name", "B"], in: folder, name: "B")
         let victim = try Child.start(common + ["--join", run, "--worker-name", "C"], in: folder, name: "C")
-        // Kill C while it holds a chunk it has just claimed (at least two more batches to go, so it cannot
-        // complete the chunk between this look and the kill).
+        // Kill C while it holds a chunk it has just claimed. C is frozen (SIGSTOP) before each look, so it cannot
+        // go on between the look and the kill: with no batch of the chunk committed yet, it would need at least
+        // two more statements to complete it, and a frozen process sends none (at most one already sent can land).
         // The chunk is noted when C is killed: once its 2 s lease expires, A or B may take it over at any time.
         var heldAtDeath: Int?
         let holding = await waitUntil(timeout: .seconds(120)) {
+            kill(victim.process.processIdentifier, SIGSTOP)
             let states = (try? await chunks.chunks(of: run)) ?? []
-            guard let fresh = states.first(where: { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned <= 100 })
-            else { return false }
+            guard let fresh = states.first(where: { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned == 0 })
+            else {
+                kill(victim.process.processIdentifier, SIGCONT)
+                return false
+            }
             kill(victim.process.processIdentifier, SIGKILL)
             heldAtDeath = fresh.chunk
             return true

@@ -258,7 +258,10 @@ private struct FleetRun {
         let before = running.map(\.pauses)
         try Data().write(to: file("pause"))
         let paused = await waitUntil { zip(running, before).allSatisfy { $0.pauses > $1 } }
-        try #require(paused, "\(scenario): the workers did not pause")
+        let unpaused = zip(running, before).filter { $0.pauses <= $1 }.map { worker, _ in
+            "\(worker.log.lastPathComponent): …\(worker.errorLog.suffix(1_500))"
+        }
+        try #require(paused, "\(scenario): the workers did not pause: \(unpaused.joined(separator: "\n"))")
         var backlog = 0
         var state = FleetState()
         let caughtUp = try await waitUntil {
