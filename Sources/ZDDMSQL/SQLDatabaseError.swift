@@ -36,3 +36,37 @@ public struct SQLDatabaseError: Error, Sendable, ValueFreeDescription {
         return text
     }
 }
+
+extension SQLDatabaseError: RetryableError {
+    /// `false` when the database says the statement fails the same way until something is changed; `true` for a
+    /// lost connection, a failover, a lock, deadlock or serialization conflict, a lack of resources, and whenever
+    /// there is no code to judge by.
+    ///
+    /// - PostgreSQL: SQLSTATE classes 0A (feature not supported), 22 (data exception), 23 (integrity constraint
+    ///   violation), 28 (invalid authorization, such as a wrong password), 3D and 3F (no such database or schema),
+    ///   42 (syntax error or access rule violation: a missing table or column, a missing privilege), 44 and 54
+    ///   (check option violated, a program limit exceeded) are not retryable.
+    /// - SQLite: the primary result codes `SQLITE_ERROR` (such as no such table), `SQLITE_PERM`, `SQLITE_READONLY`,
+    ///   `SQLITE_CORRUPT`, `SQLITE_CANTOPEN`, `SQLITE_TOOBIG`, `SQLITE_CONSTRAINT`, `SQLITE_MISMATCH`,
+    ///   `SQLITE_MISUSE`, `SQLITE_AUTH` and `SQLITE_NOTADB` are not retryable; `SQLITE_BUSY` and `SQLITE_LOCKED` are.
+    public var isRetryable: Bool {
+        guard let code else { return true }
+        switch system {
+        case "PostgreSQL":
+            return !Self.permanentPostgresClasses.contains(String(code.prefix(2)))
+        case "SQLite":
+            guard let extended = Int(code) else { return true }
+            return !Self.permanentSQLiteCodes.contains(extended & 0xFF)
+        default:
+            return true
+        }
+    }
+
+    /// SQLSTATE classes that retrying cannot cure (PostgreSQL's documentation, "PostgreSQL Error Codes").
+    private static let permanentPostgresClasses: Set<String> = ["0A", "22", "23", "28", "3D", "3F", "42", "44", "54"]
+
+    /// SQLite primary result codes that retrying cannot cure (sqlite.org, "Result and Error Codes"): ERROR (1),
+    /// PERM (3), READONLY (8), CORRUPT (11), CANTOPEN (14), TOOBIG (18), CONSTRAINT (19), MISMATCH (20),
+    /// MISUSE (21), AUTH (23), NOTADB (26).
+    private static let permanentSQLiteCodes: Set<Int> = [1, 3, 8, 11, 14, 18, 19, 20, 21, 23, 26]
+}

@@ -46,6 +46,8 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
     private struct State {
         var runs: [String: Run] = [:]
         var failuresLeft = 0
+        var failure: (any Error & Sendable)?
+        var failedCalls = 0
     }
 
     private let state = Mutex(State())
@@ -64,10 +66,16 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
     }
 
     /// Makes the next `count` calls fail with ``ZDDM/ZDDMError/Code/connectionFailed``, as an unreachable
-    /// coordinator would.
-    public func failCalls(_ count: Int) {
-        state.withLock { $0.failuresLeft = count }
+    /// coordinator would, or with `error`.
+    public func failCalls(_ count: Int, with error: (any Error & Sendable)? = nil) {
+        state.withLock {
+            $0.failuresLeft = count
+            $0.failure = error
+        }
     }
+
+    /// How many calls have failed on purpose so far.
+    public var failedCalls: Int { state.withLock { $0.failedCalls } }
 
     /// The chunks of a run, for tests.
     public func chunks(of run: String) -> [Chunk] {
@@ -79,7 +87,9 @@ public final class InMemoryBackfillCoordinator<Key: Codable & Sendable>: Backfil
         return try state.withLock { state in
             if state.failuresLeft > 0 {
                 state.failuresLeft -= 1
-                throw ZDDMError(.connectionFailed, message: "the in-memory coordinator fails on purpose")
+                state.failedCalls += 1
+                throw state.failure
+                    ?? ZDDMError(.connectionFailed, message: "the in-memory coordinator fails on purpose")
             }
             return try body(&state, time)
         }

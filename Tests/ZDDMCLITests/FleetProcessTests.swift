@@ -257,7 +257,9 @@ private struct FleetRun {
         let running = workers.filter(\.process.isRunning)
         let before = running.map(\.pauses)
         try Data().write(to: file("pause"))
-        let paused = await waitUntil { zip(running, before).allSatisfy { $0.pauses > $1 } }
+        // A pause waits for every call in flight; the bypass writer's call includes waiting (up to 60 s) for New to
+        // hold its write, so the deadline is longer than that.
+        let paused = await waitUntil(timeout: .seconds(150)) { zip(running, before).allSatisfy { $0.pauses > $1 } }
         let unpaused = zip(running, before).filter { $0.pauses <= $1 }.map { worker, _ in
             "\(worker.log.lastPathComponent): …\(worker.errorLog.suffix(1_500))"
         }

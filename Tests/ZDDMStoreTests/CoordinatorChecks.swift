@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZDDM
+import ZDDMTesting
 
 /// The checks every durable backfill coordinator passes (PostgreSQL's and SQLite's), on a run named "r".
 enum CoordinatorChecks {
@@ -18,6 +19,33 @@ enum CoordinatorChecks {
                 )
             }
         )
+    }
+
+    /// A run whose chunks table is dropped after planning: a worker joining it stops at its first claim with the
+    /// database's error, which names the table and says retrying cannot cure it (it is not retried forever).
+    static func missingTable<C: BackfillCoordinator>(
+        _ coordinator: C,
+        chunksTable: String,
+        drop: () async throws -> Void
+    ) async throws where C.Key == String {
+        let old = InMemoryStore<String, String>()
+        for index in 0..<50 { try await old.write("k\(1_000 + index)", "v\(index)") }
+        let core = try MigrationCore(name: "missing", old: old, new: InMemoryStore(), gate: TrafficGate(rate: 1))
+        var options = BackfillOptions()
+        options.chunkRows = 10
+        options.retryDelay = .milliseconds(1)
+        try await ChunkedBackfill(core: core, coordinator: coordinator, run: "gone", options: options).prepare()
+        try await drop()
+        let joining = try ChunkedBackfill(
+            core: core,
+            coordinator: coordinator,
+            run: "gone",
+            create: false,
+            options: options
+        )
+        let error = await #expect(throws: (any Error).self) { try await joining.runPass() }
+        #expect(error.map(ZDDMError.isRetryable) == false, "\(String(describing: error))")
+        #expect(String(describing: error).contains(chunksTable), "\(String(describing: error))")
     }
 
     /// A run's fleet mark is kept as given: none, and a value above `Int64.max`.

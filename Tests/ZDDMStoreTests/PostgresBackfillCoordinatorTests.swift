@@ -37,6 +37,21 @@ struct PostgresBackfillCoordinatorTests {
         }
     }
 
+    @Test(
+        "A coordination table dropped mid-run: the joining worker stops at once with PostgreSQL's error naming it (42P01)",
+        .timeLimit(.minutes(2))
+    )
+    func missingTable() async throws {
+        try await PostgresTestEnvironment.withDatabase { database in
+            let prefix = uniqueTableName("bf")
+            let coordinator = try PostgresBackfillCoordinator<String>(database: database, prefix: prefix)
+            try await coordinator.prepare()
+            try await CoordinatorChecks.missingTable(coordinator, chunksTable: prefix + "_chunks") {
+                try await database.execute("DROP TABLE \"\(prefix)_chunks\"")
+            }
+        }
+    }
+
     @Test("The throttle is one budget for the whole run; it can be changed while the run goes on")
     func sharedThrottle() async throws {
         try await PostgresTestEnvironment.withDatabase { database in

@@ -37,6 +37,18 @@ struct SQLiteBackfillCoordinatorTests {
         try await withCoordinator { coordinator, _ in try await CoordinatorChecks.leaseExpiry(coordinator) }
     }
 
+    @Test(
+        "A coordination table dropped mid-run: the joining worker stops at once with SQLite's error naming it",
+        .timeLimit(.minutes(2))
+    )
+    func missingTable() async throws {
+        try await withCoordinator { coordinator, database in
+            try await CoordinatorChecks.missingTable(coordinator, chunksTable: "zddm_backfill_chunks") {
+                try await database.execute("DROP TABLE \"zddm_backfill_chunks\"")
+            }
+        }
+    }
+
     @Test("The throttle is one budget for the whole run; it can be changed while the run goes on")
     func sharedThrottle() async throws {
         try await withCoordinator { coordinator, _ in try await CoordinatorChecks.sharedThrottle(coordinator) }

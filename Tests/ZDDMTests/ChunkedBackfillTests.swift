@@ -273,6 +273,48 @@ struct ChunkedBackfillTests {
         #expect(chunks.reduce(0) { $0 + $1.rowsScanned } == 300)
     }
 
+    @Test(
+        "A coordinator error retrying cannot cure (a missing table) ends the run at its first failure, naming it; an outage before it is waited out",
+        .timeLimit(.minutes(2))
+    )
+    func permanentCoordinatorError() async throws {
+        let old = try await oldStore(300)
+        let new = Store()
+        let core = try MigrationCore(name: "permanent", old: old, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let failures = Mutex(0)
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options()) { _ in
+            // After the first checkpoint: three retryable failures, then one that is not, for every call after.
+            let first = failures.withLock { count in
+                defer { count += 1 }
+                return count == 0
+            }
+            if first { coordinator.failCalls(3) }
+            if coordinator.failedCalls == 3 {
+                coordinator.failCalls(1_000, with: ZDDMError(.storeFailed, message: "", underlying: PermanentFault()))
+            }
+        }
+        let error = await #expect(throws: ZDDMError.self) { try await backfill.runPass() }
+        #expect(error?.underlying is PermanentFault, "\(String(describing: error))")
+        // Thrown by the first call that met it (one per worker at most), not retried.
+        #expect(coordinator.failedCalls >= 4 && coordinator.failedCalls <= 3 + 3, "\(coordinator.failedCalls) calls")
+        #expect(!coordinator.chunks(of: "r").allSatisfy { $0.done })
+        // Nothing was marked done that was not copied.
+        for (index, chunk) in coordinator.chunks(of: "r").enumerated() where chunk.done {
+            var keys: [String] = []
+            var cursor = chunk.range.after
+            while true {
+                let page = try await old.keysIncludingDeleted(after: cursor, limit: 100)
+                let inside = page.filter { $0 <= chunk.range.through }
+                keys += inside
+                guard inside.count == page.count, let last = page.last else { break }
+                cursor = last
+            }
+            let copied = try await new.readManyVersioned(keys)
+            #expect(copied.count == keys.count, "chunk \(index) marked done without its rows")
+        }
+    }
+
     @Test("The throttle is shared by every worker of a run: rows per second across all of them")
     func sharedThrottle() async throws {
         let clock = ManualClock()
@@ -435,6 +477,12 @@ struct ChunkedBackfillTests {
     }
 }
 
+/// An error that says retrying cannot cure it, as a missing table does.
+struct PermanentFault: RetryableError, ValueFreeDescription {
+    var isRetryable: Bool { false }
+    var description: String { "a missing table (injected)" }
+}
+
 /// A coordinator that counts the throttle's calls and the checkpoints, and can set the run's limit at a checkpoint
 /// (then moving the clock past the time a worker trusts that the run has none).
 final class ThrottleCountingCoordinator: BackfillCoordinator, Sendable {
@@ -491,5 +539,32 @@ final class ThrottleCountingCoordinator: BackfillCoordinator, Sendable {
     }
     func setMaxRowsPerSecond(_ run: String, _ maxRowsPerSecond: Double?) async throws -> Bool {
         try await base.setMaxRowsPerSecond(run, maxRowsPerSecond)
+    }
+}
+
+@Suite("ZDDMError says whether retrying can cure it")
+struct RetryableErrorTests {
+    @Test("Refused input, rates, transitions, mappings and unsupported operations are not retryable")
+    func refusals() {
+        for code in [ZDDMError.Code.invalidArgument, .invalidRate, .refusedTransition, .mappingFailed, .unsupported] {
+            #expect(!ZDDMError(code, message: "").isRetryable, "\(code)")
+        }
+    }
+
+    @Test("A store or connection failure is what its underlying error says, retryable when it says nothing")
+    func underlying() {
+        for code in [ZDDMError.Code.storeFailed, .connectionFailed, .io] {
+            #expect(ZDDMError(code, message: "").isRetryable, "\(code)")
+            #expect(!ZDDMError(code, message: "", underlying: PermanentFault()).isRetryable, "\(code)")
+            #expect(ZDDMError(code, message: "", underlying: CancellationError()).isRetryable == false, "\(code)")
+            let nested = ZDDMError(
+                code,
+                message: "",
+                underlying: ZDDMError(.storeFailed, message: "", underlying: PermanentFault())
+            )
+            #expect(!nested.isRetryable, "\(code)")
+        }
+        #expect(ZDDMError.isRetryable(InjectedFault(operation: .read, applied: false)))
+        #expect(!ZDDMError.isRetryable(CancellationError()))
     }
 }

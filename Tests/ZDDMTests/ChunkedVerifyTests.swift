@@ -211,6 +211,31 @@ struct ChunkedVerifyTests {
     }
 
     @Test(
+        "A coordinator error retrying cannot cure ends the run at its first failure, naming it, and is not retried",
+        .timeLimit(.minutes(2))
+    )
+    func permanentCoordinatorError() async throws {
+        let (_, _, core) = try await spoiltPair(1_000)
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let listings = Mutex(0)
+        let new = FaultInjectingStore(core.new) { operation, _ in
+            if operation == .listKeys,
+                listings.withLock({
+                    $0 += 1
+                    return $0 == 30
+                })
+            {
+                coordinator.failCalls(1_000, with: PermanentFault())
+            }
+        }
+        let failingCore = try MigrationCore(name: "permanent", old: core.old, new: new, gate: TrafficGate(rate: 1))
+        await #expect(throws: PermanentFault.self) {
+            try await ChunkedVerify(core: failingCore, coordinator: coordinator, run: "p", options: options()).verify()
+        }
+        #expect(coordinator.failedCalls >= 1 && coordinator.failedCalls <= 3, "\(coordinator.failedCalls) calls")
+    }
+
+    @Test(
         "A coordinator that fails for a while mid-run makes workers wait and retry; the run finishes with every finding"
     )
     func coordinatorOutage() async throws {

@@ -259,7 +259,8 @@ public struct BackfillOptions: Sendable {
     /// ``latencyPause`` at a time, keeping its chunk), for example while New's replicas lag too far behind
     /// (`PostgresDatabase.replicationLag()`). An error counts as `false`: the signal is advisory.
     public var backPressure: (@Sendable () async throws -> Bool)?
-    /// Attempts per batch before the run fails.
+    /// Attempts per batch before the run fails. An error that says retrying cannot cure it (a missing table or
+    /// permission, see ``RetryableError``) fails the run at its first attempt.
     public var maxAttempts: Int = 5
     /// The first retry's delay; it doubles with each attempt.
     public var retryDelay: Duration = .milliseconds(100)
@@ -311,7 +312,8 @@ extension BackfillOptions {
         }
     }
 
-    /// Runs `body`, retrying failures with a delay that doubles, up to ``maxAttempts`` attempts.
+    /// Runs `body`, retrying failures with a delay that doubles, up to ``maxAttempts`` attempts; an error that
+    /// says it is not retryable (``RetryableError``) is thrown at once.
     func retrying<R: Sendable>(_ clock: MigrationClock, _ body: () async throws -> R) async throws -> R {
         var delay = retryDelay
         var attempt = 1
@@ -319,7 +321,7 @@ extension BackfillOptions {
             do {
                 return try await body()
             } catch {
-                if attempt >= maxAttempts || Task.isCancelled { throw error }
+                if attempt >= maxAttempts || Task.isCancelled || !ZDDMError.isRetryable(error) { throw error }
                 attempt += 1
                 try await clock.sleep(for: delay)
                 delay *= 2

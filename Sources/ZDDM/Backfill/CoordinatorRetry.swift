@@ -4,8 +4,8 @@ import ServiceLifecycle
 
 /// How the chunked runs call their coordinator: a failure is retried with a delay that doubles up to 5 seconds,
 /// for as long as the run is not cancelled, so a coordinator that is unreachable for a while makes workers wait,
-/// not fail. Errors that retrying cannot cure (bad input, an unsupported format, a key that does not decode) are
-/// thrown at once.
+/// not fail. Errors that retrying cannot cure (bad input, an unsupported format, a key that does not decode, and
+/// any error that says it is not retryable, such as a missing table or permission) are thrown at once.
 struct CoordinatorRetry: Sendable {
     let run: String
     let kind: String
@@ -19,15 +19,23 @@ struct CoordinatorRetry: Sendable {
         while true {
             do {
                 return try await body()
-            } catch let error as ZDDMError where [.invalidArgument, .unsupported, .mappingFailed].contains(error.code) {
-                throw error
             } catch {
                 // Stopping (cancelled, or a graceful shutdown such as Ctrl-C): no more waiting for the coordinator.
                 if Task.isCancelled || Task.isShuttingDownGracefully { throw error }
+                guard ZDDMError.isRetryable(error) else {
+                    logger.error(
+                        "\(kind) coordinator failed in a way retrying cannot cure; the run stops here",
+                        metadata: ["zddm.\(kind)": "\(run)", "zddm.error": "\(ZDDMError.describe(error))"]
+                    )
+                    throw error
+                }
                 failures += 1
                 logger.warning(
                     "\(kind) coordinator failed; retrying",
-                    metadata: ["zddm.\(kind)": "\(run)", "zddm.failures": "\(failures)", "zddm.error": "\(error)"]
+                    metadata: [
+                        "zddm.\(kind)": "\(run)", "zddm.failures": "\(failures)",
+                        "zddm.error": "\(ZDDMError.describe(error))",
+                    ]
                 )
                 try await clock.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))

@@ -113,7 +113,7 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
 
     /// Describes an underlying error without risking values: in full only when its type promises that its
     /// description holds none (``ValueFreeDescription``), otherwise by its type's name.
-    private static func describe(_ error: any Error) -> String {
+    static func describe(_ error: any Error) -> String {
         if error is CancellationError { return "cancelled" }
         if let safe = error as? any ValueFreeDescription { return String(describing: safe) }
         return "\(type(of: error))"
@@ -126,6 +126,39 @@ public struct ZDDMError: Error, Sendable, CustomStringConvertible {
 public protocol ValueFreeDescription: Error, CustomStringConvertible {}
 
 extension ZDDMError: ValueFreeDescription {}
+
+/// An error that says whether the same call can succeed when it is simply made again later.
+///
+/// Loops that wait out outages retry an error unless it says it is not retryable. A chunked run's calls to its
+/// coordinator, for instance, are retried through a lost connection or a failover for as long as it lasts, but a
+/// missing table, a missing permission or a refused password ends the run at once with the error: those fail the
+/// same way until someone changes something. An error that does not conform is retried.
+public protocol RetryableError: Error {
+    /// `true` when the same call may succeed later with nothing changed (a lost connection, a failover, a lock or
+    /// serialization conflict); `false` when it fails the same way until something is fixed.
+    var isRetryable: Bool { get }
+}
+
+extension ZDDMError: RetryableError {
+    /// `false` for an argument, rate, transition or mapping refused and for an operation a store does not
+    /// support; otherwise what the underlying error says (`true` when it says nothing).
+    public var isRetryable: Bool {
+        if [.invalidArgument, .invalidRate, .unsupported, .mappingFailed, .refusedTransition].contains(code) {
+            return false
+        }
+        return underlying.map(Self.isRetryable) ?? true
+    }
+
+    /// Whether retrying `error` later can succeed: what it says when it is a ``RetryableError``, `false` for a
+    /// cancellation, `true` otherwise.
+    public static func isRetryable(_ error: any Error) -> Bool {
+        switch error {
+        case is CancellationError: false
+        case let error as any RetryableError: error.isRetryable
+        default: true
+        }
+    }
+}
 
 /// The role a store plays in a migration.
 public enum StoreRole: String, Sendable, Hashable, CustomStringConvertible {
