@@ -117,6 +117,8 @@ let package = Package(
                 "ZDDMControl",
                 "ZDDMTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -1,7 +1,9 @@
 import Foundation
+import InMemoryTracing
 import Logging
 import ServiceLifecycle
 import Synchronization
+import Tracing
 import ZDDM
 import ZDDMTesting
 
@@ -15,7 +17,8 @@ import ZDDMTesting
 /// with SIGKILL leaves its history. The traffic follows three files: it pauses while the pause file exists (and
 /// says `traffic paused` on standard error once no call is in flight), stops when the stop file appears, and New
 /// fails every call while the outage file exists. After the traffic, the services keep running until the exit file
-/// appears, so the change applier can catch up.
+/// appears, so the change applier can catch up. A pause that waits more than 10 s for calls in flight logs which
+/// calls, and, with `ZDDM_WORKER_TRACE` set in the environment, the spans they have open (the step each waits on).
 struct FleetWorker: Sendable {
     struct Settings: Sendable {
         var location: FleetStores.Location
@@ -77,6 +80,10 @@ struct FleetWorker: Sendable {
 
         /// What each call in flight is doing, by call identifier, for a pause that takes long to say why.
         private let calls = Mutex<[String: (what: String, since: ContinuousClock.Instant)]>([:])
+        /// With `ZDDM_WORKER_TRACE` set, the spans of calls in flight, so a slow pause names the step it waits on.
+        let tracer: InMemoryTracer?
+
+        init(tracing: Bool = false) { tracer = tracing ? InMemoryTracer() : nil }
 
         func note(_ id: String, _ what: String) { calls.withLock { $0[id] = (what, .now) } }
 
@@ -84,10 +91,14 @@ struct FleetWorker: Sendable {
 
         func describeInFlight() -> String {
             let now = ContinuousClock.now
+            let epoch = DefaultTracerClock.now.nanosecondsSinceEpoch
+            let spans = (tracer?.activeSpans ?? []).map { span in
+                "span \(span.operationName) open for \((epoch &- span.startInstant.nanosecondsSinceEpoch) / 1_000_000) ms"
+            }
             return calls.withLock { calls in
                 calls.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.what) for \(now - $0.value.since)" }
                     .joined(separator: "; ")
-            }
+            } + " | " + spans.joined(separator: "; ")
         }
     }
 
@@ -110,6 +121,7 @@ struct FleetWorker: Sendable {
     // MARK: An instance
 
     private func runInstance(stores: FleetStores, log: FleetLogWriter) async throws -> Summary {
+        let control = Control(tracing: ProcessInfo.processInfo.environment["ZDDM_WORKER_TRACE"] != nil)
         let metrics = DemoMetrics()
         let migration = settings.migration
         let faulty = FaultInjectingStore(
@@ -134,6 +146,7 @@ struct FleetWorker: Sendable {
             gate: gate,
             logger: logger,
             metricsFactory: metrics,
+            tracer: control.tracer,
             fleet: member
         )
         let proxy = try MigrationProxy(core: core)
@@ -152,7 +165,6 @@ struct FleetWorker: Sendable {
                 logger: Logger(label: "zddm.worker", factory: { _ in SwiftLogNoOpLogHandler() })
             )
         )
-        let control = Control()
         func counters() -> FleetCounters {
             var counters = FleetCounters()
             counters.operations = control.operations.load(ordering: .relaxed)
@@ -174,6 +186,7 @@ struct FleetWorker: Sendable {
                     var sample = FleetLogEntry(kind: .sample, start: realtimeNanoseconds())
                     sample.counters = counters()
                     log.append(sample)
+                    control.tracer?.clearFinishedSpans()
                     try? await Task.sleep(for: settings.sampleInterval)
                 }
             }

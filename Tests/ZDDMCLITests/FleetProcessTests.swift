@@ -257,9 +257,28 @@ private struct FleetRun {
         let running = workers.filter(\.process.isRunning)
         let before = running.map(\.pauses)
         try Data().write(to: file("pause"))
-        // A pause waits for every call in flight; the bypass writer's call includes waiting (up to 60 s) for New to
-        // hold its write, so the deadline is longer than that.
-        let paused = await waitUntil(timeout: .seconds(150)) { zip(running, before).allSatisfy { $0.pauses > $1 } }
+        // A pause waits for every call in flight. On a loaded machine, calls to PostgreSQL have been seen to stall
+        // for up to 78 s with the server idle (in every process at once), and the bypass writer's call includes
+        // waiting up to 60 s for New to hold its write: the deadline is well above both.
+        let pauseStarted = ContinuousClock.now
+        var diagnosed = false
+        let paused = await waitUntil(timeout: .seconds(240)) {
+            if !diagnosed, ContinuousClock.now - pauseStarted > .seconds(12) {
+                diagnosed = true
+                print("fleet \(label) — \(scenario): slow pause; the server's sessions:\n\(postgresActivity())")
+            }
+            return zip(running, before).allSatisfy { $0.pauses > $1 }
+        }
+        let pauseTook = ContinuousClock.now - pauseStarted
+        print("fleet \(label) — \(scenario): paused after \(pauseTook)")
+        if pauseTook > .seconds(10) {
+            // What the slow pause waited for, as the workers said.
+            for worker in running {
+                for line in worker.errorLog.split(separator: "\n") where line.contains("pause waiting") {
+                    print("fleet \(label) — \(scenario): \(worker.log.lastPathComponent): \(line)")
+                }
+            }
+        }
         let unpaused = zip(running, before).filter { $0.pauses <= $1 }.map { worker, _ in
             "\(worker.log.lastPathComponent): …\(worker.errorLog.suffix(1_500))"
         }
@@ -336,4 +355,33 @@ private func realtime() -> UInt64 {
     var time = timespec()
     clock_gettime(CLOCK_REALTIME, &time)
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// The test server's sessions that are not idle, with what they wait for (psql over the server's socket, when
+/// `.ci/with-postgres` runs the tests), for a report on a slow pause.
+private func postgresActivity() -> String {
+    let environment = ProcessInfo.processInfo.environment
+    guard let bin = environment["PGBIN"], let socket = environment["PGSOCKET"], let port = environment["POSTGRES_PORT"]
+    else { return "(no psql)" }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: bin + "/psql")
+    process.arguments = [
+        "-h", socket, "-p", port, "-U", "postgres", "-d", environment["POSTGRES_DB"] ?? "postgres", "-c",
+        """
+        SELECT a.pid, a.state, a.wait_event_type, a.wait_event, pg_blocking_pids(a.pid) AS blocked_by, \
+        now() - a.xact_start AS in_transaction, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 150) AS query \
+        FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+        AND a.state <> 'idle' ORDER BY a.xact_start
+        """,
+        "-c", "SELECT state, count(*) FROM pg_stat_activity GROUP BY state",
+    ]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    do { try process.run() } catch { return "(psql failed: \(error))" }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let log = (try? String(contentsOfFile: socket + "/server.log", encoding: .utf8)) ?? ""
+    let tail = log.split(separator: "\n").suffix(15).joined(separator: "\n")
+    return String(decoding: data, as: UTF8.self) + "\nserver log:\n" + tail
 }
