@@ -19,7 +19,8 @@ package struct VerifyCommand: AsyncParsableCommand {
 struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
     static let configuration = CommandConfiguration(
         commandName: "compare",
-        abstract: "Compare Old and New key by key; exit 0 only when no mismatch is found (the default subcommand).",
+        abstract:
+            "Compare Old and New key by key; exit 0 when they agree, 1 on a mismatch, 2 on an error (the default subcommand).",
         discussion: """
             Values are compared as stored bytes. With change capture on Old (see --versions), each key's version \
             is compared on both sides and values are read only where versions differ or one side lacks the key; \
@@ -32,7 +33,7 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
             A run (--run NAME, or --workers above 1) is split into chunks of keys in coordination tables \
             (zddm_verify_runs and zddm_verify_chunks; see --coordinator): start it on one machine, add workers on \
             others with --join NAME, watch it with zddm verify status NAME. Every process ends when the whole run \
-            is done, and exits 1 when the run found a mismatch (without --repair). A worker that dies loses its \
+            is done, and exits 1 when the run found a mismatch (without --repair), 2 on an error. A worker that dies loses its \
             chunk in hand, which another worker verifies again once its lease expires. With --migration, the \
             barrier recorded for a clean run is the one read by the process that planned it.
             """
@@ -129,9 +130,11 @@ struct VerifyCompareCommand: AsyncParsableCommand, StorePairAction {
     }
 
     func run() async throws {
-        // The metrics system first: the migration's core takes its metrics factory when it is created.
-        try await metrics.run {
-            try await stores.run(self, migration: "verify", createNew: false, steadyConnections: workers)
+        try await Self.exitingTwoOnTrouble {
+            // The metrics system first: the migration's core takes its metrics factory when it is created.
+            try await metrics.run {
+                try await stores.run(self, migration: "verify", createNew: false, steadyConnections: workers)
+            }
         }
     }
 
@@ -267,8 +270,8 @@ struct VerifyStatusCommand: AsyncParsableCommand {
         discussion: """
             Prints one line (or a JSON object with --json): keys compared of those planned, mismatches found, keys \
             per second since the run began, ETA, chunks done / in flight / waiting, workers seen. Exits 0 when the \
-            run is finished without a mismatch, 1 when it is finished with mismatches or there is no such run, 3 \
-            while it is not finished. Changes nothing.
+            run is finished without a mismatch, 1 when it is finished with mismatches, 2 on an error (there is no \
+            such run, the coordinator cannot be read), 3 while it is not finished. Changes nothing.
             """
     )
 
@@ -282,10 +285,12 @@ struct VerifyStatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let status = try await runStatus(run, coordinator: coordinator, prefix: "zddm_verify", kind: "verify")
-        print(json ? try sortedJSON(VerifyStatusReport(status)) : status.verifyLine)
-        if !status.finished { throw ExitCode(3) }
-        if status.rowsCopied > 0 { throw ExitCode(1) }
+        try await Self.exitingTwoOnTrouble {
+            let status = try await runStatus(run, coordinator: coordinator, prefix: "zddm_verify", kind: "verify")
+            print(json ? try sortedJSON(VerifyStatusReport(status)) : status.verifyLine)
+            if !status.finished { throw ExitCode(3) }
+            if status.rowsCopied > 0 { throw ExitCode(1) }
+        }
     }
 }
 
@@ -321,5 +326,22 @@ struct VerifyStatusReport: Encodable {
         etaSeconds = status.etaSeconds
         workersSeen = status.workersSeen
         elapsedSeconds = status.elapsedSeconds
+    }
+}
+
+extension AsyncParsableCommand {
+    /// Runs a command whose exit code 1 means "found a difference", as `diff` and `cmp` do: an error is printed as
+    /// usual but ends the command with exit code 2, so a script can tell "the stores differ" from "the check could
+    /// not be made". Exit codes the command chose, and errors in its arguments (64), are kept.
+    static func exitingTwoOnTrouble(_ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let chosen as ExitCode {
+            throw chosen
+        } catch  where exitCode(for: error) == .failure {
+            let message = fullMessage(for: error)
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            throw ExitCode(2)
+        }
     }
 }

@@ -192,6 +192,13 @@ struct CLITests {
         let first = try zddm(arguments)
         #expect(first.status == 1)
         #expect(first.output.contains("11 mismatches"))
+        // Exit 2 when the comparison cannot be made (as for diff); 64 for arguments in error.
+        let missing = try zddm([
+            "verify", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(newPath)", "--table", "nope",
+        ])
+        expectError(missing, "nope")
+        #expect(missing.status == 2, "\(missing.error)")
+        #expect(try zddm(arguments + ["--batch", "0"]).status == 64)
         #expect(first.output.contains("different_value\t5"))
         #expect(first.output.contains("missing_in_new\t91"))
         let repair = try zddm(arguments + ["--repair"])
@@ -247,7 +254,14 @@ struct CLITests {
             try zddm(arguments + ["--run", "check", "--deep"]),
             "verify run 'check' covers table kv → kv, but this worker table kv → kv, deep; use another run name"
         )
-        expectError(try zddm(["verify", "status", "nope"] + coordinator), "there is no verify run named 'nope'")
+        // Exit 2 is trouble (as for diff): not a mismatch, which is 1.
+        let unknown = try zddm(["verify", "status", "nope"] + coordinator)
+        expectError(unknown, "there is no verify run named 'nope'")
+        #expect(unknown.status == 2)
+        let unreadable = try zddm(["verify", "status", "check", "--coordinator", "sqlite:\(folder.path)/none.sqlite"])
+        #expect(unreadable.status == 2, "\(unreadable.error)")
+        let joinUnknown = try zddm(arguments + ["--join", "nope"])
+        #expect(joinUnknown.status == 2, "\(joinUnknown.error)")
         expectError(try zddm(arguments + coordinator), "--coordinator needs --run, --join or --workers")
         expectError(try zddm(arguments + ["--run", "a", "--join", "a"]), "give --run or --join, not both")
         expectError(try zddm(arguments + ["--workers", "0"]), "--workers must be in 1…256")

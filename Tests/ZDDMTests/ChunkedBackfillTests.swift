@@ -296,8 +296,12 @@ struct ChunkedBackfillTests {
         }
         let error = await #expect(throws: ZDDMError.self) { try await backfill.runPass() }
         #expect(error?.underlying is PermanentFault, "\(String(describing: error))")
-        // Thrown by the first call that met it (one per worker at most), not retried.
-        #expect(coordinator.failedCalls >= 4 && coordinator.failedCalls <= 3 + 3, "\(coordinator.failedCalls) calls")
+        // Thrown by the first call that met it (one per worker at most), not retried; each worker then tries once
+        // to give its chunk back (which fails too).
+        #expect(
+            coordinator.failedCalls >= 4 && coordinator.failedCalls <= 3 + 3 * 2,
+            "\(coordinator.failedCalls) calls"
+        )
         #expect(!coordinator.chunks(of: "r").allSatisfy { $0.done })
         // Nothing was marked done that was not copied.
         for (index, chunk) in coordinator.chunks(of: "r").enumerated() where chunk.done {
@@ -313,6 +317,41 @@ struct ChunkedBackfillTests {
             let copied = try await new.readManyVersioned(keys)
             #expect(copied.count == keys.count, "chunk \(index) marked done without its rows")
         }
+    }
+
+    @Test(
+        "A worker that fails (Old unreadable past its attempts) gives its chunk back at once with its checkpoint; the next pass resumes it without copying a committed batch again"
+    )
+    func failureReleasesChunk() async throws {
+        let old = try await oldStore(300)
+        let new = Store()
+        // Old's pages fail for good after the plan (8 pages) and 6 batches.
+        let reads = Mutex(0)
+        let failing = FaultInjectingStore(old) { operation, _ in
+            guard operation == .listKeys else { return }
+            let count = reads.withLock {
+                $0 += 1
+                return $0
+            }
+            if count > 14, count < 1_000 { throw InjectedFault(operation: operation, applied: false) }
+        }
+        let core = try MigrationCore(name: "failing", old: failing, new: new, gate: TrafficGate(rate: 1))
+        let coordinator = InMemoryBackfillCoordinator<String>()
+        let backfill = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options())
+        await #expect(throws: ZDDMError.self) { try await backfill.runPass() }
+        let chunks = coordinator.chunks(of: "r")
+        #expect(chunks.contains { !$0.done })
+        #expect(chunks.allSatisfy { $0.leaseEnds == nil }, "every chunk not done was given back")
+        #expect(chunks.contains { !$0.done && $0.cursor != nil }, "a chunk given back keeps its checkpoint")
+        let scannedBefore = chunks.reduce(0) { $0 + $1.rowsScanned }
+
+        reads.withLock { $0 = 1_000 }
+        let resumed = try ChunkedBackfill(core: core, coordinator: coordinator, run: "r", options: options())
+        let progress = try await resumed.runPass()
+        #expect(progress.finished)
+        #expect(progress.rowsScanned == 300 - scannedBefore, "no committed batch was copied again")
+        #expect(try await agree(old, new))
+        #expect(coordinator.chunks(of: "r").allSatisfy { $0.done && $0.completions == 1 })
     }
 
     @Test("The throttle is shared by every worker of a run: rows per second across all of them")

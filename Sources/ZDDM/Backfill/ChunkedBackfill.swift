@@ -18,8 +18,9 @@ import Synchronization
 /// Every worker must agree with the run's plan: a run started at another gate rate, or with versions where this
 /// core has none (or the reverse), is refused. On cancellation or graceful shutdown each worker finishes the batch
 /// in hand, saves its checkpoint and releases its chunk. A coordinator that fails (its database unreachable, say)
-/// makes workers wait and retry, without marking anything done; a batch that keeps failing releases its chunk and
-/// ends the run with the error.
+/// makes workers wait and retry, without marking anything done; an error retrying cannot cure ends the run. A
+/// batch that keeps failing, or Old that cannot be read, gives the chunk back at once with its checkpoint and ends
+/// the run with the error.
 public final class ChunkedBackfill<Old: KeyValueStore, New: KeyValueStore, Coordinator: BackfillCoordinator>: Service
 where
     Old.Key == New.Key,
@@ -324,7 +325,14 @@ where
                     ]
                 )
             }
-            try await copy(claim)
+            do {
+                try await copy(claim)
+            } catch {
+                // This worker failed (Old unreadable, New failing past its attempts): the chunk goes back at once,
+                // with its checkpoint, to another worker or the next pass, instead of when its lease expires.
+                await release(claim)
+                throw error
+            }
         }
     }
 
@@ -346,7 +354,7 @@ where
                 return
             }
             if stopping() || !core.isNewTrafficAllowed {
-                try await release(claim)
+                await release(claim)
                 return
             }
             if !(try await waitOutBackPressure(holding: claim)) { return }
@@ -373,7 +381,6 @@ where
                 }
             } catch {
                 following?.cancel()
-                try? await coordinator.release(claim)
                 throw error
             }
             let copied = result.copied + result.tombstones
@@ -429,14 +436,17 @@ where
         }
     }
 
-    private func release(_ claim: BackfillChunkClaim<Key>) async throws {
-        // Best effort while stopping: a chunk not released comes back when its lease expires.
+    private func release(_ claim: BackfillChunkClaim<Key>) async {
+        // Best effort: a chunk not released comes back when its lease expires.
         do {
             try await coordinator.release(claim)
         } catch {
             core.logger.warning(
                 "could not release a backfill chunk; it comes back when its lease expires",
-                metadata: ["zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)", "zddm.error": "\(error)"]
+                metadata: [
+                    "zddm.backfill": "\(run)", "zddm.chunk": "\(claim.chunk)",
+                    "zddm.error": "\(ZDDMError.describe(error))",
+                ]
             )
         }
     }
@@ -448,7 +458,7 @@ where
         var logged = false
         while (try? await backPressure()) == true {
             if stopping() {
-                try await release(claim)
+                await release(claim)
                 return false
             }
             if !logged {
@@ -477,7 +487,7 @@ where
             do {
                 try await core.clock.sleep(for: step)
             } catch {
-                try await release(claim)
+                await release(claim)
                 return false
             }
             left -= step

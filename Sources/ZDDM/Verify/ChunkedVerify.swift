@@ -387,7 +387,10 @@ where
         } catch {
             core.logger.warning(
                 "could not release a verify chunk; it comes back when its lease expires",
-                metadata: ["zddm.verify": "\(run)", "zddm.chunk": "\(claim.chunk)", "zddm.error": "\(error)"]
+                metadata: [
+                    "zddm.verify": "\(run)", "zddm.chunk": "\(claim.chunk)",
+                    "zddm.error": "\(ZDDMError.describe(error))",
+                ]
             )
         }
     }
