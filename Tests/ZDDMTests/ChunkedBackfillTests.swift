@@ -516,12 +516,6 @@ struct ChunkedBackfillTests {
     }
 }
 
-/// An error that says retrying cannot cure it, as a missing table does.
-struct PermanentFault: RetryableError, ValueFreeDescription {
-    var isRetryable: Bool { false }
-    var description: String { "a missing table (injected)" }
-}
-
 /// A coordinator that counts the throttle's calls and the checkpoints, and can set the run's limit at a checkpoint
 /// (then moving the clock past the time a worker trusts that the run has none).
 final class ThrottleCountingCoordinator: BackfillCoordinator, Sendable {
@@ -578,32 +572,5 @@ final class ThrottleCountingCoordinator: BackfillCoordinator, Sendable {
     }
     func setMaxRowsPerSecond(_ run: String, _ maxRowsPerSecond: Double?) async throws -> Bool {
         try await base.setMaxRowsPerSecond(run, maxRowsPerSecond)
-    }
-}
-
-@Suite("ZDDMError says whether retrying can cure it")
-struct RetryableErrorTests {
-    @Test("Refused input, rates, transitions, mappings and unsupported operations are not retryable")
-    func refusals() {
-        for code in [ZDDMError.Code.invalidArgument, .invalidRate, .refusedTransition, .mappingFailed, .unsupported] {
-            #expect(!ZDDMError(code, message: "").isRetryable, "\(code)")
-        }
-    }
-
-    @Test("A store or connection failure is what its underlying error says, retryable when it says nothing")
-    func underlying() {
-        for code in [ZDDMError.Code.storeFailed, .connectionFailed, .io] {
-            #expect(ZDDMError(code, message: "").isRetryable, "\(code)")
-            #expect(!ZDDMError(code, message: "", underlying: PermanentFault()).isRetryable, "\(code)")
-            #expect(ZDDMError(code, message: "", underlying: CancellationError()).isRetryable == false, "\(code)")
-            let nested = ZDDMError(
-                code,
-                message: "",
-                underlying: ZDDMError(.storeFailed, message: "", underlying: PermanentFault())
-            )
-            #expect(!nested.isRetryable, "\(code)")
-        }
-        #expect(ZDDMError.isRetryable(InjectedFault(operation: .read, applied: false)))
-        #expect(!ZDDMError.isRetryable(CancellationError()))
     }
 }
