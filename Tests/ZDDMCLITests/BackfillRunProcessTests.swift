@@ -71,24 +71,27 @@ struct BackfillRunProcessTests {
         #expect(planned, "run not planned: \(first.text.suffix(500))")
         let second = try Child.start(common + ["--join", run, "--worker-name", "B"], in: folder, name: "B")
         let victim = try Child.start(common + ["--join", run, "--worker-name", "C"], in: folder, name: "C")
-        // Kill C while it holds a chunk it has just claimed. C is frozen (SIGSTOP) before each look, so it cannot
-        // go on between the look and the kill: with no batch of the chunk committed yet, it would need at least
-        // two more statements to complete it, and a frozen process sends none (at most one already sent can land).
+        // Kill C while it holds a chunk whose last batch it has not checkpointed. C is frozen (SIGSTOP) before each
+        // look, so it sends nothing between the look and the kill: a statement already sent may still land, but
+        // completing the chunk takes one more after its last checkpoint, which a frozen process cannot send.
         // The chunk is noted when C is killed: once its 2 s lease expires, A or B may take it over at any time.
         var heldAtDeath: Int?
         let holding = await waitUntil(timeout: .seconds(120)) {
             kill(victim.process.processIdentifier, SIGSTOP)
             let states = (try? await chunks.chunks(of: run)) ?? []
-            guard let fresh = states.first(where: { $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned == 0 })
+            guard
+                let unfinished = states.first(where: {
+                    $0.owner == "C-1" && $0.held && !$0.done && $0.rowsScanned < $0.plannedRows
+                })
             else {
                 kill(victim.process.processIdentifier, SIGCONT)
                 return false
             }
             kill(victim.process.processIdentifier, SIGKILL)
-            heldAtDeath = fresh.chunk
+            heldAtDeath = unfinished.chunk
             return true
         }
-        #expect(holding, "C never held a fresh chunk: \(victim.text.suffix(500))")
+        #expect(holding, "C never held an unfinished chunk: \(victim.text.suffix(500))")
         victim.process.waitUntilExit()
         #expect(victim.process.terminationReason == .uncaughtSignal)
         let orphaned = try #require(heldAtDeath.map { [$0] })
