@@ -75,6 +75,20 @@ func temporaryFolder() throws -> URL {
     return folder
 }
 
+/// Old with 100 rows and New with the first 90, key 5 changed in New: 11 mismatches (10 missing, 1 different).
+/// - Returns: The two SQLite files' paths.
+func makeMismatchedTables(in folder: URL) async throws -> (old: String, new: String) {
+    let oldPath = folder.appendingPathComponent("old.sqlite").path
+    let newPath = folder.appendingPathComponent("new.sqlite").path
+    try await makeOldTable(at: oldPath, rows: 100)
+    try await makeOldTable(at: newPath, rows: 90)
+    let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
+    let store = try SQLiteStore<Int64, [UInt8]>(database: database, table: "kv", codec: RawBytesValueCodec())
+    try await store.write(5, Array("stale".utf8))
+    try database.close()
+    return (oldPath, newPath)
+}
+
 /// An SQLite key-value table with `rows` integer keys.
 func makeOldTable(at path: String, rows: Int) async throws {
     let database = try SQLiteDatabase.open(url: "sqlite:\(path)")
@@ -180,14 +194,7 @@ struct CLITests {
     func verifyMismatches() async throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let oldPath = folder.appendingPathComponent("old.sqlite").path
-        let newPath = folder.appendingPathComponent("new.sqlite").path
-        try await makeOldTable(at: oldPath, rows: 100)
-        try await makeOldTable(at: newPath, rows: 90)
-        let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
-        let store = try SQLiteStore<Int64, [UInt8]>(database: database, table: "kv", codec: RawBytesValueCodec())
-        try await store.write(5, Array("stale".utf8))
-        try database.close()
+        let (oldPath, newPath) = try await makeMismatchedTables(in: folder)
         let arguments = ["verify", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(newPath)", "--table", "kv"]
         let first = try zddm(arguments)
         #expect(first.status == 1)
@@ -214,14 +221,7 @@ struct CLITests {
     func chunkedVerify() async throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let oldPath = folder.appendingPathComponent("old.sqlite").path
-        let newPath = folder.appendingPathComponent("new.sqlite").path
-        try await makeOldTable(at: oldPath, rows: 100)
-        try await makeOldTable(at: newPath, rows: 90)
-        let database = try SQLiteDatabase.open(url: "sqlite:\(newPath)")
-        let store = try SQLiteStore<Int64, [UInt8]>(database: database, table: "kv", codec: RawBytesValueCodec())
-        try await store.write(5, Array("stale".utf8))
-        try database.close()
+        let (oldPath, newPath) = try await makeMismatchedTables(in: folder)
         let arguments = ["verify", "--from", "sqlite:\(oldPath)", "--to", "sqlite:\(newPath)", "--table", "kv"]
         let chunks = ["--chunk-rows", "7", "--batch", "3"]
         let first = try zddm(arguments + ["--workers", "3"] + chunks)

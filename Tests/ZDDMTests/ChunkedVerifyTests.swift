@@ -46,6 +46,26 @@ struct ChunkedVerifyTests {
         return (old, new, core)
     }
 
+    /// Wraps New so that `action` runs on its `n`th listing of keys, inside the call, before it reaches the store.
+    /// - Returns: The wrapped store, and how many listings it has seen so far.
+    func onListing(
+        _ n: Int,
+        of new: Store,
+        _ action: @escaping @Sendable () async -> Void
+    ) -> (store: FaultInjectingStore<Store>, listings: @Sendable () -> Int) {
+        let listings = Mutex(0)
+        let store = FaultInjectingStore(new) { operation, _ in
+            guard operation == .listKeys,
+                listings.withLock({
+                    $0 += 1
+                    return $0 == n
+                })
+            else { return }
+            await action()
+        }
+        return (store, { listings.withLock { $0 } })
+    }
+
     static let expected: [MismatchKind: Int] = [
         .differentValue: 3, .tombstoneInNew: 2, .missingInNew: 3, .extraInNew: 3,
     ]
@@ -175,17 +195,10 @@ struct ChunkedVerifyTests {
         // New stalls on its fourth listing, while workers hold chunks; the run is stopped there.
         let stalled = AsyncSignal()
         let resume = AsyncSignal()
-        let listings = Mutex(0)
-        let slowNew = FaultInjectingStore(core.new) { operation, _ in
-            guard operation == .listKeys,
-                listings.withLock({
-                    $0 += 1
-                    return $0 == 4
-                })
-            else { return }
+        let slowNew = onListing(4, of: core.new) {
             stalled.signal()
             await resume.wait()
-        }
+        }.store
         let slowCore = try MigrationCore(name: "stop", old: core.old, new: slowNew, gate: TrafficGate(rate: 1))
         let first = try ChunkedVerify(core: slowCore, coordinator: coordinator, run: "s", options: options(workers: 2))
         let task = Task { try await first.verify() }
@@ -217,17 +230,7 @@ struct ChunkedVerifyTests {
     func permanentCoordinatorError() async throws {
         let (_, _, core) = try await spoiltPair(1_000)
         let coordinator = InMemoryBackfillCoordinator<String>()
-        let listings = Mutex(0)
-        let new = FaultInjectingStore(core.new) { operation, _ in
-            if operation == .listKeys,
-                listings.withLock({
-                    $0 += 1
-                    return $0 == 30
-                })
-            {
-                coordinator.failCalls(1_000, with: PermanentFault())
-            }
-        }
+        let new = onListing(30, of: core.new) { coordinator.failCalls(1_000, with: PermanentFault()) }.store
         let failingCore = try MigrationCore(name: "permanent", old: core.old, new: new, gate: TrafficGate(rate: 1))
         await #expect(throws: PermanentFault.self) {
             try await ChunkedVerify(core: failingCore, coordinator: coordinator, run: "p", options: options()).verify()
@@ -242,21 +245,11 @@ struct ChunkedVerifyTests {
         let (_, _, core) = try await spoiltPair(1_000)
         let coordinator = InMemoryBackfillCoordinator<String>()
         // The coordinator starts failing once the workers are well into the run (New's 30th listing).
-        let listings = Mutex(0)
-        let new = FaultInjectingStore(core.new) { operation, _ in
-            if operation == .listKeys,
-                listings.withLock({
-                    $0 += 1
-                    return $0 == 30
-                })
-            {
-                coordinator.failCalls(12)
-            }
-        }
+        let (new, listings) = onListing(30, of: core.new) { coordinator.failCalls(12) }
         let outageCore = try MigrationCore(name: "outage", old: core.old, new: new, gate: TrafficGate(rate: 1))
         let report = try await ChunkedVerify(core: outageCore, coordinator: coordinator, run: "o", options: options())
             .verify()
-        #expect(listings.withLock { $0 } > 30, "the outage began mid-run")
+        #expect(listings() > 30, "the outage began mid-run")
         #expect(report.counts == Self.expected)
         #expect(coordinator.chunks(of: "o").allSatisfy { $0.done && $0.completions == 1 })
         #expect(try await coordinator.status("o")?.rowsCopied == 11)
@@ -272,18 +265,11 @@ struct ChunkedVerifyTests {
         let coordinator = InMemoryBackfillCoordinator<String>(clock: clock)
         let stalled = AsyncSignal()
         let resume = AsyncSignal()
-        let calls = Mutex(0)
-        let slowNew = FaultInjectingStore(core.new) { operation, _ in
-            // The first listing is the plan's (New's keys after Old's last); the second is the first chunk's.
-            guard operation == .listKeys,
-                calls.withLock({
-                    $0 += 1
-                    return $0 == 2
-                })
-            else { return }
+        // The first listing is the plan's (New's keys after Old's last); the second is the first chunk's.
+        let slowNew = onListing(2, of: core.new) {
             stalled.signal()
             await resume.wait()
-        }
+        }.store
         let slowCore = try MigrationCore(name: "slow", old: core.old, new: slowNew, gate: TrafficGate(rate: 1))
         var slowOptions = options(workers: 1, chunk: 100, batch: 30)
         slowOptions.workerName = "slow"
